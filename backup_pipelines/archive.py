@@ -1,0 +1,58 @@
+"""Making the archive copy: a server-side copy of the dump, proved byte-identical.
+
+The archive's own manifest is written last, so an archive without a manifest never counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from backup_pipelines.dump import ref_for
+from backup_pipelines.manifest import (
+    BackupRef,
+    Manifest,
+    manifest_key,
+    read_manifest,
+    remove_superseded,
+)
+from backup_pipelines.storage import ObjectStore
+from backup_pipelines.streams import digest_chunks
+
+
+class ArchiveError(RuntimeError):
+    """An archive copy could not be made; the message names the database, day and cause."""
+
+
+def load_dump_manifest(dumps: ObjectStore, ref: BackupRef) -> Manifest:
+    manifest = read_manifest(dumps, ref.database, ref.partition)
+    if manifest is None or manifest.object_key != ref.object_key:
+        raise ArchiveError(
+            f"database {ref.database!r}, {ref.partition}: the dump {ref.uri} is gone or was "
+            f"replaced; materialize postgres/{ref.database}/dump again (today only)"
+        )
+    if dumps.size(ref.object_key) != manifest.size_bytes:
+        raise ArchiveError(
+            f"database {ref.database!r}, {ref.partition}: {ref.uri} is missing or not the size "
+            f"its manifest records ({manifest.size_bytes} bytes)"
+        )
+    return manifest
+
+
+def archive_dump(
+    dumps: ObjectStore, archive: ObjectStore, ref: BackupRef
+) -> tuple[BackupRef, Manifest]:
+    manifest = load_dump_manifest(dumps, ref)
+    key = manifest.object_key
+    archive.copy_from(dumps, key, key)
+    copied = digest_chunks(archive.read_chunks(key))
+    if (copied.sha256, copied.size) != (manifest.sha256, manifest.size_bytes):
+        archive.delete(key)
+        raise ArchiveError(
+            f"database {ref.database!r}, {ref.partition}: the copy at {archive.uri(key)} "
+            f"({copied.size} bytes, sha256 {copied.sha256}) differs from the dump "
+            f"({manifest.size_bytes} bytes, sha256 {manifest.sha256}); it was removed"
+        )
+    archived = manifest.archived(dt.datetime.now(dt.UTC))
+    archive.write_bytes(manifest_key(ref.database, ref.partition), archived.to_json())
+    remove_superseded(archive, ref.database, ref.partition, keep=key)
+    return ref_for(archive, archived), archived

@@ -1,0 +1,210 @@
+"""The per-database asset chain: postgres/<db>/dump → archive → verification.
+
+Thin wiring only: each asset calls one plain function (dump.py, archive.py, verification.py)
+and reports its outcome as metadata and asset check results.
+"""
+
+import re
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    PartitionsDefinition,
+    asset,
+)
+
+from backup_pipelines.archive import ArchiveError, archive_dump
+from backup_pipelines.config import BackupConfig, ConfigError, expand_env
+from backup_pipelines.dump import require_today, take_dump
+from backup_pipelines.manifest import BackupRef, Manifest, read_manifest
+from backup_pipelines.postgres import Connection, PostgresError
+from backup_pipelines.resources import BackupSettings
+from backup_pipelines.storage import S3Store
+from backup_pipelines.verification import (
+    CheckOutcome,
+    check_archive,
+    check_dump_complete,
+    check_size_change,
+    recent_sizes,
+)
+
+REF_IO_MANAGER = "backup_ref_io_manager"
+DEFAULT_DUMP_POOL_LIMIT = 2
+
+
+def asset_key(database: str, step: str) -> AssetKey:
+    return AssetKey(["postgres", database, step])
+
+
+def dump_pool(database: str, config: BackupConfig) -> str:
+    """One pool per database server, so the instance caps parallel dumps on each server."""
+    server = config.databases[database].server
+    if server is None:
+        try:
+            url = expand_env(config.databases[database].url, f"databases.{database}.url")
+            server = Connection.from_url(database, url).server
+        except (ConfigError, PostgresError):
+            server = database  # the URL is only known at run time; pool by database
+    return "pg_dump_" + re.sub(r"[^A-Za-z0-9_]+", "_", server).strip("_")
+
+
+def check_result(outcome: CheckOutcome, key: AssetKey) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.WARN if outcome.warning_only else AssetCheckSeverity.ERROR,
+        description=outcome.description,
+        metadata=outcome.metadata,
+    )
+
+
+def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:
+    return {
+        "uri": MetadataValue.path(ref.uri),
+        "sha256": ref.sha256,
+        "size_bytes": ref.size_bytes,
+        "snapshot_taken_at": manifest.snapshot_taken_at,
+        "server_version": manifest.server_version,
+        "pg_dump_version": manifest.pg_dump_version,
+        "compression": manifest.compression,
+        "relations": len(manifest.relations),
+        "rows": manifest.total_rows,
+    }
+
+
+def database_assets(
+    database: str, partitions: PartitionsDefinition, pool: str
+) -> list[AssetsDefinition]:
+    dump_key, archive_key, verification_key = (
+        asset_key(database, step) for step in ("dump", "archive", "verification")
+    )
+    group = f"postgres_{database}"
+
+    def spec(name: str, key: AssetKey, description: str, blocking: bool = True) -> AssetCheckSpec:
+        return AssetCheckSpec(
+            name,
+            asset=key,
+            description=description,
+            blocking=blocking,
+            partitions_def=partitions,
+        )
+
+    @asset(
+        key=dump_key,
+        group_name=group,
+        partitions_def=partitions,
+        pool=pool,
+        io_manager_key=REF_IO_MANAGER,
+        kinds={"postgres"},
+        description=f"pg_dump of {database}, streamed compressed into the dump store "
+        "(only today's partition can be taken).",
+        check_specs=[
+            spec(
+                "dump_complete",
+                dump_key,
+                "The stored dump has its recorded size, pg_restore "
+                "reads it, and every relation that held rows has its data entry.",
+            ),
+        ],
+    )
+    def dump(context: AssetExecutionContext, settings: BackupSettings) -> Iterator[object]:
+        day = context.partition_key
+        require_today(database, day)
+        stores = settings.stores()
+        ref, manifest = take_dump(
+            settings.connection(database), stores.dumps, day, settings.dump_settings()
+        )
+        yield Output(
+            ref,
+            metadata={
+                **backup_metadata(ref, manifest),
+                "manifest_uri": MetadataValue.path(stores.dumps.uri(ref.manifest_key)),
+                "dump_seconds": manifest.dump_seconds,
+            },
+        )
+        outcome = check_dump_complete(stores.dumps, ref, manifest, settings.client_tools())
+        yield check_result(outcome, dump_key)
+
+    @asset(
+        key=archive_key,
+        group_name=group,
+        partitions_def=partitions,
+        io_manager_key=REF_IO_MANAGER,
+        ins={"dump": AssetIn(dump_key)},
+        description=f"Archive copy of {database}'s dump (server-side copy, proved identical).",
+    )
+    def archive(
+        context: AssetExecutionContext, settings: BackupSettings, dump: BackupRef
+    ) -> Output[BackupRef]:
+        stores = settings.stores()
+        ref, manifest = archive_dump(stores.dumps, stores.archive, dump)
+        metadata = backup_metadata(ref, manifest)
+        if isinstance(stores.archive, S3Store):
+            metadata["storage_class"] = stores.archive.storage_class(ref.object_key)
+        return Output(ref, metadata=metadata)
+
+    @asset(
+        key=verification_key,
+        group_name=group,
+        partitions_def=partitions,
+        ins={"archive": AssetIn(archive_key)},
+        description=f"Integrity of {database}'s archive copy, read back whole.",
+        check_specs=[
+            spec(
+                "archive_checksum",
+                verification_key,
+                "The archive's SHA-256 and size, recomputed from storage, match the dump's.",
+            ),
+            spec(
+                "archive_contents",
+                verification_key,
+                "pg_restore reads the archive and every relation with rows has its data.",
+            ),
+            spec(
+                "size_change",
+                verification_key,
+                "The archive's size is within the configured change of recent backups.",
+                blocking=False,
+            ),
+        ],
+    )
+    def verification(
+        context: AssetExecutionContext, settings: BackupSettings, archive: BackupRef
+    ) -> MaterializeResult:
+        config, stores = settings.config(), settings.stores()
+        manifest = read_manifest(stores.archive, database, archive.partition)
+        if manifest is None:
+            raise ArchiveError(
+                f"database {database!r}, {archive.partition}: the archive copy has no manifest "
+                f"(the archive step did not finish); materialize {archive_key.to_user_string()} "
+                "for that day again"
+            )
+        outcomes = check_archive(stores.archive, archive, manifest, settings.client_tools())
+        history = recent_sizes(
+            stores.archive, database, archive.partition, config.verification.size_history
+        )
+        outcomes.append(
+            check_size_change(manifest.size_bytes, history, config.verification.size_change_warn)
+        )
+        return MaterializeResult(
+            metadata={
+                "uri": MetadataValue.path(archive.uri),
+                "verified_sha256": archive.sha256,
+                "size_bytes": manifest.size_bytes,
+                "checks_passed": sum(outcome.passed for outcome in outcomes),
+                "checks_failed": [o.name for o in outcomes if not o.passed],
+            },
+            check_results=[check_result(outcome, verification_key) for outcome in outcomes],
+        )
+
+    return [dump, archive, verification]

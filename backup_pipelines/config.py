@@ -1,0 +1,168 @@
+"""The operator's configuration file: loading, validation and `${VAR}` expansion.
+
+The file is a public contract (see README). Values may contain `${VAR}`; those are expanded
+only when a run needs them (`expand_env`), so a secret never has to sit in the file, in
+Dagster's run config or in the definitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_FILE = "backup_pipelines.yaml"
+CONFIG_PATH_ENV = "BACKUP_PIPELINES_CONFIG"
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file, the key and the fix."""
+
+
+def expand_env(value: str, key: str) -> str:
+    """Replace every `${VAR}` in `value` from the environment; `key` names the setting."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{key}: environment variable {name} is not set; export it before the run "
+                f"(the value of {key} refers to ${{{name}}})"
+            )
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3StorageConfig(_Strict):
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    archive_bucket: str | None = None
+    archive_prefix: str | None = None
+    archive_storage_class: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    # Some S3-compatible stores allow only 1,000 parts; AWS allows 10,000.
+    max_parts: int = Field(default=10_000, ge=10, le=10_000)
+
+    @field_validator("prefix", "archive_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("/")
+
+    @model_validator(mode="after")
+    def _kms_needs_sse(self) -> S3StorageConfig:
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id is set but sse is not 'aws:kms'; set sse: aws:kms")
+        return self
+
+
+class LocalStorageConfig(_Strict):
+    path: str = Field(min_length=1)
+    archive_path: str | None = None
+
+
+class StorageConfig(_Strict):
+    s3: S3StorageConfig | None = None
+    local: LocalStorageConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StorageConfig:
+        if (self.s3 is None) == (self.local is None):
+            raise ValueError("give exactly one of storage.s3 or storage.local")
+        return self
+
+
+class DatabaseConfig(_Strict):
+    url: str = Field(min_length=1, description="libpq URL; may use ${VAR}")
+    # Names the pool that caps parallel dumps; databases on one server should share it.
+    server: str | None = None
+
+
+class VerificationConfig(_Strict):
+    # A size change beyond this fraction of the recent median is reported as a warning.
+    size_change_warn: float = Field(default=0.5, gt=0)
+    size_history: int = Field(default=7, ge=1, le=60)
+
+
+class BackupConfig(_Strict):
+    storage: StorageConfig
+    databases: dict[str, DatabaseConfig] = Field(min_length=1)
+    schedule: str = "0 2 * * *"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    pg_bin_dir: str | None = None
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    compression_level: int | None = Field(default=None, ge=1, le=19)
+    verification: VerificationConfig = VerificationConfig()
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("databases")
+    @classmethod
+    def _database_names(cls, value: dict[str, DatabaseConfig]) -> dict[str, DatabaseConfig]:
+        for name in value:
+            if not _DATABASE_NAME.match(name):
+                raise ValueError(
+                    f"database name {name!r} must be lower case letters, digits and _, "
+                    "starting with a letter (it becomes part of asset keys and object names)"
+                )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *')")
+        return value
+
+    def local_path(self, path: str) -> Path:
+        """A storage path from the file, relative to the config file's folder."""
+        expanded = Path(expand_env(path, "storage.local.path")).expanduser()
+        return expanded if expanded.is_absolute() else (self.base_dir / expanded).resolve()
+
+
+def config_path_from_env() -> Path:
+    return Path(os.environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_FILE).resolve()
+
+
+def load_config(path: Path | str | None = None) -> BackupConfig:
+    """Read and validate the configuration file; errors name the file and the key."""
+    path = Path(path).resolve() if path else config_path_from_env()
+    if not path.is_file():
+        raise ConfigError(
+            f"configuration file {path} does not exist; create it (see README) or set "
+            f"{CONFIG_PATH_ENV} to its path"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, base_dir=path.parent, source=str(path))
+
+
+def parse_config(raw: Any, *, base_dir: Path, source: str = "configuration") -> BackupConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with storage: and databases:")
+    try:
+        return BackupConfig.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"{source} is invalid:\n{problems}") from None

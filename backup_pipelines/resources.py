@@ -1,0 +1,75 @@
+"""Dagster resources: the configuration file, the stores and the IO manager for references.
+
+Only the file's path is Dagster config; its `${VAR}` values are expanded inside the run, so
+no secret reaches run config, the definitions or the UI.
+"""
+
+from dagster import (
+    ConfigurableIOManager,
+    ConfigurableResource,
+    InputContext,
+    OutputContext,
+    ResourceDependency,
+)
+
+from backup_pipelines.config import BackupConfig, expand_env, load_config
+from backup_pipelines.dump import DumpSettings
+from backup_pipelines.manifest import BackupRef
+from backup_pipelines.postgres import ClientTools, Connection, find_client_tools
+from backup_pipelines.storage import BackupStores, StorageError, stores_from_config
+
+
+class BackupSettings(ConfigurableResource):
+    """The operator's configuration file (see README), read afresh by each run."""
+
+    config_path: str
+
+    def config(self) -> BackupConfig:
+        return load_config(self.config_path)
+
+    def stores(self) -> BackupStores:
+        return stores_from_config(self.config())
+
+    def connection(self, database: str) -> Connection:
+        config = self.config()
+        url = expand_env(config.databases[database].url, f"databases.{database}.url")
+        return Connection.from_url(database, url)
+
+    def dump_settings(self) -> DumpSettings:
+        config = self.config()
+        return DumpSettings(config.compression, config.compression_level, config.pg_bin_dir)
+
+    def client_tools(self) -> ClientTools:
+        return find_client_tools(self.config().pg_bin_dir)
+
+
+class BackupRefIOManager(ConfigurableIOManager):
+    """Keeps the small `BackupRef` each asset hands on, as JSON beside the backups."""
+
+    settings: ResourceDependency[BackupSettings]
+
+    @staticmethod
+    def _key(asset_path: list[str], partition: str) -> str:
+        return "/".join([*asset_path, f"{partition}.json"])
+
+    def handle_output(self, context: OutputContext, obj: BackupRef) -> None:
+        key = self._key(context.asset_key.path, context.asset_partition_key)
+        self.settings.stores().refs.write_bytes(key, obj.to_json())
+
+    def load_input(self, context: InputContext) -> BackupRef:
+        path, partition = context.asset_key.path, context.asset_partition_key
+        refs = self.settings.stores().refs
+        key = self._key(path, partition)
+        if not refs.exists(key):
+            raise StorageError(
+                f"there is no {path[-1]} of database {path[1]!r} for {partition}: "
+                f"{'/'.join(path)} was never materialized for that day (or its backup was "
+                f"pruned). {_how_to_get(path[-1])}"
+            )
+        return BackupRef.from_json(refs.read_bytes(key))
+
+
+def _how_to_get(step: str) -> str:
+    if step == "dump":
+        return "Dumps can only be taken on their own day, so this day cannot be archived."
+    return f"Materialize {step} for that day first."

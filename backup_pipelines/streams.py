@@ -1,0 +1,156 @@
+"""Byte streams through child processes: pg_dump into a compressor, an archive into pg_restore.
+
+Data moves in fixed-size chunks through OS pipes, so memory stays bounded whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Literal
+
+CHUNK_SIZE = 1 << 20
+_STDERR_KEEP = 64 * 1024
+_F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe buffer means far fewer wake-ups per gigabyte
+
+Compression = Literal["zstd", "gzip", "none"]
+
+_COMPRESSORS: dict[str, tuple[list[str], list[str], str, int]] = {
+    # name: (compress argv, decompress argv, file suffix, default level)
+    "zstd": (["zstd", "-q", "-c"], ["zstd", "-q", "-d", "-c"], ".zst", 1),
+    "gzip": (["gzip", "-c"], ["gzip", "-d", "-c"], ".gz", 6),
+}
+
+
+def compress_command(compression: Compression, level: int | None) -> list[str] | None:
+    if compression == "none":
+        return None
+    argv, _, _, default_level = _COMPRESSORS[compression]
+    return [*argv, f"-{level or default_level}"]
+
+
+def decompress_command(compression: Compression) -> list[str] | None:
+    return None if compression == "none" else list(_COMPRESSORS[compression][1])
+
+
+def file_suffix(compression: Compression) -> str:
+    return "" if compression == "none" else _COMPRESSORS[compression][2]
+
+
+def _widen_pipe(pipe: IO[bytes] | None) -> None:
+    if pipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, CHUNK_SIZE)
+
+
+class StderrTail:
+    """Collects the last bytes a child writes to stderr, in a thread, so it never blocks."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe: IO[bytes]) -> None:
+        for chunk in iter(lambda: pipe.read1(8192), b""):
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            while self._size > _STDERR_KEEP and len(self._chunks) > 1:
+                self._size -= len(self._chunks.popleft())
+        pipe.close()
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return b"".join(self._chunks).decode(errors="replace").strip()
+
+
+@dataclass
+class Stage:
+    name: str
+    process: subprocess.Popen[bytes]
+    stderr: StderrTail = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.process.stderr is not None
+        self.stderr = StderrTail(self.process.stderr)
+
+
+class Pipeline:
+    """Child processes chained stdout→stdin; the caller feeds the first and/or reads the last."""
+
+    def __init__(
+        self,
+        commands: Sequence[tuple[str, list[str]]],
+        *,
+        env: dict[str, str] | None = None,
+        feed: bool = False,
+    ) -> None:
+        self.stages: list[Stage] = []
+        upstream: IO[bytes] | int | None = subprocess.PIPE if feed else subprocess.DEVNULL
+        try:
+            for name, argv in commands:
+                process = subprocess.Popen(
+                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+                )
+                if self.stages and self.stages[-1].process.stdout is not None:
+                    # The child now holds the read end; ours would keep the pipe alive.
+                    self.stages[-1].process.stdout.close()
+                _widen_pipe(process.stdout)
+                self.stages.append(Stage(name, process))
+                upstream = process.stdout
+        except BaseException:
+            self.kill()
+            raise
+        self.stdin = self.stages[0].process.stdin
+        _widen_pipe(self.stdin)
+        self.stdout = self.stages[-1].process.stdout
+
+    def read_chunks(self) -> Iterator[bytes]:
+        assert self.stdout is not None
+        yield from iter(lambda: self.stdout.read(CHUNK_SIZE), b"")
+
+    def wait(self) -> list[tuple[str, int, str]]:
+        """(name, exit code, stderr) of every stage, in order."""
+        if self.stdout is not None:
+            self.stdout.close()
+        return [(s.name, s.process.wait(), s.stderr.text()) for s in self.stages]
+
+    def kill(self) -> None:
+        for stage in self.stages:
+            if stage.process.poll() is None:
+                stage.process.kill()
+        for stage in self.stages:
+            stage.process.wait()
+
+
+@dataclass(frozen=True)
+class StreamDigest:
+    sha256: str
+    size: int
+
+
+class HashingCounter:
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> StreamDigest:
+        return StreamDigest(self._hash.hexdigest(), self.size)
+
+
+def digest_chunks(chunks: Iterable[bytes]) -> StreamDigest:
+    counter = HashingCounter()
+    for chunk in chunks:
+        counter.update(chunk)
+    return counter.digest()
