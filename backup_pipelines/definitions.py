@@ -10,6 +10,7 @@ from dagster import (
     Definitions,
     PreviewWarning,
     define_asset_job,
+    definitions,
 )
 
 from backup_pipelines.assets import REF_IO_MANAGER, database_assets, dump_pool
@@ -49,9 +50,8 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
     )
 
 
-def load_definitions() -> Definitions:
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily by Dagster's tools, from the file named by BACKUP_PIPELINES_CONFIG."""
     path = config_path_from_env()
     return build_definitions(load_config(path), str(path))
-
-
-defs = load_definitions()

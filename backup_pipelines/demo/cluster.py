@@ -36,6 +36,10 @@ def _give_to_server_user(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
+class ClusterError(RuntimeError):
+    pass
+
+
 @dataclass
 class LocalCluster:
     root: Path
@@ -49,13 +53,15 @@ class LocalCluster:
 
     def _run(self, program: str, *args: str) -> None:
         assert self.bin_dir is not None
-        subprocess.run(
+        done = subprocess.run(
             [*_as_server_user(), str(self.bin_dir / program), *args],
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
             cwd="/",
         )
+        if done.returncode != 0:
+            raise ClusterError(f"{program} failed for {self.data_dir}: {done.stderr.strip()}")
 
     @property
     def initialized(self) -> bool:
@@ -121,7 +127,7 @@ def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCl
         shutil.rmtree(root, ignore_errors=True)
         cluster.init()
     if (cluster.data_dir / "postmaster.pid").exists():
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(ClusterError):
             cluster.stop()  # left running by an earlier session, maybe on another port
     cluster.start()
     deadline = time.monotonic() + 30
