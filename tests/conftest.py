@@ -25,8 +25,8 @@ from dagster import (
 from moto.server import ThreadedMotoServer
 from psycopg import sql
 
-from backup_pipelines.definitions import build_definitions
 from backup_pipelines.config import load_config
+from backup_pipelines.definitions import build_definitions
 from backup_pipelines.demo.cluster import LocalCluster, start_cluster
 from backup_pipelines.demo.sample_databases import create_backup_role, create_sample_database
 
@@ -54,7 +54,8 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
     )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -161,11 +162,16 @@ def restore_into_new_database(cluster: LocalCluster, archive: Path, name: str) -
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    env = {**os.environ, "PGPASSWORD": cluster.superuser_password,
-           "TARGET": cluster.url(name, password="")}
+    env = {
+        **os.environ,
+        "PGPASSWORD": cluster.superuser_password,
+        "TARGET": cluster.url(name, password=""),
+    }
     subprocess.run(
         f"zstd -dc '{archive}' | pg_restore --no-owner --exit-on-error -d \"$TARGET\"",
-        shell=True, check=True, env=env,
+        shell=True,
+        check=True,
+        env=env,
     )
     return cluster.url(name)
 

@@ -5,9 +5,6 @@ from pathlib import Path
 
 import boto3
 import psycopg
-from dagster import AssetKey
-
-from backup_pipelines.manifest import Manifest
 from conftest import (
     TEST_DATABASES,
     definitions_for,
@@ -19,6 +16,9 @@ from conftest import (
     today,
     yesterday,
 )
+from dagster import AssetKey
+
+from backup_pipelines.manifest import Manifest
 
 
 def checks_by_name(result) -> dict[tuple[str, str], object]:
@@ -60,23 +60,36 @@ def test_local_backup_restores_to_identical_data(write_config, cluster, instance
         assert source and table_fingerprints(restored) == source
 
         manifest = Manifest.from_json(archive.with_name("manifest.json").read_bytes())
-        leaf_rows = {r["schema"] + "." + r["name"]: r["rows"] for r in manifest.relations
-                     if r["kind"] == "table"}
+        leaf_rows = {
+            r["schema"] + "." + r["name"]: r["rows"]
+            for r in manifest.relations
+            if r["kind"] == "table"
+        }
         assert leaf_rows == {name: source[name][0] for name in leaf_tables(cluster, database)}
         assert manifest.sha256 == sha256_of(archive)
 
-        materialization = result.asset_materializations_for_node(
-            f"postgres__{database}__archive")[0]
+        materialization = result.asset_materializations_for_node(f"postgres__{database}__archive")[
+            0
+        ]
         assert materialization.metadata["sha256"].value == sha256_of(archive)
         assert materialization.metadata["size_bytes"].value == archive.stat().st_size
 
 
-def test_s3_backup_sets_archive_class_and_restores(write_config, cluster, instance, bucket,
-                                                   s3_endpoint, tmp_path):
-    config = write_config(storage={"s3": {
-        "bucket": bucket, "prefix": "pg", "endpoint_url": s3_endpoint, "region": "us-east-1",
-        "archive_storage_class": "STANDARD_IA", "sse": "AES256",
-    }})
+def test_s3_backup_sets_archive_class_and_restores(
+    write_config, cluster, instance, bucket, s3_endpoint, tmp_path
+):
+    config = write_config(
+        storage={
+            "s3": {
+                "bucket": bucket,
+                "prefix": "pg",
+                "endpoint_url": s3_endpoint,
+                "region": "us-east-1",
+                "archive_storage_class": "STANDARD_IA",
+                "sse": "AES256",
+            }
+        }
+    )
     result = run_backup(definitions_for(config), instance, databases=("agentic",))
     assert result.success, failure_messages(result)
 
@@ -137,13 +150,15 @@ def test_verification_alone_reruns_every_integrity_check(write_config, instance)
     result = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     assert result.success
     assert {name for (_, name) in checks_by_name(result)} == {
-        "archive_checksum", "archive_contents", "size_change"}
+        "archive_checksum",
+        "archive_contents",
+        "size_change",
+    }
 
 
 def test_dump_for_a_past_day_is_refused_at_once(write_config, instance):
     config = write_config()
-    result = run_backup(definitions_for(config), instance, day=yesterday(),
-                        databases=("agentic",))
+    result = run_backup(definitions_for(config), instance, day=yesterday(), databases=("agentic",))
     assert not result.success
     message = failure_messages(result)
     assert "only today's partition" in message and "'agentic'" in message
@@ -151,8 +166,13 @@ def test_dump_for_a_past_day_is_refused_at_once(write_config, instance):
 
 
 def test_archive_of_a_day_without_dump_fails_clearly(write_config, instance):
-    result = run_backup(definitions_for(write_config()), instance, day=yesterday(),
-                        steps=("archive", "verification"), databases=("agentic",))
+    result = run_backup(
+        definitions_for(write_config()),
+        instance,
+        day=yesterday(),
+        steps=("archive", "verification"),
+        databases=("agentic",),
+    )
     assert not result.success
     assert "there is no dump of database 'agentic'" in failure_messages(result)
 
@@ -169,7 +189,10 @@ def test_second_dump_of_the_day_replaces_the_first(write_config, instance):
     assert run_backup(defs, instance, steps=("dump",), databases=("agentic",)).success
     second = json.loads((day_dir / "manifest.json").read_text())["object_key"]
     assert first != second
-    assert sorted(p.name for p in day_dir.iterdir()) == sorted(
-        ["manifest.json", Path(second).name])
-    assert instance.get_latest_materialization_event(
-        AssetKey(["postgres", "agentic", "dump"])).asset_materialization.partition == today()
+    assert sorted(p.name for p in day_dir.iterdir()) == sorted(["manifest.json", Path(second).name])
+    assert (
+        instance.get_latest_materialization_event(
+            AssetKey(["postgres", "agentic", "dump"])
+        ).asset_materialization.partition
+        == today()
+    )
