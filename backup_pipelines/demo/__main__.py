@@ -1,0 +1,140 @@
+"""The demo: a local PostgreSQL with five sample databases, one backup run, the Dagster UI.
+
+    scripts/demo            # sets up, backs up today's partition, opens the UI on :3000
+    scripts/demo --no-ui    # the same, then stops (a smoke test of the whole set-up)
+
+Ctrl-C stops the UI and the PostgreSQL server. Running it again reuses the server and data.
+"""
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from backup_pipelines.demo.cluster import LocalCluster, start_cluster
+from backup_pipelines.demo.sample_databases import (
+    SAMPLE_DATABASES,
+    create_backup_role,
+    create_sample_database,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_DIR = REPO / ".demo"
+PORT = 54329  # the port backup_pipelines.yaml names
+DAGSTER_YAML = """\
+# The demo's Dagster instance. Pools cap parallel dumps per database server.
+concurrency:
+  pools:
+    default_limit: 2
+telemetry:
+  enabled: false
+"""
+
+
+def _secret(name: str) -> str:
+    """A password made once per demo folder and kept there (mode 600)."""
+    path = DEMO_DIR / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(18))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def _prepare_databases(cluster: LocalCluster, backup_password: str) -> None:
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        existing = {name for (name,) in admin.execute("SELECT datname FROM pg_database")}
+    for database in SAMPLE_DATABASES:
+        if database not in existing:
+            print(f"creating sample database {database}")
+            create_sample_database(cluster.url(), database)
+    create_backup_role(cluster.url(), backup_password)
+
+
+def _dagster_env(backup_password: str) -> dict[str, str]:
+    home = DEMO_DIR / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # `dagster dev` started by hand in the repo root reads this file too.
+    (REPO / ".env").write_text(f"DEMO_BACKUP_PASSWORD={backup_password}\n")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DEMO_BACKUP_PASSWORD": backup_password,
+        "BACKUP_PIPELINES_CONFIG": str(REPO / "backup_pipelines.yaml"),
+    }
+
+
+def _dagster(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dagster", *args, "-m", "backup_pipelines.definitions"]
+
+
+def _run_ui(env: dict[str, str], port: int) -> None:
+    ui = subprocess.Popen(
+        [*_dagster("dev", "-h", "127.0.0.1", "-p", str(port))],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    print(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops the UI and PostgreSQL)\n")
+    try:
+        ui.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # dagster dev in its own session ignores the terminal's Ctrl-C: stop its group.
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGTERM)
+            try:
+                ui.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(ui.pid, signal.SIGKILL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    # Ctrl-C and `kill` both stop everything, even when started with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-ui", action="store_true", help="back up once, then stop")
+    parser.add_argument("--ui-port", type=int, default=3000)
+    options = parser.parse_args()
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.chmod(0o755)  # the server runs as the postgres user and must reach its folder
+    cluster = start_cluster(DEMO_DIR / "postgres", _secret("superuser"), port=PORT)
+    try:
+        backup_password = _secret("backup")
+        _prepare_databases(cluster, backup_password)
+        env = _dagster_env(backup_password)
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        print(f"backing up every sample database for {today} (UTC)")
+        backup = subprocess.run(
+            _dagster("asset", "materialize", "--select", "*", "--partition", today),
+            cwd=REPO,
+            env=env,
+        )
+        if backup.returncode != 0:
+            print("the backup run failed; see its logs above and in the UI", file=sys.stderr)
+        print(f"backups are in {DEMO_DIR / 'backups'}")
+        if options.no_ui:
+            return backup.returncode
+        _run_ui(env, options.ui_port)
+        return 0
+    finally:
+        cluster.stop()
+        print("PostgreSQL stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
