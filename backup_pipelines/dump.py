@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import psycopg
 
 from backup_pipelines.manifest import (
     BackupRef,
@@ -25,8 +28,8 @@ from backup_pipelines.postgres import (
     find_client_tools,
     require_pg_dump_for,
 )
-from backup_pipelines.storage import ObjectStore, writing
-from backup_pipelines.streams import Compression, Pipeline, StreamDigest, compress_command
+from backup_pipelines.storage import ObjectStore, ObjectWriter, writing
+from backup_pipelines.streams import Compression, Pipeline, compress_command
 
 LOCK_WAIT_TIMEOUT = "5min"
 
@@ -68,9 +71,23 @@ def take_dump(
             raise DumpError(f"database {database!r}: the UTC day changed before the snapshot")
         tools = find_client_tools(settings.pg_bin_dir, snapshot.server_major)
         require_pg_dump_for(tools, snapshot.server_major, database)
-        contents = snapshot.contents()
         key = dump_object_key(database, day, snapshot.taken_at, settings.compression)
-        digest = _stream_dump(connection, snapshot, tools, store, key, settings)
+        writer = store.open_writer(key, expected_size=_database_size(snapshot))
+        # Counting rows in the snapshot overlaps the dump: both read the same snapshot.
+        with writing(writer), ThreadPoolExecutor(1, thread_name_prefix="row-counts") as pool:
+            counting = pool.submit(snapshot.contents)
+            try:
+                _stream_dump(connection, snapshot, tools, writer, settings)
+            except BaseException:
+                snapshot.connection.cancel_safe()
+                # A failed count (e.g. no privilege) aborts the snapshot, which is what made
+                # pg_dump fail: report the cause, not the symptom.
+                cause = counting.exception(timeout=30)
+                if cause is not None and not isinstance(cause, psycopg.errors.QueryCanceled):
+                    raise cause from None
+                raise
+            contents = counting.result()
+            digest = writer.commit()
     manifest = Manifest(
         database=database,
         partition=day,
@@ -113,10 +130,10 @@ def _stream_dump(
     connection: Connection,
     snapshot: ExportedSnapshot,
     tools: ClientTools,
-    store: ObjectStore,
-    key: str,
+    writer: ObjectWriter,
     settings: DumpSettings,
-) -> StreamDigest:
+) -> None:
+    """Stream pg_dump's output through the compressor into `writer`; raise if any stage fails."""
     pg_dump = [
         tools.program("pg_dump"),
         "--format=custom",
@@ -130,22 +147,19 @@ def _stream_dump(
     compressor = compress_command(settings.compression, settings.compression_level)
     if compressor:
         stages.append((settings.compression, compressor))
-    writer = store.open_writer(key, expected_size=_database_size(snapshot))
     pipeline = Pipeline(stages, env=connection.client_env())
     try:
-        with writing(writer):
-            for chunk in pipeline.read_chunks():
-                writer.write(chunk)
-            failures = [(name, code, err) for name, code, err in pipeline.wait() if code != 0]
-            if failures:
-                name, code, err = failures[0]
-                raise DumpError(
-                    connection.redact(
-                        f"database {connection.database!r}: {name} failed (exit {code}): "
-                        f"{err or 'no message'}"
-                    )
-                )
-            return writer.commit()
+        for chunk in pipeline.read_chunks():
+            writer.write(chunk)
     except BaseException:
         pipeline.kill()
         raise
+    failures = [(name, code, err) for name, code, err in pipeline.wait() if code != 0]
+    if failures:
+        name, code, err = failures[0]
+        raise DumpError(
+            connection.redact(
+                f"database {connection.database!r}: {name} failed (exit {code}): "
+                f"{err or 'no message'}"
+            )
+        )

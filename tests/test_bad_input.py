@@ -40,43 +40,40 @@ def test_unreachable_server(write_config, instance):
     assert "refused" in message.lower() or "could not connect" in message.lower()
 
 
-def test_wrong_password(write_config, instance, cluster, monkeypatch):
-    monkeypatch.setenv("WRONG_PASSWORD", BACKUP_PASSWORD + "-wrong")
-    message = run_one(
-        write_config, instance, cluster.url("agentic", user="backup", password="${WRONG_PASSWORD}")
-    )
-    assert "database 'agentic'" in message and "password authentication failed" in message
-    assert BACKUP_PASSWORD not in message
-
-
-def test_missing_database(write_config, instance, cluster):
-    message = run_one(
-        write_config,
-        instance,
-        cluster.url("no_such_db", user="backup", password="${TEST_BACKUP_PASSWORD}"),
-    )
-    assert "database 'agentic'" in message and '"no_such_db" does not exist' in message
-
-
-def test_role_without_read_permission(write_config, instance, cluster):
+@pytest.fixture(scope="module")
+def unprivileged_role(cluster) -> str:
+    """A role that may log in but was not granted pg_read_all_data."""
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute("DROP ROLE IF EXISTS weak")
         admin.execute(f"CREATE ROLE weak LOGIN PASSWORD '{BACKUP_PASSWORD}'")
-    message = run_one(
-        write_config,
-        instance,
-        cluster.url("agentic", user="weak", password="${TEST_BACKUP_PASSWORD}"),
-    )
-    assert "database 'agentic'" in message and "permission denied" in message
+    return "weak"
 
 
-def test_unset_environment_variable_names_the_key(write_config, instance, cluster):
-    message = run_one(
-        write_config,
-        instance,
-        cluster.url("agentic", user="backup", password="${NOT_SET_ANYWHERE}"),
-    )
-    assert "databases.agentic.url" in message and "NOT_SET_ANYWHERE is not set" in message
+@pytest.mark.parametrize(
+    ("user", "dbname", "password", "expected"),
+    [
+        ("backup", "agentic", "${WRONG_PASSWORD}", "password authentication failed"),
+        ("backup", "no_such_db", "${TEST_BACKUP_PASSWORD}", '"no_such_db" does not exist'),
+        ("weak", "agentic", "${TEST_BACKUP_PASSWORD}", "permission denied"),
+        ("backup", "agentic", "${NOT_SET_ANYWHERE}", "NOT_SET_ANYWHERE is not set"),
+    ],
+    ids=["wrong password", "missing database", "no read privilege", "unset variable"],
+)
+def test_bad_database_settings(
+    write_config,
+    instance,
+    cluster,
+    monkeypatch,
+    unprivileged_role,
+    user,
+    dbname,
+    password,
+    expected,
+):
+    monkeypatch.setenv("WRONG_PASSWORD", BACKUP_PASSWORD + "-wrong")
+    message = run_one(write_config, instance, cluster.url(dbname, user=user, password=password))
+    assert expected in message
+    assert "database 'agentic'" in message or "databases.agentic.url" in message
 
 
 def test_missing_bucket(write_config, instance, s3_endpoint, cluster):
@@ -94,15 +91,16 @@ def test_missing_bucket(write_config, instance, s3_endpoint, cluster):
     assert_secret_absent(result, instance)
 
 
-def test_failed_dump_leaves_no_object_in_s3(write_config, instance, s3_endpoint, bucket, cluster):
-    with psycopg.connect(cluster.url(), autocommit=True) as admin:
-        admin.execute("DROP ROLE IF EXISTS weak_s3")
-        admin.execute(f"CREATE ROLE weak_s3 LOGIN PASSWORD '{BACKUP_PASSWORD}'")
+def test_failed_dump_leaves_no_object_in_s3(
+    write_config, instance, s3_endpoint, bucket, cluster, unprivileged_role
+):
     config = write_config(
         storage={"s3": {"bucket": bucket, "endpoint_url": s3_endpoint}},
         databases={
             "agentic": {
-                "url": cluster.url("agentic", user="weak_s3", password="${TEST_BACKUP_PASSWORD}")
+                "url": cluster.url(
+                    "agentic", user=unprivileged_role, password="${TEST_BACKUP_PASSWORD}"
+                )
             }
         },
     )

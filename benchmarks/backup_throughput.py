@@ -1,0 +1,250 @@
+"""Backup throughput and memory against bare pg_dump, all measured in the same run.
+
+    .venv/bin/python benchmarks/backup_throughput.py --scale 20 --scale 150
+
+For each scale N it builds `pgbench -i -s N --foreign-keys` plus 1500*N wide rows (~1.6 kB of
+varied text and nested jsonb each), then times, one after the other on the same server:
+
+  bare        pg_dump -Fc -f FILE                  (what most people run)
+  read limit  pg_dump -Fc -Z0 > /dev/null          (the server backend alone)
+  dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage
+  chain       dump -> archive -> verification, as `dagster asset materialize` runs it
+
+and prints wall-time ratios and the peak RSS of every process involved (sampled from /proc).
+"""
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from backup_pipelines.demo.cluster import LocalCluster, start_cluster
+
+WIDE_TABLE = """
+CREATE TABLE wide_events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL,
+  body text NOT NULL, attributes jsonb NOT NULL, created_at timestamptz NOT NULL);
+INSERT INTO wide_events
+SELECT g, g % 9973, (ARRAY['signup', 'invoice', 'login', 'export', 'error'])[1 + g % 5],
+       (SELECT string_agg(md5((g * 100 + i)::text), ' ') FROM generate_series(1, 22) i),
+       jsonb_build_object(
+         'source', jsonb_build_object('ip', '10.0.' || g % 255 || '.' || g % 7,
+                                      'agent', 'client/' || g % 40),
+         'tags', jsonb_build_array(md5((g * 3)::text), g % 100),
+         'payload', jsonb_build_object(
+           'text', (SELECT string_agg(md5((g * 100 + 50 + i)::text), '')
+                    FROM generate_series(1, 20) i),
+           'n', g)),
+       timestamptz '2026-01-01' + g * interval '1 second'
+FROM generate_series(1, %(rows)s) g;
+"""
+
+
+class PeakRss:
+    """Samples /proc for the peak resident memory of a process tree, per program name."""
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.peaks: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry)] = int(fields[1])
+                except (OSError, IndexError):
+                    continue
+        tree, frontier = [self.root_pid], [self.root_pid]
+        while frontier:
+            frontier = [pid for pid, parent in parents.items() if parent in frontier]
+            tree.extend(frontier)
+        return tree
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._tree():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+                name = fields.get("Name", "?").strip()
+                rss_kb = int(fields.get("VmRSS", "0 kB").split()[0])
+                self.peaks[name] = max(self.peaks[name], rss_kb * 1024)
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        return dict(self.peaks)
+
+
+def measure(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> tuple[float, dict]:
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    sampler = PeakRss(process.pid)
+    _, stderr = process.communicate()
+    elapsed = time.monotonic() - started
+    peaks = sampler.stop()
+    if process.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {stderr.decode()[-2000:]}")
+    return elapsed, peaks
+
+
+def build_database(cluster: LocalCluster, bin_dir: Path, database: str, scale: int) -> int:
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database}")
+        admin.execute(f"CREATE DATABASE {database}")
+    env = {**os.environ, "PGPASSWORD": cluster.superuser_password}
+    subprocess.run(
+        [
+            str(bin_dir / "pgbench"),
+            "-i",
+            "-q",
+            "-s",
+            str(scale),
+            "--foreign-keys",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            database,
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with psycopg.connect(cluster.url(database), autocommit=True) as conn:
+        conn.execute(WIDE_TABLE.replace("%(rows)s", str(1500 * scale)))
+        conn.execute("VACUUM ANALYZE")
+        (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return size
+
+
+def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object]:
+    bin_dir = cluster.bin_dir
+    assert bin_dir is not None
+    database = f"bench_s{scale}"
+    print(f"\n== scale {scale}: building {database} ...", flush=True)
+    size = build_database(cluster, bin_dir, database, scale)
+    print(f"   database size {size / 1e9:.2f} GB", flush=True)
+
+    env = {**os.environ, "PGPASSWORD": cluster.superuser_password}
+    dsn = f"host=127.0.0.1 port={cluster.port} user=postgres dbname={database}"
+    pg_dump = str(bin_dir / "pg_dump")
+    results: dict[str, tuple[float, dict]] = {}
+    bare_file = work / f"{database}.bare.dump"
+
+    results["bare pg_dump -Fc"] = measure([pg_dump, "-Fc", "-f", str(bare_file), "-d", dsn], env)
+    results["read limit (-Z0 > /dev/null)"] = measure([pg_dump, "-Fc", "-Z0", "-d", dsn], env)
+
+    store = work / f"store_s{scale}"
+    shutil.rmtree(store, ignore_errors=True)
+    config = work / f"bench_s{scale}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"local": {"path": str(store)}},
+                "databases": {
+                    database: {
+                        "url": f"postgresql://postgres:${{BENCH_PW}}@127.0.0.1:"
+                        f"{cluster.port}/{database}"
+                    }
+                },
+            }
+        )
+    )
+    bench_env = {
+        **os.environ,
+        "BENCH_PW": cluster.superuser_password,
+        "BACKUP_PIPELINES_CONFIG": str(config),
+        "DAGSTER_HOME": str(work / "dagster_home"),
+    }
+    (work / "dagster_home").mkdir(exist_ok=True)
+    results["dump step"] = measure(
+        [sys.executable, str(Path(__file__).with_name("dump_step.py")), database], bench_env
+    )
+    shutil.rmtree(store, ignore_errors=True)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    results["whole chain (dagster)"] = measure(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "--select",
+            f"key:postgres/{database}/*",
+            "--partition",
+            today,
+            "-m",
+            "backup_pipelines.definitions",
+        ],
+        bench_env,
+    )
+
+    archive = next((store / "archive" / database / today).glob("*.dump.zst"))
+    bare_seconds = results["bare pg_dump -Fc"][0]
+    read_limit = results["read limit (-Z0 > /dev/null)"][0]
+    print(f"   {'step':32} {'seconds':>8} {'x bare':>7} {'x read':>7}  peak RSS by process")
+    for name, (seconds, peaks) in results.items():
+        memory = ", ".join(f"{proc} {rss / 2**20:.0f} MiB" for proc, rss in sorted(peaks.items()))
+        print(
+            f"   {name:32} {seconds:8.1f} {seconds / bare_seconds:7.2f} "
+            f"{seconds / read_limit:7.2f}  {memory}"
+        )
+    print(
+        f"   sizes: bare pg_dump -Fc {bare_file.stat().st_size / 1e6:.0f} MB, "
+        f"archive (zstd) {archive.stat().st_size / 1e6:.0f} MB"
+    )
+    bare_file.unlink()
+    return {name: peaks for name, (_, peaks) in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append", help="pgbench scale (repeat)")
+    parser.add_argument("--keep", action="store_true", help="keep the server and data")
+    options = parser.parse_args()
+    scales = options.scale or [20, 150]
+
+    work = Path(tempfile.mkdtemp(prefix="backup-pipelines-bench-"))
+    work.chmod(0o755)
+    cluster = start_cluster(work / "pg", password="bench")
+    peaks_by_scale = {}
+    try:
+        for scale in scales:
+            peaks_by_scale[scale] = run_scale(cluster, work, scale)
+    finally:
+        if not options.keep:
+            cluster.destroy()
+            shutil.rmtree(work, ignore_errors=True)
+    if len(scales) >= 2:
+        small, large = min(scales), max(scales)
+        print(f"\n== peak RSS growth from scale {small} to {large} (python processes)")
+        for step in ("dump step", "whole chain (dagster)"):
+            grow = peaks_by_scale[large][step].get("python", 0) - peaks_by_scale[small][step].get(
+                "python", 0
+            )
+            print(f"   {step:32} {grow / 2**20:+.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
