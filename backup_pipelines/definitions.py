@@ -11,6 +11,7 @@ from dagster import (
     PreviewWarning,
     define_asset_job,
     definitions,
+    multiprocess_executor,
 )
 
 from backup_pipelines.assets import REF_IO_MANAGER, database_assets, dump_pool
@@ -21,6 +22,13 @@ from backup_pipelines.schedules import daily_backup_schedule
 # Per-partition asset check results are preview in Dagster 1.13; they are what makes the
 # checks tab a per-day audit record, so they are used deliberately.
 warnings.filterwarnings("ignore", category=PreviewWarning)
+
+
+# Each step runs in its own process (dumps of different servers run in parallel); a forkserver
+# with dagster and this package preloaded starts those processes in a fraction of the time.
+STEP_EXECUTOR = multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["backup_pipelines.assets"]}}}
+)
 
 
 def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
@@ -40,6 +48,7 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
     )
     settings = BackupSettings(config_path=config_path)
     return Definitions(
+        executor=STEP_EXECUTOR,
         assets=assets,
         jobs=[backup_job],
         schedules=[daily_backup_schedule(backup_job, config.schedule)],

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,9 +61,6 @@ class Connection:
     def server(self) -> str:
         host = self.params.get("host", "localhost")
         return f"{host}:{self.params.get('port', '5432')}"
-
-    def with_dbname(self, dbname: str) -> Connection:
-        return Connection(self.database, {**self.params, "dbname": dbname}, self.password)
 
     def client_env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore/psql: the password goes here, not on argv."""
@@ -128,8 +126,6 @@ class ClientTools:
 
 
 def _major_of(pg_dump: Path) -> int:
-    import subprocess
-
     output = subprocess.run(
         [str(pg_dump), "--version"], capture_output=True, text=True, check=True
     ).stdout

@@ -438,9 +438,6 @@ class S3Store(ObjectStore):
         except (ClientError, BotoCoreError) as error:
             raise StorageError(describe_s3_error(error, self.bucket, full_prefix)) from None
 
-    def check_bucket(self) -> None:
-        self.call("head_bucket", None)
-
 
 # --- from configuration -----------------------------------------------------------------------
 
