@@ -24,7 +24,7 @@ from dagster import (
 
 from backup_pipelines.archive import ArchiveError, archive_dump
 from backup_pipelines.config import BackupConfig, ConfigError, expand_env
-from backup_pipelines.dump import require_today, take_dump
+from backup_pipelines.dump import take_dump
 from backup_pipelines.manifest import BackupRef, Manifest, read_manifest
 from backup_pipelines.postgres import Connection, PostgresError
 from backup_pipelines.resources import BackupSettings
@@ -38,7 +38,6 @@ from backup_pipelines.verification import (
 )
 
 REF_IO_MANAGER = "backup_ref_io_manager"
-DEFAULT_DUMP_POOL_LIMIT = 2
 
 
 def asset_key(database: str, step: str) -> AssetKey:
@@ -118,11 +117,12 @@ def database_assets(
         ],
     )
     def dump(context: AssetExecutionContext, settings: BackupSettings) -> Iterator[object]:
-        day = context.partition_key
-        require_today(database, day)
         stores = settings.stores()
         ref, manifest = take_dump(
-            settings.connection(database), stores.dumps, day, settings.dump_settings()
+            settings.connection(database),
+            stores.dumps,
+            context.partition_key,
+            settings.dump_settings(),
         )
         yield Output(
             ref,

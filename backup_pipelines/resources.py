@@ -7,10 +7,12 @@ no secret reaches run config, the definitions or the UI.
 from dagster import (
     ConfigurableIOManager,
     ConfigurableResource,
+    InitResourceContext,
     InputContext,
     OutputContext,
     ResourceDependency,
 )
+from pydantic import PrivateAttr
 
 from backup_pipelines.config import BackupConfig, expand_env, load_config
 from backup_pipelines.dump import DumpSettings
@@ -23,12 +25,19 @@ class BackupSettings(ConfigurableResource):
     """The operator's configuration file (see README), read afresh by each run."""
 
     config_path: str
+    _config: BackupConfig | None = PrivateAttr(default=None)
+    _stores: BackupStores | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Once per run: every step then shares one parsed file and one set of S3 clients.
+        self._config = load_config(self.config_path)
+        self._stores = stores_from_config(self._config)
 
     def config(self) -> BackupConfig:
-        return load_config(self.config_path)
+        return self._config or load_config(self.config_path)
 
     def stores(self) -> BackupStores:
-        return stores_from_config(self.config())
+        return self._stores or stores_from_config(self.config())
 
     def connection(self, database: str) -> Connection:
         config = self.config()

@@ -13,7 +13,7 @@ import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +89,18 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> Iterator[str]: ...
 
-    def write_bytes(self, key: str, data: bytes) -> StreamDigest:
-        writer = self.open_writer(key, expected_size=len(data))
+    def write_chunks(
+        self, key: str, chunks: Iterable[bytes], *, expected_size: int = 0
+    ) -> StreamDigest:
+        """Stream `chunks` into one object, atomically; nothing is left if this fails."""
+        writer = self.open_writer(key, expected_size=expected_size)
         with writing(writer):
-            writer.write(data)
+            for chunk in chunks:
+                writer.write(chunk)
             return writer.commit()
+
+    def write_bytes(self, key: str, data: bytes) -> StreamDigest:
+        return self.write_chunks(key, [data], expected_size=len(data))
 
     def read_bytes(self, key: str) -> bytes:
         return b"".join(self.read_chunks(key))
@@ -175,16 +182,15 @@ class LocalStore(ObjectStore):
         return path.stat().st_size if path.is_file() else None
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
+        if not isinstance(source, LocalStore):
+            self.write_chunks(key, source.read_chunks(source_key))
+            return
+        if not source.exists(source_key):
+            raise StorageError(f"{source.uri(source_key)} does not exist")
         writer = self.open_writer(key)
         assert isinstance(writer, _LocalWriter)
         with writing(writer):
-            if isinstance(source, LocalStore):
-                if not source.exists(source_key):
-                    raise StorageError(f"{source.uri(source_key)} does not exist")
-                writer.fill_from_file(source._path(source_key))
-            else:
-                for chunk in source.read_chunks(source_key):
-                    writer.write(chunk)
+            writer.fill_from_file(source._path(source_key))
             writer.commit()
 
     def delete(self, key: str) -> None:
@@ -397,11 +403,9 @@ class S3Store(ObjectStore):
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         if not isinstance(source, S3Store) or source.client is not self.client:
-            writer = self.open_writer(key, expected_size=source.size(source_key) or 0)
-            with writing(writer):
-                for chunk in source.read_chunks(source_key):
-                    writer.write(chunk)
-                writer.commit()
+            self.write_chunks(
+                key, source.read_chunks(source_key), expected_size=source.size(source_key) or 0
+            )
             return
         size = source.size(source_key) or 0
         config = TransferConfig(
