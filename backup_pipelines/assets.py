@@ -1,14 +1,18 @@
-"""The per-database asset chain: postgres/<db>/dump → archive → verification.
+"""The per-database asset chain: postgres/<db>/dump → archive → verification, its restore-test
+check, and the recovery runbook downstream of every verification.
 
-Thin wiring only: each asset calls one plain function (dump.py, archive.py, verification.py)
-and reports its outcome as metadata and asset check results.
+Thin wiring only: each asset calls one plain function (dump.py, archive.py, verification.py,
+restore_test.py, runbook.py) and reports its outcome as metadata and asset check results.
 """
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -20,6 +24,7 @@ from dagster import (
     Output,
     PartitionsDefinition,
     asset,
+    asset_check,
 )
 
 from backup_pipelines.archive import ArchiveError, archive_dump
@@ -27,7 +32,15 @@ from backup_pipelines.config import BackupConfig, ConfigError, expand_env
 from backup_pipelines.dump import take_dump
 from backup_pipelines.manifest import BackupRef, Manifest, read_manifest
 from backup_pipelines.postgres import Connection, PostgresError
+from backup_pipelines.records import latest_check_record
 from backup_pipelines.resources import BackupSettings
+from backup_pipelines.restore import archive_manifest
+from backup_pipelines.restore_test import (
+    RESTORE_TEST_CHECK,
+    RestoreTestReport,
+    run_restore_test,
+)
+from backup_pipelines.runbook import RUNBOOK_KEY, render_runbook, runbook_entry
 from backup_pipelines.storage import S3Store
 from backup_pipelines.verification import (
     CheckOutcome,
@@ -38,6 +51,8 @@ from backup_pipelines.verification import (
 )
 
 REF_IO_MANAGER = "backup_ref_io_manager"
+RESTORE_TEST_POOL = "restore_test"
+RECOVERY_RUNBOOK = AssetKey(["recovery_runbook"])
 
 
 def asset_key(database: str, step: str) -> AssetKey:
@@ -208,3 +223,75 @@ def database_assets(
         )
 
     return [dump, archive, verification]
+
+
+def restore_test_report(
+    settings: BackupSettings, database: str, day: str | None
+) -> RestoreTestReport:
+    """Restore-test `database`'s archive of `day` (default: its newest archive)."""
+    archive = settings.stores().archive
+    return run_restore_test(
+        archive,
+        archive_manifest(archive, database, day),
+        settings.scratch_connection(database),
+        settings.restore_test_settings(database),
+    )
+
+
+def restore_test_check(database: str, partitions: PartitionsDefinition) -> AssetChecksDefinition:
+    verification_key = asset_key(database, "verification")
+
+    @asset_check(
+        asset=verification_key,
+        name=RESTORE_TEST_CHECK,
+        partitions_def=partitions,
+        pool=RESTORE_TEST_POOL,
+        description="The archive restores into a throw-away database on the scratch server, "
+        "which then holds every table with the snapshot's row count, every constraint valid, "
+        "sequences in step and the configured assertions true. Metadata: restore duration (RTO).",
+    )
+    def restore_test(
+        context: AssetCheckExecutionContext, settings: BackupSettings
+    ) -> AssetCheckResult:
+        report = restore_test_report(settings, database, context.partition_key)
+        return check_result(report.outcome(), verification_key)
+
+    return restore_test
+
+
+def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
+    @asset(
+        key=RECOVERY_RUNBOOK,
+        group_name="recovery",
+        deps=[asset_key(database, "verification") for database in databases],
+        kinds={"html"},
+        description="A self-contained HTML page next to the archives: per database the newest "
+        "verified archive, its restore test, and how to restore it when this service is down.",
+    )
+    def recovery_runbook(
+        context: AssetExecutionContext, settings: BackupSettings
+    ) -> MaterializeResult:
+        archive = settings.stores().archive
+
+        def lookup(database: str, day: str, check: str) -> object:
+            return latest_check_record(
+                context.instance, asset_key(database, "verification"), check, day
+            )
+
+        entries = [runbook_entry(archive, database, lookup) for database in databases]
+        page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC))
+        archive.write_bytes(RUNBOOK_KEY, page.encode())
+        return MaterializeResult(
+            metadata={
+                "uri": MetadataValue.path(archive.uri(RUNBOOK_KEY)),
+                "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
+                "databases_without_verified_archive": [
+                    e.database for e in entries if e.manifest is None
+                ],
+                "restore_tested": [
+                    e.database for e in entries if e.restore_test and e.restore_test.passed
+                ],
+            }
+        )
+
+    return recovery_runbook

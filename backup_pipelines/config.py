@@ -87,10 +87,43 @@ class StorageConfig(_Strict):
         return self
 
 
+def _require_cron(value: str) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *')")
+    return value
+
+
+class RestoreAssertion(_Strict):
+    """A query run against each restore-tested copy; it must return one value equal to `expect`."""
+
+    name: str = Field(min_length=1)
+    sql: str = Field(min_length=1)
+    expect: bool | int | float | str | None
+
+
 class DatabaseConfig(_Strict):
     url: str = Field(min_length=1, description="libpq URL; may use ${VAR}")
     # Names the pool that caps parallel dumps; databases on one server should share it.
     server: str | None = None
+    restore_assertions: list[RestoreAssertion] = []
+
+
+class RestoreTestConfig(_Strict):
+    # libpq URL of the scratch server (its database is only used to connect); the role needs
+    # CREATEDB. Default: each database's own url, i.e. the source server.
+    url: str | None = None
+    jobs: int = Field(default=2, ge=1, le=64)
+    schedule: str = "0 3 * * 0"
+    test_each_new_archive: bool = False
+    # Where archives are decompressed for pg_restore -j; needs room for the largest dump.
+    scratch_dir: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
 
 
 class VerificationConfig(_Strict):
@@ -108,6 +141,7 @@ class BackupConfig(_Strict):
     compression: Literal["zstd", "gzip", "none"] = "zstd"
     compression_level: int | None = Field(default=None, ge=1, le=19)
     verification: VerificationConfig = VerificationConfig()
+    restore_test: RestoreTestConfig = RestoreTestConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases")
@@ -124,11 +158,7 @@ class BackupConfig(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *')")
-        return value
+        return _require_cron(value)
 
     def local_path(self, path: str) -> Path:
         """A storage path from the file, relative to the config file's folder."""

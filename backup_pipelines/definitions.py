@@ -14,10 +14,19 @@ from dagster import (
     multiprocess_executor,
 )
 
-from backup_pipelines.assets import REF_IO_MANAGER, database_assets, dump_pool
+from backup_pipelines.assets import (
+    RECOVERY_RUNBOOK,
+    REF_IO_MANAGER,
+    database_assets,
+    dump_pool,
+    recovery_runbook_asset,
+    restore_test_check,
+)
 from backup_pipelines.config import BackupConfig, config_path_from_env, load_config
+from backup_pipelines.jobs import restore_database_job, restore_test_job
 from backup_pipelines.resources import BackupRefIOManager, BackupSettings
-from backup_pipelines.schedules import daily_backup_schedule
+from backup_pipelines.schedules import daily_backup_schedule, weekly_restore_test_schedule
+from backup_pipelines.sensors import new_archive_restore_test_sensor, recovery_runbook_sensor
 
 # Per-partition asset check results are preview in Dagster 1.13; they are what makes the
 # checks tab a per-day audit record, so they are used deliberately.
@@ -35,23 +44,41 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
     partitions = DailyPartitionsDefinition(
         start_date=config.start_date.isoformat(), timezone="UTC", end_offset=1
     )
+    databases = list(config.databases)
     assets = [
         asset_def
-        for database in config.databases
+        for database in databases
         for asset_def in database_assets(database, partitions, dump_pool(database, config))
     ]
+    restore_tests = [restore_test_check(database, partitions) for database in databases]
     backup_job = define_asset_job(
         "daily_backup",
-        selection=AssetSelection.key_prefixes(["postgres"]),
+        # Restore tests run on their own (weekly, or per new archive when configured).
+        selection=AssetSelection.key_prefixes(["postgres"]) - AssetSelection.checks(*restore_tests),
         partitions_def=partitions,
         description="Dump, archive and verify every configured database for one day.",
+    )
+    runbook_job = define_asset_job(
+        "refresh_recovery_runbook",
+        selection=AssetSelection.assets(RECOVERY_RUNBOOK),
+        description="Rewrite the recovery runbook next to the archives.",
     )
     settings = BackupSettings(config_path=config_path)
     return Definitions(
         executor=STEP_EXECUTOR,
-        assets=assets,
-        jobs=[backup_job],
-        schedules=[daily_backup_schedule(backup_job, config.schedule)],
+        assets=[*assets, recovery_runbook_asset(databases)],
+        asset_checks=restore_tests,
+        jobs=[backup_job, runbook_job, restore_test_job, restore_database_job],
+        schedules=[
+            daily_backup_schedule(backup_job, config.schedule),
+            weekly_restore_test_schedule(restore_test_job, config.restore_test.schedule),
+        ],
+        sensors=[
+            new_archive_restore_test_sensor(
+                databases, restore_test_job, config.restore_test.test_each_new_archive
+            ),
+            recovery_runbook_sensor(databases, runbook_job),
+        ],
         resources={
             "settings": settings,
             REF_IO_MANAGER: BackupRefIOManager(settings=settings),

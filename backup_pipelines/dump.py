@@ -101,6 +101,7 @@ def take_dump(
         sha256=digest.sha256,
         relations=[vars(relation) for relation in contents.relations],
         sequences=contents.sequences,
+        constraints=[vars(constraint) for constraint in contents.constraints],
         dump_seconds=round(time.monotonic() - started, 3),
     )
     store.write_bytes(manifest_key(database, day), manifest.to_json())

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from backup_pipelines.postgres import RelationCount
+from backup_pipelines.postgres import RelationCount, TableConstraint
 from backup_pipelines.storage import ObjectStore, StorageError
 from backup_pipelines.streams import Compression, file_suffix
 
@@ -50,6 +50,8 @@ class Manifest:
     relations: list[dict[str, Any]]
     sequences: dict[str, int | None]
     dump_seconds: float
+    # Foreign keys and check constraints of the snapshot, which a restore must reproduce.
+    constraints: list[dict[str, Any]] = field(default_factory=list)
     archive_format: str = "pg_dump custom format (-Fc -Z0), compressed as a whole"
     archived_at: str | None = None
     format_version: int = MANIFEST_FORMAT
@@ -57,6 +59,10 @@ class Manifest:
     @property
     def relation_counts(self) -> list[RelationCount]:
         return [RelationCount(**relation) for relation in self.relations]
+
+    @property
+    def table_constraints(self) -> list[TableConstraint]:
+        return [TableConstraint(**constraint) for constraint in self.constraints]
 
     @property
     def total_rows(self) -> int:

@@ -62,6 +62,10 @@ class Connection:
         host = self.params.get("host", "localhost")
         return f"{host}:{self.params.get('port', '5432')}"
 
+    def for_database(self, name: str) -> Connection:
+        """The same server and credentials, connected to another database."""
+        return Connection(self.database, {**self.params, "dbname": name}, self.password)
+
     def client_env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore/psql: the password goes here, not on argv."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -195,6 +199,20 @@ WHERE c.relkind IN ('r', 'm')
 ORDER BY n.nspname, c.relname
 """
 
+# Foreign keys and check constraints declared on each table itself; those a partition
+# inherits from its parent are recreated with the parent's and are not listed twice.
+_CONSTRAINTS = """
+SELECT n.nspname, c.relname, con.conname, con.contype, con.convalidated
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.contype IN ('f', 'c') AND con.conislocal AND con.conparentid = 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2, 3
+"""
+
 _SEQUENCES = """
 SELECT schemaname, sequencename, last_value FROM pg_sequences
 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
@@ -214,10 +232,51 @@ class RelationCount:
         return f"{self.schema}.{self.name}"
 
 
+CONSTRAINT_KINDS = {"f": "foreign key", "c": "check"}
+
+
+@dataclass(frozen=True)
+class TableConstraint:
+    schema: str
+    table: str
+    name: str
+    kind: str  # "foreign key" or "check"
+    validated: bool
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}.{self.name}"
+
+
 @dataclass(frozen=True)
 class SnapshotContents:
     relations: list[RelationCount]
     sequences: dict[str, int | None]
+    constraints: list[TableConstraint]
+
+
+def read_data_relations(cursor: psycopg.Cursor) -> list[tuple[int, str, str, str]]:
+    """(oid, schema, name, relkind) of every relation whose rows pg_dump writes."""
+    return cursor.execute(_DATA_RELATIONS).fetchall()
+
+
+def read_constraints(cursor: psycopg.Cursor) -> list[TableConstraint]:
+    return [
+        TableConstraint(schema, table, name, CONSTRAINT_KINDS[kind], validated)
+        for schema, table, name, kind, validated in cursor.execute(_CONSTRAINTS)
+    ]
+
+
+def read_sequences(cursor: psycopg.Cursor) -> dict[str, int | None]:
+    return {f"{schema}.{name}": last for schema, name, last in cursor.execute(_SEQUENCES)}
+
+
+def count_rows(cursor: psycopg.Cursor, schema: str, name: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(name)
+    )
+    (rows,) = cursor.execute(query).fetchone()
+    return int(rows)
 
 
 @dataclass(frozen=True)
@@ -231,19 +290,17 @@ class ExportedSnapshot:
     def contents(self) -> SnapshotContents:
         """Exact row counts of every dumped relation, read inside the exported snapshot."""
         with self.connection.cursor() as cursor:
-            relations = cursor.execute(_DATA_RELATIONS).fetchall()
-            counts = []
-            for oid, schema, name, relkind in relations:
-                query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)
+            counts = [
+                RelationCount(
+                    oid,
+                    schema,
+                    name,
+                    "materialized view" if relkind == "m" else "table",
+                    count_rows(cursor, schema, name),
                 )
-                (rows,) = cursor.execute(query).fetchone()
-                kind = "materialized view" if relkind == "m" else "table"
-                counts.append(RelationCount(oid, schema, name, kind, rows))
-            sequences = {
-                f"{schema}.{name}": last for schema, name, last in cursor.execute(_SEQUENCES)
-            }
-        return SnapshotContents(counts, sequences)
+                for oid, schema, name, relkind in read_data_relations(cursor)
+            ]
+            return SnapshotContents(counts, read_sequences(cursor), read_constraints(cursor))
 
 
 @contextmanager
@@ -264,6 +321,36 @@ def exported_snapshot(connection: Connection) -> Iterator[ExportedSnapshot]:
         raise PostgresError(connection.describe_error(error)) from None
     finally:
         conn.close()
+
+
+# --- creating and dropping databases ----------------------------------------------------------
+
+
+def server_major_version(conn: psycopg.Connection) -> int:
+    (number,) = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    return int(number) // 10000
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def create_database(conn: psycopg.Connection, name: str, comment: str | None = None) -> None:
+    """CREATE DATABASE from template0 (a clean copy for pg_restore); `conn` is autocommit."""
+    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    if comment:
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(comment)
+            )
+        )
+
+
+def drop_database(conn: psycopg.Connection, name: str, *, force: bool) -> None:
+    """DROP DATABASE IF EXISTS; without `force` the server refuses while anyone is connected."""
+    statement = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
+    conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
 
 # --- pg_restore --list -----------------------------------------------------------------------

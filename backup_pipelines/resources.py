@@ -18,6 +18,7 @@ from backup_pipelines.config import BackupConfig, expand_env, load_config
 from backup_pipelines.dump import DumpSettings
 from backup_pipelines.manifest import BackupRef
 from backup_pipelines.postgres import ClientTools, Connection, find_client_tools
+from backup_pipelines.restore_test import RestoreTestSettings
 from backup_pipelines.storage import BackupStores, StorageError, stores_from_config
 
 
@@ -43,6 +44,27 @@ class BackupSettings(ConfigurableResource):
         config = self.config()
         url = expand_env(config.databases[database].url, f"databases.{database}.url")
         return Connection.from_url(database, url)
+
+    def scratch_connection(self, database: str) -> Connection:
+        """Where `database` is restore-tested: restore_test.url, else its own server."""
+        config = self.config()
+        if config.restore_test.url:
+            return Connection.from_url(
+                database, expand_env(config.restore_test.url, "restore_test.url")
+            )
+        return self.connection(database)
+
+    def restore_test_settings(self, database: str) -> RestoreTestSettings:
+        config = self.config()
+        scratch_dir = config.restore_test.scratch_dir
+        return RestoreTestSettings(
+            jobs=config.restore_test.jobs,
+            scratch_dir=expand_env(scratch_dir, "restore_test.scratch_dir")
+            if scratch_dir
+            else None,
+            pg_bin_dir=config.pg_bin_dir,
+            assertions=tuple(config.databases[database].restore_assertions),
+        )
 
     def dump_settings(self) -> DumpSettings:
         config = self.config()

@@ -1,4 +1,4 @@
-"""When backups run: the daily schedule of the backup job."""
+"""When jobs run: the daily backup and the weekly restore test."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 
 from dagster import (
     DefaultScheduleStatus,
+    JobDefinition,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -14,6 +15,8 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
+
+from backup_pipelines.jobs import restore_test_run_config
 
 
 def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> ScheduleDefinition:
@@ -32,3 +35,16 @@ def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> Sched
         return RunRequest(run_key=f"daily_backup_{day}", partition_key=day)
 
     return _daily
+
+
+def weekly_restore_test_schedule(job: JobDefinition, cron: str) -> ScheduleDefinition:
+    """Restore-test the newest archive of every database."""
+    return ScheduleDefinition(
+        name="weekly_restore_test_schedule",
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        job=job,
+        run_config=restore_test_run_config(databases=[], partition=None),
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=f"Restore-tests the newest archive of every database at '{cron}' (UTC).",
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import shutil
 import threading
 import uuid
@@ -89,6 +90,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_keys(self, prefix: str) -> Iterator[str]: ...
 
+    @abstractmethod
+    def download_command(self, key: str, destination: str) -> str:
+        """The shell command that fetches an object without this service (for the runbook)."""
+
     def write_chunks(
         self, key: str, chunks: Iterable[bytes], *, expected_size: int = 0
     ) -> StreamDigest:
@@ -162,6 +167,9 @@ class LocalStore(ObjectStore):
 
     def uri(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def download_command(self, key: str, destination: str) -> str:
+        return f"cp {shlex.quote(str(self._path(key)))} {shlex.quote(destination)}"
 
     def open_writer(self, key: str, *, expected_size: int = 0) -> ObjectWriter:
         try:
@@ -365,6 +373,12 @@ class S3Store(ObjectStore):
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.full_key(key)}"
+
+    def download_command(self, key: str, destination: str) -> str:
+        endpoint, region = self.client.meta.endpoint_url, self.client.meta.region_name
+        on_aws = "amazonaws.com" in endpoint
+        where = f"--region {region}" if on_aws else f"--endpoint-url {endpoint}"
+        return f"aws s3 cp {where} {shlex.quote(self.uri(key))} {shlex.quote(destination)}"
 
     def call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
         try:

@@ -91,13 +91,20 @@ class Pipeline:
         *,
         env: dict[str, str] | None = None,
         feed: bool = False,
+        output: IO[bytes] | int = subprocess.PIPE,
     ) -> None:
+        """`output` is where the last stage writes: a pipe to read (default), a file, DEVNULL."""
         self.stages: list[Stage] = []
+        self.stdin: IO[bytes] | None = None
         upstream: IO[bytes] | int | None = subprocess.PIPE if feed else subprocess.DEVNULL
         try:
-            for name, argv in commands:
+            for number, (name, argv) in enumerate(commands, start=1):
                 process = subprocess.Popen(
-                    argv, stdin=upstream, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+                    argv,
+                    stdin=upstream,
+                    stdout=output if number == len(commands) else subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
                 )
                 if self.stages and self.stages[-1].process.stdout is not None:
                     # The child now holds the read end; ours would keep the pipe alive.
@@ -123,6 +130,9 @@ class Pipeline:
         return [(s.name, s.process.wait(), s.stderr.text()) for s in self.stages]
 
     def kill(self) -> None:
+        if self.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
         for stage in self.stages:
             if stage.process.poll() is None:
                 stage.process.kill()

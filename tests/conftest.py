@@ -28,10 +28,15 @@ from psycopg import sql
 from backup_pipelines.config import load_config
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.demo.cluster import LocalCluster, start_cluster
-from backup_pipelines.demo.sample_databases import create_backup_role, create_sample_database
+from backup_pipelines.demo.sample_databases import (
+    create_backup_role,
+    create_restore_test_role,
+    create_sample_database,
+)
 
 # Distinctive, so a test can search every log line and event for it.
 BACKUP_PASSWORD = "Pw-7qZ1x-never-print-me"
+RESTORE_TEST_PASSWORD = "Rt-4kP9w-never-print-me"
 TEST_DATABASES = ("agentic", "langfuse")
 
 
@@ -45,6 +50,7 @@ def cluster() -> Iterator[LocalCluster]:
         for database in TEST_DATABASES:
             create_sample_database(server.url(), database, scale=0.2)
         create_backup_role(server.url(), BACKUP_PASSWORD)
+        create_restore_test_role(server.url(), RESTORE_TEST_PASSWORD)
         yield server
     finally:
         server.destroy()
@@ -90,12 +96,17 @@ def backup_url(cluster: LocalCluster, database: str) -> str:
     return cluster.url(database, user="backup", password="${TEST_BACKUP_PASSWORD}")
 
 
+def scratch_url(cluster: LocalCluster) -> str:
+    return cluster.url("postgres", user="restore_tester", password="${TEST_RESTORE_PASSWORD}")
+
+
 @pytest.fixture
 def write_config(
     tmp_path: Path, cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Path]:
     """Write a configuration file for the session's server; returns its path."""
     monkeypatch.setenv("TEST_BACKUP_PASSWORD", BACKUP_PASSWORD)
+    monkeypatch.setenv("TEST_RESTORE_PASSWORD", RESTORE_TEST_PASSWORD)
 
     def write(storage: dict | None = None, databases: dict | None = None, **extra) -> Path:
         path = tmp_path / "backup_pipelines.yaml"
@@ -103,6 +114,7 @@ def write_config(
             "storage": storage or {"local": {"path": "./backups"}},
             "databases": databases
             or {name: {"url": backup_url(cluster, name)} for name in TEST_DATABASES},
+            "restore_test": {"url": scratch_url(cluster)},
             **extra,
         }
         path.write_text(yaml.safe_dump(document))

@@ -10,6 +10,7 @@ from psycopg import sql
 
 SAMPLE_DATABASES = ("agentic", "approvals", "langfuse", "temporal", "saas_console")
 BACKUP_ROLE = "backup"
+RESTORE_TEST_ROLE = "restore_tester"
 
 _SCHEMAS: dict[str, str] = {
     "agentic": """
@@ -142,17 +143,27 @@ def create_sample_database(admin_url: str, database: str, scale: float = 1.0) ->
         conn.execute("ANALYZE")
 
 
+def _login_role(admin: psycopg.Connection, role: str, password: str, attributes: str) -> None:
+    exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+    verb = "ALTER" if exists else "CREATE"
+    admin.execute(
+        sql.SQL(verb + " ROLE {} LOGIN " + attributes + " PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+    )
+
+
 def create_backup_role(admin_url: str, password: str, role: str = BACKUP_ROLE) -> None:
     """The least-privilege role backups run as: it may read every table, nothing more."""
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        admin.execute(
-            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)
-            )
-        )
+        _login_role(admin, role, password, "")
         admin.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(role)))
+
+
+def create_restore_test_role(admin_url: str, password: str, role: str = RESTORE_TEST_ROLE) -> None:
+    """The role restore tests run as: it may create (and so drop) its own databases only."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        _login_role(admin, role, password, "CREATEDB")
 
 
 def create_sample_databases(admin_url: str, scale: float = 1.0) -> None:

@@ -1,0 +1,94 @@
+"""Sensors that react to new archives: restore-test each one (when configured) and keep the
+recovery runbook current. They only read Dagster's records and request runs."""
+
+import json
+
+from dagster import (
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    JobDefinition,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from backup_pipelines.assets import asset_key
+from backup_pipelines.jobs import restore_test_run_config
+from backup_pipelines.records import latest_check_record_id, latest_materialization_id
+from backup_pipelines.restore_test import RESTORE_TEST_CHECK
+
+_BATCH = 100
+
+
+def new_archive_restore_test_sensor(
+    databases: list[str], job: JobDefinition, enabled: bool
+) -> SensorDefinition:
+    """Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
+
+    @sensor(
+        name="restore_test_new_archives_sensor",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+        description="Requests a restore_test run for each new verification of an archive.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> SensorResult:
+        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        new: dict[str, list[tuple[str, int]]] = {}  # day -> (database, storage id)
+        for database in databases:
+            key = asset_key(database, "verification")
+            if database not in seen:  # first look: only archives verified from now on count
+                seen[database] = latest_materialization_id(context.instance, key)
+                continue
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, after_storage_id=seen[database]),
+                limit=_BATCH,
+                ascending=True,
+            ).records
+            for record in records:
+                if record.partition_key:
+                    new.setdefault(record.partition_key, []).append((database, record.storage_id))
+                seen[database] = record.storage_id
+        requests = [
+            RunRequest(
+                run_key=f"restore_test_{day}_" + "_".join(f"{db}-{sid}" for db, sid in found),
+                run_config=restore_test_run_config(sorted({db for db, _ in found}), day),
+            )
+            for day, found in sorted(new.items())
+        ]
+        return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+    return _sensor
+
+
+def recovery_runbook_sensor(
+    databases: list[str], job: UnresolvedAssetJobDefinition
+) -> SensorDefinition:
+    """Regenerate the runbook after every verification and every restore test."""
+
+    @sensor(
+        name="recovery_runbook_sensor",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Rewrites the recovery runbook when an archive is verified or restore-tested.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+        state = []
+        for database in databases:
+            key = asset_key(database, "verification")
+            state.append(latest_materialization_id(context.instance, key))
+            state.append(latest_check_record_id(context.instance, key, RESTORE_TEST_CHECK))
+        fingerprint = ",".join(map(str, state))
+        if fingerprint == context.cursor:
+            return SkipReason("no archive verified or restore-tested since the last runbook")
+        context.update_cursor(fingerprint)
+        return RunRequest(run_key=f"recovery_runbook_{fingerprint}")
+
+    return _sensor
