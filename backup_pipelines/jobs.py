@@ -136,7 +136,7 @@ class RestoreJobRequest(Config):
 
 
 @op(out={}, description="Restore one archive into a target server, recorded as an audit event.")
-def restore_database(
+def restore_from_archive(
     context: OpExecutionContext, config: RestoreJobRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
     configured = settings.config().databases
@@ -254,4 +254,4 @@ def restore_test_job() -> None:
     "postgres/<db>/archive.",
 )
 def restore_database_job() -> None:
-    restore_database()
+    restore_from_archive()

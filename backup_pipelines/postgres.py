@@ -66,6 +66,11 @@ class Connection:
         """The same server and credentials, connected to another database."""
         return Connection(self.database, {**self.params, "dbname": name}, self.password)
 
+    def with_setting(self, name: str, value: str) -> Connection:
+        """The same connection with a server setting for its sessions (libpq `options`)."""
+        options = " ".join(filter(None, [self.params.get("options"), f"-c {name}={value}"]))
+        return Connection(self.database, {**self.params, "options": options}, self.password)
+
     def client_env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore/psql: the password goes here, not on argv."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}

@@ -48,6 +48,7 @@ _TEMP_NAME = re.compile(r"^restore_test_[a-z0-9_]+_(\d{8}t\d{6}z)_[0-9a-f]{4}$")
 # A crash between CREATE DATABASE and marking it leaves an unmarked copy; those are dropped
 # once they are surely not being set up any more.
 _UNMARKED_GRACE = dt.timedelta(hours=1)
+CLIENT_CHECK_INTERVAL = "5s"
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,20 @@ def throwaway_database(
     scratch: Connection, admin: psycopg.Connection, name: str
 ) -> Iterator[Connection]:
     """Create `name`, hold a session in it while in use, and always drop it afterwards."""
-    create_database(admin, name)
     try:
-        target = scratch.for_database(name)
+        create_database(admin, name)
+    except psycopg.errors.InsufficientPrivilege:
+        raise RestoreError(
+            f"the role {scratch.params.get('user', '(default)')!r} may not create databases on "
+            f"{scratch.server}; restore tests need a role with CREATEDB there: set "
+            "restore_test.url (or grant CREATEDB)"
+        ) from None
+    try:
+        # If this process dies mid-query, the server notices within seconds and ends the
+        # query, so the next test can drop the leftover instead of waiting for it.
+        target = scratch.for_database(name).with_setting(
+            "client_connection_check_interval", CLIENT_CHECK_INTERVAL
+        )
         with target.connect(autocommit=True) as guard:
             guard.execute(
                 sql.SQL("COMMENT ON DATABASE {} IS {}").format(

@@ -88,7 +88,7 @@ def restore_job_config(entry: RunbookEntry) -> str:
     return "\n".join(
         [
             "ops:",
-            "  restore_database:",
+            "  restore_from_archive:",
             "    config:",
             f"      database: {entry.database}",
             f'      partition: "{entry.manifest.partition}"',

@@ -114,8 +114,8 @@ def write_config(
             "storage": storage or {"local": {"path": "./backups"}},
             "databases": databases
             or {name: {"url": backup_url(cluster, name)} for name in TEST_DATABASES},
-            "restore_test": {"url": scratch_url(cluster)},
             **extra,
+            "restore_test": {"url": scratch_url(cluster), **extra.get("restore_test", {})},
         }
         path.write_text(yaml.safe_dump(document))
         monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(path))

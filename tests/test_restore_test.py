@@ -6,7 +6,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
+    backup_url,
     definitions_for,
     failure_messages,
     run_backup,
@@ -57,10 +60,7 @@ def restore_test_evaluations(result) -> dict[str, object]:
 
 @pytest.fixture
 def backed_up(write_config, instance) -> tuple[Path, Definitions]:
-    config = write_config(
-        databases=None,
-        **{},
-    )
+    config = write_config()
     defs = definitions_for(config)
     result = run_backup(defs, instance)
     assert result.success, failure_messages(result)
@@ -159,3 +159,19 @@ def test_asset_check_key_is_defined_for_every_database(backed_up):
     keys = defs.resolve_asset_graph().asset_check_keys
     for database in TEST_DATABASES:
         assert AssetCheckKey(VERIFICATION[database], "restore_test") in keys
+
+
+def test_a_scratch_role_without_createdb_is_named_and_no_secret_leaks(
+    write_config, cluster, instance
+):
+    config = write_config(restore_test={"url": backup_url(cluster, "postgres")})
+    defs = definitions_for(config)
+    assert run_backup(defs, instance, databases=("agentic",)).success
+    result = run_restore_test_job(defs, instance, databases=["agentic"])
+    assert not result.success
+    evaluation = restore_test_evaluations(result)["agentic"]
+    assert "the role 'backup' may not create databases" in evaluation.description
+    assert "restore_test.url" in evaluation.description
+    logged = "\n".join(str(event) for event in instance.all_logs(result.run_id))
+    for secret in (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD):
+        assert secret not in logged and secret not in failure_messages(result)
