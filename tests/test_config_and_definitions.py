@@ -44,6 +44,12 @@ def test_minimal_config_and_defaults(tmp_path):
         ({"schedule": "every day"}, "schedule: Value error, 'every day' is not a valid cron"),
         ({"compression": "lzma"}, "compression"),
         ({"retention_days": 3}, "retention_days: Extra inputs are not permitted"),
+        ({"restore_test": {"schedule": "sundays"}}, "restore_test.schedule: Value error"),
+        ({"restore_test": {"jobs": 0}}, "restore_test.jobs: Input should be greater than"),
+        (
+            {"databases": {"a": {"url": "x", "restore_assertions": [{"name": "n"}]}}},
+            "databases.a.restore_assertions.0.sql: Field required",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, change, expected):
@@ -112,3 +118,18 @@ def test_dagster_cli_loads_the_definitions(write_config):
         cwd=config.parent,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_daily_backup_leaves_restore_tests_to_their_own_job(write_config):
+    defs = definitions_for(write_config())
+    daily = defs.resolve_job_def("daily_backup").asset_layer.asset_graph.asset_check_keys
+    assert {key.name for key in daily} == {
+        "dump_complete",
+        "archive_checksum",
+        "archive_contents",
+        "size_change",
+    }
+    all_checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert "restore_test" in all_checks
+    for job in ("restore_test", "restore_database", "refresh_recovery_runbook"):
+        assert defs.resolve_job_def(job).name == job

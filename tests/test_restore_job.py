@@ -1,5 +1,7 @@
 """The restore job (the day of the disaster): restores, refusals, and the audit record."""
 
+import json
+
 import psycopg
 import pytest
 from conftest import (
@@ -141,3 +143,17 @@ def test_restore_refuses_an_archive_failing_its_checksum(
         assert "fails its checksum" in audit_records(instance)[0]["outcome"]
     finally:
         drop(cluster, target)
+
+
+def test_restore_refuses_a_target_server_older_than_the_backup(
+    backed_up, write_config, cluster, instance
+):
+    archive_dir = write_config().parent / "backups" / "archive" / "agentic" / today()
+    manifest = json.loads((archive_dir / "manifest.json").read_text())
+    manifest["server_version"] = "99.1"  # as if the backup came from a newer server
+    (archive_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = run_restore(backed_up, instance, target_url=target_url(cluster))
+    assert not result.success
+    assert "runs PostgreSQL 15 but the backup came from PostgreSQL 99.1" in (
+        failure_messages(result)
+    )
