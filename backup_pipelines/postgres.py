@@ -352,10 +352,38 @@ def create_database(conn: psycopg.Connection, name: str, comment: str | None = N
         )
 
 
-def drop_database(conn: psycopg.Connection, name: str, *, force: bool) -> None:
-    """DROP DATABASE IF EXISTS; without `force` the server refuses while anyone is connected."""
-    statement = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
-    conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
+_DROP_ATTEMPTS = 3
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    """DROP DATABASE IF EXISTS, first ending this role's own sessions in it (e.g. the workers
+    of a cancelled pg_restore). Not WITH (FORCE): for a role without superuser that fails while
+    autovacuum works in the database, whereas a plain DROP makes autovacuum step aside."""
+    statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+    for _ in range(_DROP_ATTEMPTS):
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        try:
+            conn.execute(statement)
+            return
+        except psycopg.errors.ObjectInUse:
+            continue
+    raise PostgresError(f"cannot drop database {name!r}: sessions of other roles keep using it")
+
+
+def drop_database_if_unused(conn: psycopg.Connection, name: str) -> bool:
+    """Drop `name` only if nobody is connected to it; True if it was dropped."""
+    in_use = conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s", (name,))
+    if in_use.fetchone():
+        return False
+    try:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    except psycopg.errors.ObjectInUse:
+        return False
+    return True
 
 
 # --- pg_restore --list -----------------------------------------------------------------------

@@ -415,7 +415,7 @@ def restore_archive(
                         tools, target, fetched.path, jobs=request.jobs, options=owner_options
                     )
                 except BaseException:
-                    drop_database(admin, request.target_database, force=True)
+                    drop_database(admin, request.target_database)
                     raise
     return RestoreResult(
         manifest=manifest,

@@ -28,6 +28,7 @@ from backup_pipelines.postgres import (
     PostgresError,
     create_database,
     drop_database,
+    drop_database_if_unused,
     server_major_version,
 )
 from backup_pipelines.restore import (
@@ -116,11 +117,8 @@ def drop_leftovers(admin: psycopg.Connection, now: dt.datetime) -> list[str]:
         created = dt.datetime.strptime(match.group(1), "%Y%m%dt%H%M%Sz").replace(tzinfo=dt.UTC)
         if comment != TEMP_MARKER and now - created < _UNMARKED_GRACE:
             continue
-        try:
-            drop_database(admin, name, force=False)
-        except psycopg.errors.ObjectInUse:
-            continue  # a running test is connected to it
-        dropped.append(name)
+        if drop_database_if_unused(admin, name):  # else a running test is connected to it
+            dropped.append(name)
     return dropped
 
 
@@ -151,7 +149,7 @@ def throwaway_database(
             )
             yield target
     finally:
-        drop_database(admin, name, force=True)
+        drop_database(admin, name)
 
 
 def run_restore_test(

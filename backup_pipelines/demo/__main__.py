@@ -1,4 +1,4 @@
-"""The demo: a local PostgreSQL with five sample databases, one backup run, the Dagster UI.
+"""The demo: a local PostgreSQL with five sample databases, a backup, a restore test, the UI.
 
     scripts/demo            # sets up, backs up today's partition, opens the UI on :3000
     scripts/demo --no-ui    # the same, then stops (a smoke test of the whole set-up)
@@ -21,6 +21,7 @@ from backup_pipelines.demo.cluster import LocalCluster, start_cluster
 from backup_pipelines.demo.sample_databases import (
     SAMPLE_DATABASES,
     create_backup_role,
+    create_restore_test_role,
     create_sample_database,
 )
 
@@ -47,28 +48,52 @@ def _secret(name: str) -> str:
     return path.read_text()
 
 
-def _prepare_databases(cluster: LocalCluster, backup_password: str) -> None:
+def _prepare_databases(cluster: LocalCluster, passwords: dict[str, str]) -> None:
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         existing = {name for (name,) in admin.execute("SELECT datname FROM pg_database")}
     for database in SAMPLE_DATABASES:
         if database not in existing:
             print(f"creating sample database {database}")
             create_sample_database(cluster.url(), database)
-    create_backup_role(cluster.url(), backup_password)
+    create_backup_role(cluster.url(), passwords["DEMO_BACKUP_PASSWORD"])
+    create_restore_test_role(cluster.url(), passwords["DEMO_RESTORE_PASSWORD"])
 
 
-def _dagster_env(backup_password: str) -> dict[str, str]:
+def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:
     home = DEMO_DIR / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     # `dagster dev` started by hand in the repo root reads this file too.
-    (REPO / ".env").write_text(f"DEMO_BACKUP_PASSWORD={backup_password}\n")
+    (REPO / ".env").write_text("".join(f"{name}={value}\n" for name, value in passwords.items()))
     return {
         **os.environ,
+        **passwords,
         "DAGSTER_HOME": str(home),
-        "DEMO_BACKUP_PASSWORD": backup_password,
         "BACKUP_PIPELINES_CONFIG": str(REPO / "backup_pipelines.yaml"),
     }
+
+
+def _first_runs(env: dict[str, str]) -> int:
+    """Back up today, restore-test what was backed up, write the runbook."""
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    steps = [
+        (
+            f"backing up every sample database for {today} (UTC)",
+            ["asset", "materialize", "--select", "key:postgres/*", "--partition", today],
+        ),
+        ("restore-testing every archive", ["job", "execute", "-j", "restore_test"]),
+        ("writing the recovery runbook", ["asset", "materialize", "--select", "recovery_runbook"]),
+    ]
+    for title, args in steps:
+        print(title)
+        if subprocess.run(_dagster(*args), cwd=REPO, env=env).returncode != 0:
+            print(f"{title} failed; see the logs above and in the UI", file=sys.stderr)
+            return 1
+    print(
+        f"backups are in {DEMO_DIR / 'backups'}; the runbook is "
+        f"{DEMO_DIR / 'backups' / 'archive' / 'recovery_runbook.html'}"
+    )
+    return 0
 
 
 def _dagster(*args: str) -> list[str]:
@@ -114,21 +139,15 @@ def main() -> int:
     DEMO_DIR.chmod(0o755)  # the server runs as the postgres user and must reach its folder
     cluster = start_cluster(DEMO_DIR / "postgres", _secret("superuser"), port=PORT)
     try:
-        backup_password = _secret("backup")
-        _prepare_databases(cluster, backup_password)
-        env = _dagster_env(backup_password)
-        today = dt.datetime.now(dt.UTC).date().isoformat()
-        print(f"backing up every sample database for {today} (UTC)")
-        backup = subprocess.run(
-            _dagster("asset", "materialize", "--select", "*", "--partition", today),
-            cwd=REPO,
-            env=env,
-        )
-        if backup.returncode != 0:
-            print("the backup run failed; see its logs above and in the UI", file=sys.stderr)
-        print(f"backups are in {DEMO_DIR / 'backups'}")
+        passwords = {
+            "DEMO_BACKUP_PASSWORD": _secret("backup"),
+            "DEMO_RESTORE_PASSWORD": _secret("restore_tester"),
+        }
+        _prepare_databases(cluster, passwords)
+        env = _dagster_env(passwords)
+        outcome = _first_runs(env)
         if options.no_ui:
-            return backup.returncode
+            return outcome
         _run_ui(env, options.ui_port)
         return 0
     finally:
