@@ -8,6 +8,7 @@ Ctrl-C stops the UI and the PostgreSQL server. Running it again reuses the serve
 
 import argparse
 import datetime as dt
+import json
 import os
 import secrets
 import signal
@@ -76,10 +77,11 @@ def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:
 def _first_runs(env: dict[str, str]) -> int:
     """Back up today, restore-test what was backed up, write the runbook."""
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    partition = json.dumps({"dagster/partition": today})
     steps = [
         (
             f"backing up every sample database for {today} (UTC)",
-            ["asset", "materialize", "--select", "key:postgres/*", "--partition", today],
+            ["job", "execute", "-j", "daily_backup", "--tags", partition],
         ),
         ("restore-testing every archive", ["job", "execute", "-j", "restore_test"]),
         ("writing the recovery runbook", ["asset", "materialize", "--select", "recovery_runbook"]),
