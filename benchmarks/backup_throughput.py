@@ -11,10 +11,16 @@ varied text and nested jsonb each), then times, one after the other on the same 
   chain       dump -> archive -> verification, as `dagster asset materialize` runs it
 
 and prints wall-time ratios and the peak RSS of every process involved (sampled from /proc).
+Then, for restores:
+
+  bare restore  pg_restore -j 2 of the bare pg_dump -Fc file into an empty database
+  restore test  backup_pipelines' restore test of the archive: download and decompress,
+                pg_restore -j 2, validation against the manifest, drop
 """
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -168,6 +174,7 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
                         f"{cluster.port}/{database}"
                     }
                 },
+                "restore_test": {"jobs": 2, "scratch_dir": str(work)},
             }
         )
     )
@@ -214,8 +221,53 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
         f"   sizes: bare pg_dump -Fc {bare_file.stat().st_size / 1e6:.0f} MB, "
         f"archive (zstd) {archive.stat().st_size / 1e6:.0f} MB"
     )
+    restores = measure_restores(cluster, work, database, bare_file, bench_env)
     bare_file.unlink()
-    return {name: peaks for name, (_, peaks) in results.items()}
+    return {name: peaks for name, (_, peaks) in {**results, **restores}.items()}
+
+
+def measure_restores(
+    cluster: LocalCluster, work: Path, database: str, bare_file: Path, env: dict[str, str]
+) -> dict[str, tuple[float, dict]]:
+    target = f"{database}_bare_restore"
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {target}")
+        admin.execute(f"CREATE DATABASE {target}")
+    assert cluster.bin_dir is not None
+    target_dsn = f"host=127.0.0.1 port={cluster.port} user=postgres dbname={target}"
+    results = {
+        "bare pg_restore -j 2": measure(
+            [str(cluster.bin_dir / "pg_restore"), "-j", "2", "-d", target_dsn, str(bare_file)],
+            {**env, "PGPASSWORD": cluster.superuser_password},
+        )
+    }
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {target}")
+    report = work / f"{database}_restore_test.json"
+    results["restore test"] = measure(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("restore_test_step.py")),
+            database,
+            f"{report}",
+        ],
+        env,
+    )
+    evidence = json.loads(report.read_text())
+    bare = results["bare pg_restore -j 2"][0]
+    print(f"   {'restore':32} {'seconds':>8} {'x bare':>7}")
+    for name, (seconds, peaks) in results.items():
+        memory = ", ".join(f"{proc} {rss / 2**20:.0f} MiB" for proc, rss in sorted(peaks.items()))
+        print(f"   {name:32} {seconds:8.1f} {seconds / bare:7.2f}  {memory}")
+    print(
+        "   restore test breakdown: "
+        + ", ".join(
+            f"{part} {evidence[part]:.1f} s"
+            for part in ("fetch_seconds", "pg_restore_seconds", "validation_seconds")
+        )
+        + f"; {evidence['tables_compared']} tables, {evidence['rows_compared']:,} rows compared"
+    )
+    return results
 
 
 def main() -> None:
