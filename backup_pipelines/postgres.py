@@ -248,10 +248,6 @@ class TableConstraint:
     kind: str  # "foreign key" or "check"
     validated: bool
 
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.schema}.{self.table}.{self.name}"
-
 
 @dataclass(frozen=True)
 class SnapshotContents:

@@ -8,7 +8,7 @@ varied text and nested jsonb each), then times, one after the other on the same 
   bare        pg_dump -Fc -f FILE                  (what most people run)
   read limit  pg_dump -Fc -Z0 > /dev/null          (the server backend alone)
   dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage
-  chain       dump -> archive -> verification, as `dagster asset materialize` runs it
+  chain       dump -> archive -> verification, as the scheduled `daily_backup` job runs it
 
 and prints wall-time ratios and the peak RSS of every process involved (sampled from /proc).
 Then, for restores:
@@ -195,12 +195,12 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
             sys.executable,
             "-m",
             "dagster",
-            "asset",
-            "materialize",
-            "--select",
-            f"key:postgres/{database}/*",
-            "--partition",
-            today,
+            "job",
+            "execute",
+            "-j",
+            "daily_backup",
+            "--tags",
+            json.dumps({"dagster/partition": today}),
             "-m",
             "backup_pipelines.definitions",
         ],
