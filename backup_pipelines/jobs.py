@@ -170,9 +170,8 @@ def restore_from_archive(
         )
         result = restore_archive(
             archive,
+            manifest,
             RestoreRequest(
-                database=config.database,
-                day=day,
                 target=target,
                 target_database=target_database,
                 replace_existing=config.replace_existing,

@@ -354,8 +354,6 @@ def _same_value(value: object, expected: object) -> bool:
 
 @dataclass(frozen=True)
 class RestoreRequest:
-    database: str
-    day: str | None  # None: the newest archive
     target: Connection  # the target server; the database in its URL is only used to connect
     target_database: str
     replace_existing: bool = False
@@ -378,6 +376,7 @@ class RestoreResult:
 
 def restore_archive(
     store: ObjectStore,
+    manifest: Manifest,
     request: RestoreRequest,
     *,
     pg_bin_dir: str | None = None,
@@ -385,8 +384,7 @@ def restore_archive(
     assertions: Iterable[RestoreAssertion] = (),
 ) -> RestoreResult:
     """Restore one archive into a new database, or over an existing one when confirmed."""
-    manifest = archive_manifest(store, request.database, request.day)
-    where = f"database {request.database!r}, {manifest.partition}"
+    where = f"database {manifest.database!r}, {manifest.partition}"
     _require_confirmation(request, where)
     target = request.target.for_database(request.target_database)
     with request.target.connect(autocommit=True) as admin:
