@@ -7,6 +7,7 @@ or a completed multipart upload); a failed write leaves nothing that could pass 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 import shlex
@@ -38,6 +39,12 @@ _PARTS_IN_FLIGHT = 2
 
 class StorageError(RuntimeError):
     """Storage refused or failed an operation; the message names the location and the fix."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
 
 
 class ObjectWriter(ABC):
@@ -88,7 +95,15 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None: ...
 
     @abstractmethod
-    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object under `prefix` with its size, page by page (never all in memory)."""
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        return (stored.key for stored in self.list_objects(prefix))
+
+    def locked_until(self, key: str) -> dt.datetime | None:
+        """Until when an object lock forbids deleting `key` (None: it may be deleted)."""
+        return None
 
     @abstractmethod
     def download_command(self, key: str, destination: str) -> str:
@@ -204,15 +219,15 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         base = self.root.resolve()
         start = self._path(prefix) if prefix else base
         if start.is_file():
-            yield prefix
+            yield StoredObject(prefix, start.stat().st_size)
             return
         for path in sorted(start.rglob("*")) if start.is_dir() else []:
             if path.is_file() and ".partial-" not in path.name:
-                yield path.relative_to(base).as_posix()
+                yield StoredObject(path.relative_to(base).as_posix(), path.stat().st_size)
 
 
 # --- S3 ---------------------------------------------------------------------------------------
@@ -445,16 +460,23 @@ class S3Store(ObjectStore):
         full_key = self.full_key(key)
         self.call("delete_object", full_key, Key=full_key)
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         paginator = self.client.get_paginator("list_objects_v2")
         full_prefix = self.full_key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for item in page.get("Contents", []):
-                    yield item["Key"][strip:]
+                    yield StoredObject(item["Key"][strip:], item["Size"])
         except (ClientError, BotoCoreError) as error:
             raise StorageError(describe_s3_error(error, self.bucket, full_prefix)) from None
+
+    def locked_until(self, key: str) -> dt.datetime | None:
+        head = self.call("head_object", key, Key=self.full_key(key))
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return dt.datetime.max.replace(tzinfo=dt.UTC)
+        until = head.get("ObjectLockRetainUntilDate")
+        return until if until and until > dt.datetime.now(dt.UTC) else None
 
 
 # --- from configuration -----------------------------------------------------------------------
