@@ -42,6 +42,8 @@ from backup_pipelines.restore_test import (
 )
 from backup_pipelines.runbook import RUNBOOK_KEY, render_runbook, runbook_entry
 from backup_pipelines.storage import S3Store
+from backup_pipelines.usage import check_capacity
+from backup_pipelines.usage import storage_usage as measure_storage
 from backup_pipelines.verification import (
     CheckOutcome,
     check_archive,
@@ -53,6 +55,7 @@ from backup_pipelines.verification import (
 REF_IO_MANAGER = "backup_ref_io_manager"
 RESTORE_TEST_POOL = "restore_test"
 RECOVERY_RUNBOOK = AssetKey(["recovery_runbook"])
+STORAGE_USAGE = AssetKey(["storage_usage"])
 
 
 def asset_key(database: str, step: str) -> AssetKey:
@@ -295,3 +298,36 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
         )
 
     return recovery_runbook
+
+
+def storage_usage_asset(databases: list[str], capacity_gb: float | None) -> AssetsDefinition:
+    capacity_check = AssetCheckSpec(
+        "storage_capacity",
+        asset=STORAGE_USAGE,
+        description="The backups use at most 80% of storage.capacity_gb.",
+    )
+
+    @asset(
+        key=STORAGE_USAGE,
+        group_name="storage",
+        check_specs=[capacity_check] if capacity_gb else [],
+        description="Bytes and objects of every database's dumps, archives and references; "
+        "its metadata plots use over time.",
+    )
+    def storage_usage(settings: BackupSettings) -> MaterializeResult:
+        usage = measure_storage(settings.stores(), databases)
+        total_bytes = sum(u.bytes for u in usage.values())
+        metadata: dict[str, object] = {
+            "total_bytes": total_bytes,
+            "total_objects": sum(u.objects for u in usage.values()),
+        }
+        for database, used in usage.items():
+            metadata[f"{database}_bytes"] = used.bytes
+            metadata[f"{database}_objects"] = used.objects
+        checks = [check_capacity(total_bytes, capacity_gb)] if capacity_gb else []
+        return MaterializeResult(
+            metadata=metadata,
+            check_results=[check_result(outcome, STORAGE_USAGE) for outcome in checks],
+        )
+
+    return storage_usage

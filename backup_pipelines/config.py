@@ -58,6 +58,10 @@ class S3StorageConfig(_Strict):
     kms_key_id: str | None = None
     # Some S3-compatible stores allow only 1,000 parts; AWS allows 10,000.
     max_parts: int = Field(default=10_000, ge=10, le=10_000)
+    # Lifecycle rules (see `python -m backup_pipelines.lifecycle`): archives move to a colder
+    # storage class after this many days.
+    archive_transition_days: int | None = Field(default=None, ge=1)
+    archive_transition_storage_class: str = "GLACIER_IR"
 
     @field_validator("prefix", "archive_prefix")
     @classmethod
@@ -79,6 +83,8 @@ class LocalStorageConfig(_Strict):
 class StorageConfig(_Strict):
     s3: S3StorageConfig | None = None
     local: LocalStorageConfig | None = None
+    # Room the backups may use; the storage_usage asset's check fails above 80% of it.
+    capacity_gb: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StorageConfig:
@@ -103,11 +109,56 @@ class RestoreAssertion(_Strict):
     expect: bool | int | float | str | None
 
 
+_RULE_NAMES = ("daily", "weekly", "monthly", "yearly")
+
+
+class RetentionOverride(_Strict):
+    """Per-database changes to the retention policy; unset fields come from `retention:`."""
+
+    daily: int | None = Field(default=None, ge=0)
+    weekly: int | None = Field(default=None, ge=0)
+    monthly: int | None = Field(default=None, ge=0)
+    yearly: int | None = Field(default=None, ge=0)
+    min_keep: int | None = Field(default=None, ge=1)
+    dump_days: int | None = Field(default=None, ge=1)
+
+
+class RetentionRules(_Strict):
+    """How many backups to keep (restic `forget` semantics, UTC; see README)."""
+
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=12, ge=0)
+    yearly: int = Field(default=0, ge=0)
+    min_keep: int = Field(default=3, ge=1)
+    # Dumps (the hot copies) are kept this many days once their archive copy exists.
+    dump_days: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> RetentionRules:
+        if not any(getattr(self, rule) for rule in _RULE_NAMES):
+            raise ValueError(
+                "every rule (daily, weekly, monthly, yearly) is 0, which would keep only "
+                "min_keep backups; set at least one of them"
+            )
+        return self
+
+
+class RetentionConfig(RetentionRules):
+    # Plan and report what would be deleted, delete nothing.
+    dry_run: bool = False
+
+    def overridden(self, override: RetentionOverride | None) -> RetentionRules:
+        changes = override.model_dump(exclude_none=True) if override else {}
+        return RetentionRules.model_validate({**self.model_dump(exclude={"dry_run"}), **changes})
+
+
 class DatabaseConfig(_Strict):
     url: str = Field(min_length=1, description="libpq URL; may use ${VAR}")
     # Names the pool that caps parallel dumps; databases on one server should share it.
     server: str | None = None
     restore_assertions: list[RestoreAssertion] = []
+    retention: RetentionOverride | None = None
 
 
 class RestoreTestConfig(_Strict):
@@ -142,6 +193,7 @@ class BackupConfig(_Strict):
     compression_level: int | None = Field(default=None, ge=1, le=19)
     verification: VerificationConfig = VerificationConfig()
     restore_test: RestoreTestConfig = RestoreTestConfig()
+    retention: RetentionConfig = RetentionConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases")
@@ -159,6 +211,20 @@ class BackupConfig(_Strict):
     @classmethod
     def _cron(cls, value: str) -> str:
         return _require_cron(value)
+
+    @model_validator(mode="after")
+    def _retention_per_database(self) -> BackupConfig:
+        for name in self.databases:
+            try:
+                self.retention_for(name)
+            except ValidationError as error:
+                raise ValueError(
+                    f"databases.{name}.retention: {error.errors()[0]['msg']}"
+                ) from None
+        return self
+
+    def retention_for(self, database: str) -> RetentionRules:
+        return self.retention.overridden(self.databases[database].retention)
 
     def local_path(self, path: str) -> Path:
         """A storage path from the file, relative to the config file's folder."""

@@ -17,16 +17,27 @@ from dagster import (
 from backup_pipelines.assets import (
     RECOVERY_RUNBOOK,
     REF_IO_MANAGER,
+    STORAGE_USAGE,
     database_assets,
     dump_pool,
     recovery_runbook_asset,
     restore_test_check,
+    storage_usage_asset,
 )
 from backup_pipelines.config import BackupConfig, config_path_from_env, load_config
-from backup_pipelines.jobs import restore_database_job, restore_test_job
+from backup_pipelines.prune_jobs import prune_backups_job
 from backup_pipelines.resources import BackupRefIOManager, BackupSettings
-from backup_pipelines.schedules import daily_backup_schedule, weekly_restore_test_schedule
-from backup_pipelines.sensors import new_archive_restore_test_sensor, recovery_runbook_sensor
+from backup_pipelines.restore_jobs import restore_database_job, restore_test_job
+from backup_pipelines.schedules import (
+    daily_backup_schedule,
+    storage_usage_schedule,
+    weekly_restore_test_schedule,
+)
+from backup_pipelines.sensors import (
+    new_archive_restore_test_sensor,
+    recovery_runbook_sensor,
+    retention_sensor,
+)
 
 # Per-partition asset check results are preview in Dagster 1.13; they are what makes the
 # checks tab a per-day audit record, so they are used deliberately.
@@ -63,21 +74,39 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
         selection=AssetSelection.assets(RECOVERY_RUNBOOK),
         description="Rewrite the recovery runbook next to the archives.",
     )
+    usage_job = define_asset_job(
+        "measure_storage",
+        selection=AssetSelection.assets(STORAGE_USAGE),
+        description="Measure what the backups use in storage.",
+    )
     settings = BackupSettings(config_path=config_path)
     return Definitions(
         executor=STEP_EXECUTOR,
-        assets=[*assets, recovery_runbook_asset(databases)],
+        assets=[
+            *assets,
+            recovery_runbook_asset(databases),
+            storage_usage_asset(databases, config.storage.capacity_gb),
+        ],
         asset_checks=restore_tests,
-        jobs=[backup_job, runbook_job, restore_test_job, restore_database_job],
+        jobs=[
+            backup_job,
+            runbook_job,
+            usage_job,
+            restore_test_job,
+            restore_database_job,
+            prune_backups_job,
+        ],
         schedules=[
             daily_backup_schedule(backup_job, config.schedule),
             weekly_restore_test_schedule(restore_test_job, config.restore_test.schedule),
+            storage_usage_schedule(usage_job),
         ],
         sensors=[
             new_archive_restore_test_sensor(
                 databases, restore_test_job, config.restore_test.test_each_new_archive
             ),
             recovery_runbook_sensor(databases, runbook_job),
+            retention_sensor(prune_backups_job),
         ],
         resources={
             "settings": settings,

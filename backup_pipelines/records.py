@@ -13,6 +13,7 @@ from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+_HISTORY_LIMIT = 100_000  # every day of a database for centuries
 _FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
@@ -59,3 +60,28 @@ def latest_materialization_id(instance: DagsterInstance, asset_key: AssetKey) ->
     """Storage id of an asset's newest materialization (any partition); 0 if none."""
     records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key), limit=1)
     return records.records[0].storage_id if records.records else 0
+
+
+def verification_outcomes(
+    instance: DagsterInstance, asset_key: AssetKey, check_names: tuple[str, ...]
+) -> dict[str, bool]:
+    """Per day: True if the newest evaluation of every check passed, False if any failed.
+
+    Days where some check never finished are absent (not verified)."""
+    newest: dict[str, dict[str, bool]] = {}
+    for name in check_names:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(asset_key, name), limit=_HISTORY_LIMIT, status=_FINISHED
+        )
+        for record in history:  # newest first
+            if record.partition is not None:
+                newest.setdefault(record.partition, {}).setdefault(
+                    name, record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+                )
+    outcomes = {}
+    for day, passed in newest.items():
+        if not all(passed.values()):
+            outcomes[day] = False
+        elif len(passed) == len(check_names):
+            outcomes[day] = True
+    return outcomes

@@ -16,9 +16,9 @@ from backup_pipelines.manifest import Manifest, list_backup_days, read_manifest
 from backup_pipelines.records import CheckRecord
 from backup_pipelines.storage import ObjectStore
 from backup_pipelines.streams import file_suffix
+from backup_pipelines.verification import VERIFYING_CHECKS
 
 RUNBOOK_KEY = "recovery_runbook.html"
-VERIFYING_CHECKS = ("archive_checksum", "archive_contents")
 
 # (database, day, check name) -> the newest finished evaluation of that check, if any
 CheckLookup = Callable[[str, str, str], CheckRecord | None]

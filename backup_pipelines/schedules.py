@@ -16,7 +16,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from backup_pipelines.jobs import restore_test_run_config
+from backup_pipelines.restore_jobs import restore_test_run_config
 
 
 def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> ScheduleDefinition:
@@ -47,4 +47,15 @@ def weekly_restore_test_schedule(job: JobDefinition, cron: str) -> ScheduleDefin
         run_config=restore_test_run_config(databases=[], partition=None),
         default_status=DefaultScheduleStatus.RUNNING,
         description=f"Restore-tests the newest archive of every database at '{cron}' (UTC).",
+    )
+
+
+def storage_usage_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="storage_usage_schedule",
+        cron_schedule="40 * * * *",
+        execution_timezone="UTC",
+        job=job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Measures what the backups use, hourly.",
     )

@@ -1,6 +1,7 @@
-"""Sensors that react to new archives: restore-test each one (when configured) and keep the
-recovery runbook current. They only read Dagster's records and request runs."""
+"""Sensors: restore-test new archives (when configured), keep the recovery runbook current,
+and plan retention. They read storage listings and Dagster's records, and request runs."""
 
+import hashlib
 import json
 
 from dagster import (
@@ -19,8 +20,10 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from backup_pipelines.assets import asset_key
-from backup_pipelines.jobs import restore_test_run_config
+from backup_pipelines.prune_jobs import plan_all, prune_run_config
 from backup_pipelines.records import latest_check_record_id, latest_materialization_id
+from backup_pipelines.resources import BackupSettings
+from backup_pipelines.restore_jobs import restore_test_run_config
 from backup_pipelines.restore_test import RESTORE_TEST_CHECK
 
 _BATCH = 100
@@ -90,5 +93,30 @@ def recovery_runbook_sensor(
             return SkipReason("no archive verified or restore-tested since the last runbook")
         context.update_cursor(fingerprint)
         return RunRequest(run_key=f"recovery_runbook_{fingerprint}")
+
+    return _sensor
+
+
+def retention_sensor(job: JobDefinition) -> SensorDefinition:
+    """Plan retention from what storage holds; launch prune_backups when something expired."""
+
+    @sensor(
+        name="retention_sensor",
+        job=job,
+        minimum_interval_seconds=3600,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Hourly: computes each database's retention plan from storage and launches "
+        "prune_backups with the objects to delete listed in its run config.",
+    )
+    def _sensor(
+        context: SensorEvaluationContext, settings: BackupSettings
+    ) -> RunRequest | SkipReason:
+        plans = plan_all(settings, context.instance)
+        kept = sum(len(plan.kept) for plan in plans)
+        if not any(plan.deletions for plan in plans):
+            return SkipReason(f"nothing expired; {kept} backups kept in {len(plans)} databases")
+        run_config = prune_run_config(settings, plans, settings.config().retention.dry_run)
+        digest = hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()
+        return RunRequest(run_key=f"prune_{digest[:16]}", run_config=run_config)
 
     return _sensor

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import math
 import os
 import shlex
@@ -217,7 +218,10 @@ class LocalStore(ObjectStore):
             writer.commit()
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the day's folder, once it is empty
+            path.parent.rmdir()
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         base = self.root.resolve()
@@ -471,7 +475,19 @@ class S3Store(ObjectStore):
         except (ClientError, BotoCoreError) as error:
             raise StorageError(describe_s3_error(error, self.bucket, full_prefix)) from None
 
+    @functools.cached_property
+    def object_lock_enabled(self) -> bool:
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as error:
+            if "ObjectLockConfigurationNotFound" in error.response.get("Error", {}).get("Code", ""):
+                return False
+            raise StorageError(describe_s3_error(error, self.bucket)) from None
+        return config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
     def locked_until(self, key: str) -> dt.datetime | None:
+        if not self.object_lock_enabled:  # one request per bucket instead of one per object
+            return None
         head = self.call("head_object", key, Key=self.full_key(key))
         if head.get("ObjectLockLegalHoldStatus") == "ON":
             return dt.datetime.max.replace(tzinfo=dt.UTC)

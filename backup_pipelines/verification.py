@@ -29,6 +29,8 @@ from backup_pipelines.streams import (
     decompress_command,
 )
 
+# The checks whose passing makes an archive a verified backup (for retention and the runbook).
+VERIFYING_CHECKS = ("archive_checksum", "archive_contents")
 _SIGPIPE_EXIT = -13  # a decompressor whose reader (pg_restore) finished early
 
 

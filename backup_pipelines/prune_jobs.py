@@ -1,0 +1,150 @@
+"""The retention plan as Dagster sees it: planning for every database, and the prune job that
+deletes exactly what a plan listed (and the policy still expires). Thin wiring over prune.py."""
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterator
+
+from dagster import AssetKey, AssetObservation, Config, DagsterInstance, OpExecutionContext, job, op
+from pydantic import Field
+
+from backup_pipelines.assets import asset_key
+from backup_pipelines.prune import (
+    SCOPE_BACKUP,
+    SCOPE_DUMP,
+    DatabasePlan,
+    delete_objects,
+    object_uris,
+    plan_database,
+)
+from backup_pipelines.records import verification_outcomes
+from backup_pipelines.resources import BackupSettings
+from backup_pipelines.verification import VERIFYING_CHECKS
+
+PRUNE_JOB = "prune_backups"
+# A run's plan stays reviewable in the UI; the next sensor tick plans the rest.
+MAX_DELETIONS_PER_RUN = 500
+# What a deletion removes from the UI's partition bars, by scope.
+_WIPED_STEPS = {SCOPE_BACKUP: ("dump", "archive", "verification"), SCOPE_DUMP: ("dump",)}
+
+
+def plan_all(
+    settings: BackupSettings, instance: DagsterInstance, databases: list[str] | None = None
+) -> list[DatabasePlan]:
+    config, stores = settings.config(), settings.stores()
+    today = dt.datetime.now(dt.UTC).date()
+    return [
+        plan_database(
+            stores,
+            database,
+            config.retention_for(database),
+            verification_outcomes(instance, asset_key(database, "verification"), VERIFYING_CHECKS),
+            today,
+        )
+        for database in (config.databases if databases is None else databases)
+    ]
+
+
+class PlannedDeletion(Config):
+    database: str
+    partition: str
+    scope: str = Field(description="backup (all copies), dump (hot copy only) or incomplete")
+    reason: str
+    objects: list[str] = Field(description="Every object to delete, in order, by URI.")
+
+
+class PruneRequest(Config):
+    dry_run: bool = Field(
+        default=False, description="Record what would be deleted; delete nothing."
+    )
+    deletions: list[PlannedDeletion] = Field(default_factory=list)
+
+
+def prune_run_config(
+    settings: BackupSettings, plans: list[DatabasePlan], dry_run: bool
+) -> dict[str, object]:
+    stores = settings.stores()
+    deletions = [
+        {
+            "database": d.database,
+            "partition": d.day,
+            "scope": d.scope,
+            "reason": d.reason,
+            "objects": object_uris(stores, d),
+        }
+        for plan in plans
+        for d in sorted(plan.deletions, key=lambda d: d.day)[:MAX_DELETIONS_PER_RUN]
+    ][:MAX_DELETIONS_PER_RUN]
+    return {
+        "ops": {"delete_expired_backups": {"config": {"dry_run": dry_run, "deletions": deletions}}}
+    }
+
+
+@op(out={}, description="Delete the planned backups the retention policy still expires.")
+def delete_expired_backups(
+    context: OpExecutionContext, config: PruneRequest, settings: BackupSettings
+) -> Iterator[AssetObservation]:
+    stores, configured = settings.stores(), settings.config().databases
+    requested = sorted({d.database for d in config.deletions} & set(configured))
+    current = {
+        (d.database, d.day, d.scope): d
+        for plan in plan_all(settings, context.instance, requested)
+        for d in plan.deletions
+    }
+    wiped: dict[AssetKey, list[str]] = defaultdict(list)
+    records = []
+    for item in config.deletions:
+        deletion = current.get((item.database, item.partition, item.scope))
+        if item.database not in configured:
+            action = "skipped: the database is not configured"
+        elif deletion is None:
+            action = "skipped: the retention policy keeps it now"
+        elif object_uris(stores, deletion) != item.objects:
+            action = "skipped: its objects changed since the plan; the next plan covers them"
+        elif config.dry_run:
+            action = "dry run: would delete"
+        else:
+            delete_objects(stores, deletion)
+            action = "deleted"
+            for step in _WIPED_STEPS.get(item.scope, ()):
+                wiped[asset_key(item.database, step)].append(item.partition)
+        context.log.info(f"{item.database} {item.partition} ({item.scope}): {action}")
+        step = "dump" if item.scope == SCOPE_DUMP else "archive"
+        records.append(
+            AssetObservation(
+                asset_key=asset_key(item.database, step),
+                partition=item.partition,
+                description=f"retention: {action}",
+                metadata={
+                    "action": action,
+                    "scope": item.scope,
+                    "reason": item.reason,
+                    "objects": item.objects,
+                },
+            )
+        )
+    _unmark_partitions(context, wiped)
+    yield from records  # after the wipe, which would otherwise erase this record
+
+
+def _unmark_partitions(context: OpExecutionContext, wiped: dict[AssetKey, list[str]]) -> None:
+    """Take pruned days off the assets' partition bars, where the instance's storage can."""
+    for key, days in wiped.items():
+        try:
+            context.instance.wipe_asset_partitions(key, days)
+        except NotImplementedError:
+            context.log.warning(
+                "this instance's event storage cannot un-materialize single partitions "
+                "(Dagster OSS sqlite/postgres storage), so pruned days stay marked in the "
+                "partition bars; the 'retention: deleted' event on each asset says what is gone"
+            )
+            return
+
+
+@job(
+    name=PRUNE_JOB,
+    description="Delete expired backups. Launched by retention_sensor with the plan in its run "
+    "config; only what the plan lists and the policy still expires is deleted.",
+)
+def prune_backups_job() -> None:
+    delete_expired_backups()
