@@ -35,10 +35,6 @@ class RetentionPolicy:
     def counts(self) -> dict[str, int]:
         return {rule: getattr(self, rule) for rule in RULES}
 
-    def describe(self) -> str:
-        rules = ", ".join(f"{rule} {count}" for rule, count in self.counts().items() if count)
-        return f"{rules}, min_keep {self.min_keep}"
-
 
 @dataclass(frozen=True)
 class BackupStatus:
@@ -71,6 +67,7 @@ def decide(backups: Iterable[BackupStatus], policy: RetentionPolicy) -> list[Dec
     if len(verified) < policy.min_keep:
         note = f"only {len(verified)} verified backups, fewer than min_keep {policy.min_keep}"
         return [Decision(backup.day, True, (note,)) for backup in ordered]
+    oldest_kept: dict[str, str] = {}  # rule -> its oldest kept period
     for rule, count in policy.counts().items():
         periods: list[Hashable] = []
         for day in verified:
@@ -80,7 +77,8 @@ def decide(backups: Iterable[BackupStatus], policy: RetentionPolicy) -> list[Dec
             if len(periods) == count:
                 break
             periods.append(period)
-            reasons[day].append(f"{rule} {len(periods)}/{count} ({period_label(rule, day)})")
+            oldest_kept[rule] = period_label(rule, day)
+            reasons[day].append(f"{rule} {len(periods)}/{count} ({oldest_kept[rule]})")
     for rank, day in enumerate(verified[: policy.min_keep], start=1):
         reasons[day].append(
             "newest verified backup" if rank == 1 else f"min_keep {policy.min_keep}"
@@ -91,14 +89,20 @@ def decide(backups: Iterable[BackupStatus], policy: RetentionPolicy) -> list[Dec
         if not backup.verified and (newest_verified is None or backup.day > newest_verified):
             reasons[backup.day].append("not verified yet, newer than the newest verified backup")
         kept = bool(reasons[backup.day])
-        why = tuple(reasons[backup.day]) if kept else (_expiry_reason(backup, policy),)
+        why = tuple(reasons[backup.day]) if kept else (_expiry_reason(backup, policy, oldest_kept),)
         decisions.append(Decision(backup.day, kept, why))
     return decisions
 
 
-def _expiry_reason(backup: BackupStatus, policy: RetentionPolicy) -> str:
+def _expiry_reason(
+    backup: BackupStatus, policy: RetentionPolicy, oldest_kept: dict[str, str]
+) -> str:
     if backup.verified is None:
         return "never verified, and older than the newest verified backup"
     if backup.verified is False:
         return "its verification failed, and it is older than the newest verified backup"
-    return f"no rule keeps it any more ({policy.describe()})"
+    covered = "; ".join(
+        f"{rule} {policy.counts()[rule]}: {oldest} and newer"
+        for rule, oldest in oldest_kept.items()
+    )
+    return f"no rule keeps it: it is not the newest backup of a kept period ({covered})"

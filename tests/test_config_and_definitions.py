@@ -47,6 +47,20 @@ def test_minimal_config_and_defaults(tmp_path):
         ({"restore_test": {"schedule": "sundays"}}, "restore_test.schedule: Value error"),
         ({"restore_test": {"jobs": 0}}, "restore_test.jobs: Input should be greater than"),
         (
+            {"retention": {"daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}},
+            "retention: Value error, every rule (daily, weekly, monthly, yearly) is 0",
+        ),
+        (
+            {
+                "databases": {
+                    "a": {"url": "x", "retention": {"daily": 0, "weekly": 0, "monthly": 0}}
+                }
+            },
+            "databases.a.retention: Value error, every rule",
+        ),
+        ({"retention": {"min_keep": 0}}, "retention.min_keep: Input should be greater than"),
+        ({"storage": {"local": {"path": "x"}, "capacity_gb": -1}}, "storage.capacity_gb"),
+        (
             {"databases": {"a": {"url": "x", "restore_assertions": [{"name": "n"}]}}},
             "databases.a.restore_assertions.0.sql: Field required",
         ),
@@ -131,5 +145,6 @@ def test_daily_backup_leaves_restore_tests_to_their_own_job(write_config):
     }
     all_checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert "restore_test" in all_checks
-    for job in ("restore_test", "restore_database", "refresh_recovery_runbook"):
+    jobs = ("restore_test", "restore_database", "refresh_recovery_runbook", "prune_backups")
+    for job in (*jobs, "measure_storage"):
         assert defs.resolve_job_def(job).name == job

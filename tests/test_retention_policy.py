@@ -101,7 +101,10 @@ def test_worked_example_from_the_readme():
     assert decisions[dt.date(2026, 11, 21)].reasons == (
         "its verification failed, and it is older than the newest verified backup",
     )
-    assert not decisions[dt.date(2026, 11, 12)].keep
+    assert decisions[dt.date(2026, 11, 12)].reasons == (
+        "no rule keeps it: it is not the newest backup of a kept period (daily 7: 2026-11-15 "
+        "and newer; weekly 4: 2026-W45 and newer; monthly 12: 2026-10 and newer)",
+    )
 
 
 def test_unverified_backups_newer_than_the_last_good_one_are_kept():

@@ -114,7 +114,7 @@ def test_sensor_plans_and_the_prune_job_deletes_exactly_the_plan(history, instan
     assert everything(stores) == before - listed
     records = observations(result)
     assert len(records) == len(planned) and {r["action"] for r in records} == {"deleted"}
-    assert any(r["reason"].startswith("no rule keeps it any more") for r in records)
+    assert any(r["reason"].startswith("no rule keeps it: it is not the newest") for r in records)
 
     assert isinstance(tick(defs, instance), SkipReason) or not tick(defs, instance).run_requests
 
