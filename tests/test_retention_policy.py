@@ -113,3 +113,14 @@ def test_unverified_backups_newer_than_the_last_good_one_are_kept():
     decisions = {d.day: d for d in decide(history, RetentionPolicy(1, 0, 0, 0, 1))}
     assert all(decisions[day].keep for day in days[4:])
     assert not any(decisions[day].keep for day in days[:4])
+
+
+def test_iso_week_53_spans_the_new_year():
+    # 2026-W53 runs Monday 2026-12-28 to Sunday 2027-01-03: one week, two calendar years.
+    days = [dt.date(2026, 12, 27), dt.date(2026, 12, 28), dt.date(2027, 1, 3)]
+    decisions = decide([BackupStatus(d, True) for d in days], RetentionPolicy(0, 2, 0, 0, 1))
+    kept = {d.day: d.reasons for d in decisions if d.keep}
+    assert kept == {
+        dt.date(2027, 1, 3): ("weekly 1/2 (2026-W53)", "newest verified backup"),
+        dt.date(2026, 12, 27): ("weekly 2/2 (2026-W52)",),
+    }
