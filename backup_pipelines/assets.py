@@ -19,6 +19,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -100,7 +101,7 @@ def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:
 
 
 def database_assets(
-    database: str, partitions: PartitionsDefinition, pool: str
+    database: str, partitions: PartitionsDefinition, pool: str, freshness: dt.timedelta
 ) -> list[AssetsDefinition]:
     dump_key, archive_key, verification_key = (
         asset_key(database, step) for step in ("dump", "archive", "verification")
@@ -177,6 +178,8 @@ def database_assets(
         partitions_def=partitions,
         ins={"archive": AssetIn(archive_key)},
         description=f"Integrity of {database}'s archive copy, read back whole.",
+        # The UI's freshness state; alerts come from backup_alerts_sensor.
+        freshness_policy=FreshnessPolicy.time_window(fail_window=freshness),
         check_specs=[
             spec(
                 "archive_checksum",

@@ -183,6 +183,40 @@ class VerificationConfig(_Strict):
     size_history: int = Field(default=7, ge=1, le=60)
 
 
+class WebhookConfig(_Strict):
+    url: str = Field(min_length=1)
+    # Signs each body with HMAC-SHA256 (header X-Backup-Pipelines-Signature); use ${VAR}.
+    secret: str | None = None
+
+
+class SlackConfig(_Strict):
+    token: str = Field(min_length=1, description="bot token; use ${VAR}")
+    channel: str = Field(min_length=1)
+    base_url: str | None = None  # another Slack API endpoint (a proxy, or a test server)
+
+
+class EmailConfig(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    ca_file: str | None = None  # trust this CA for STARTTLS (a private mail relay)
+    sender: str = Field(min_length=3)
+    to: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: str | None = None  # use ${VAR}
+
+
+class AlertsConfig(_Strict):
+    ui_base_url: str = "http://127.0.0.1:3000"
+    freshness_hours: float = Field(default=25, gt=0)
+    restore_test_max_age_days: float = Field(default=8, gt=0)
+    webhook: WebhookConfig | None = None
+    slack: SlackConfig | None = None
+    email: EmailConfig | None = None
+    # node-exporter textfile collector file, rewritten on every alerts sensor tick.
+    metrics_textfile: str | None = None
+
+
 class BackupConfig(_Strict):
     storage: StorageConfig
     databases: dict[str, DatabaseConfig] = Field(min_length=1)
@@ -194,6 +228,7 @@ class BackupConfig(_Strict):
     verification: VerificationConfig = VerificationConfig()
     restore_test: RestoreTestConfig = RestoreTestConfig()
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 
 from dagster import (
@@ -34,6 +35,7 @@ from backup_pipelines.schedules import (
     weekly_restore_test_schedule,
 )
 from backup_pipelines.sensors import (
+    backup_alerts_sensor,
     new_archive_restore_test_sensor,
     recovery_runbook_sensor,
     retention_sensor,
@@ -59,7 +61,12 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
     assets = [
         asset_def
         for database in databases
-        for asset_def in database_assets(database, partitions, dump_pool(database, config))
+        for asset_def in database_assets(
+            database,
+            partitions,
+            dump_pool(database, config),
+            dt.timedelta(hours=config.alerts.freshness_hours),
+        )
     ]
     restore_tests = [restore_test_check(database, partitions) for database in databases]
     backup_job = define_asset_job(
@@ -107,6 +114,7 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
             ),
             recovery_runbook_sensor(databases, runbook_job),
             retention_sensor(prune_backups_job),
+            backup_alerts_sensor(databases),
         ],
         resources={
             "settings": settings,

@@ -1,6 +1,8 @@
 """Sensors: restore-test new archives (when configured), keep the recovery runbook current,
-and plan retention. They read storage listings and Dagster's records, and request runs."""
+plan retention, and raise alerts. They read storage listings and Dagster's records, request
+runs and send messages; none does heavy work."""
 
+import datetime as dt
 import hashlib
 import json
 
@@ -19,7 +21,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
+from backup_pipelines.alerts import AlertState
 from backup_pipelines.assets import asset_key
+from backup_pipelines.health import age_problems, check_problems, failed_runs
+from backup_pipelines.metrics import metric_values, render, write_textfile
+from backup_pipelines.notifiers import notifiers_from_config
 from backup_pipelines.prune_jobs import plan_all, prune_run_config
 from backup_pipelines.records import latest_check_record_id, latest_materialization_id
 from backup_pipelines.resources import BackupSettings
@@ -118,5 +124,51 @@ def retention_sensor(job: JobDefinition) -> SensorDefinition:
         run_config = prune_run_config(settings, plans, settings.config().retention.dry_run)
         digest = hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()
         return RunRequest(run_key=f"prune_{digest[:16]}", run_config=run_config)
+
+    return _sensor
+
+
+def backup_alerts_sensor(databases: list[str]) -> SensorDefinition:
+    """Announce each problem once, and its recovery; rewrite the metrics textfile."""
+
+    @sensor(
+        name="backup_alerts_sensor",
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Failed runs, failed checks, stale backups and overdue restore tests, sent "
+        "to the configured webhook, Slack and email once each, with a recovery message.",
+    )
+    def _sensor(context: SensorEvaluationContext, settings: BackupSettings) -> SkipReason:
+        alerts = settings.config().alerts
+        ui, now = alerts.ui_base_url, dt.datetime.now(dt.UTC)
+        state = AlertState.from_cursor(context.cursor, now)
+        runs, seen_until = failed_runs(
+            context.instance, dt.datetime.fromisoformat(state.runs_after), ui
+        )
+        state.runs_after = seen_until.isoformat()
+        problems = [
+            *check_problems(context.instance, databases, ui),
+            *age_problems(
+                context.instance,
+                databases,
+                now=now,
+                watching_since=dt.datetime.fromisoformat(state.watching_since),
+                freshness=dt.timedelta(hours=alerts.freshness_hours),
+                restore_test_age=dt.timedelta(days=alerts.restore_test_max_age_days),
+                ui=ui,
+            ),
+            *runs,
+        ]
+        notifiers = notifiers_from_config(alerts)
+        state.record(problems, now, [notifier.name for notifier in notifiers])
+        for failure in state.deliver(notifiers):
+            context.log.error(f"alert not delivered: {failure}")
+        if alerts.metrics_textfile:
+            values = metric_values(context.instance, databases)
+            write_textfile(alerts.metrics_textfile, render(values, len(state.open)))
+        context.update_cursor(state.to_cursor())
+        return SkipReason(
+            f"{len(state.open)} open problems; {len(state.outbox)} alerts waiting for delivery"
+        )
 
     return _sensor

@@ -1,0 +1,200 @@
+"""What is wrong right now, read from Dagster's records: failed checks, stale backups, overdue
+restore tests, failed runs. Each problem has a stable key, so it is one problem however often
+it is looked at, and it clears when its condition does."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+)
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from backup_pipelines.records import verification_outcomes
+from backup_pipelines.verification import VERIFYING_CHECKS
+
+# Checks that alert when their newest evaluation failed, by the asset they are on.
+WATCHED_CHECKS = {
+    "dump": ("dump_complete",),
+    "verification": (*VERIFYING_CHECKS, "size_change", "restore_test"),
+}
+STORAGE_CHECK = (AssetKey(["storage_usage"]), "storage_capacity")
+_ERROR_LINES = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # stable identity, e.g. "check:agentic:archive_checksum"
+    title: str
+    details: str
+    link: str
+    recovers: bool = True  # False for events (a failed run), which are announced once
+
+
+def _newest(
+    instance: DagsterInstance,
+    key: AssetKey,
+    check: str,
+    statuses: set[AssetCheckExecutionRecordStatus],
+    limit: int = 1,
+):
+    return instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, check), limit=limit, status=statuses
+    )
+
+
+_FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+_PASSED = {AssetCheckExecutionRecordStatus.SUCCEEDED}
+
+
+def asset_link(ui: str, key: AssetKey) -> str:
+    return f"{ui.rstrip('/')}/assets/{'/'.join(key.path)}"
+
+
+def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> Iterator[Problem]:
+    watched = [
+        (AssetKey(["postgres", db, step]), check)
+        for db in databases
+        for step, checks in WATCHED_CHECKS.items()
+        for check in checks
+    ]
+    for key, check in [*watched, STORAGE_CHECK]:
+        history = _newest(instance, key, check, _FINISHED)
+        evaluation = history[0].evaluation if history else None
+        if evaluation is None or evaluation.passed:
+            continue
+        day = f" for {evaluation.partition}" if evaluation.partition else ""
+        subject = key.path[1] if key.path[0] == "postgres" else "storage"
+        yield Problem(
+            key=f"check:{'/'.join(key.path)}:{check}",
+            title=f"{subject}: check {check} failed ({evaluation.severity.value}){day}",
+            details=evaluation.description or "",
+            link=asset_link(ui, key),
+        )
+
+
+def last_verified_at(instance: DagsterInstance, database: str) -> dt.datetime | None:
+    """When an archive of `database` was last verified (both integrity checks passed)."""
+    key = AssetKey(["postgres", database, "verification"])
+    verified = verification_outcomes(instance, key, VERIFYING_CHECKS)
+    for record in _newest(instance, key, VERIFYING_CHECKS[-1], _PASSED, limit=50):
+        if verified.get(record.partition or "") and record.event is not None:
+            return dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC)
+    return None
+
+
+def last_restore_test(instance: DagsterInstance, database: str):
+    """The newest finished restore-test evaluation of `database` (any day), or None."""
+    key = AssetKey(["postgres", database, "verification"])
+    history = _newest(instance, key, "restore_test", _FINISHED)
+    return history[0] if history else None
+
+
+def age_problems(
+    instance: DagsterInstance,
+    databases: list[str],
+    *,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    freshness: dt.timedelta,
+    restore_test_age: dt.timedelta,
+    ui: str,
+) -> Iterator[Problem]:
+    """Stale backups and overdue restore tests, also when nothing ran at all."""
+    for database in databases:
+        link = asset_link(ui, AssetKey(["postgres", database, "verification"]))
+        verified = last_verified_at(instance, database)
+        since = verified or watching_since
+        if now - since > freshness:
+            what = f"since {verified:%Y-%m-%d %H:%M} UTC" if verified else "ever (none recorded)"
+            yield Problem(
+                key=f"stale:{database}",
+                title=f"{database}: no verified backup for {_hours(now - since)} (limit "
+                f"{_hours(freshness)})",
+                details=f"The newest verified archive of {database}: {what}. Check that "
+                "daily_backup_schedule is running and the daemon is up.",
+                link=link,
+            )
+        tested = _newest(
+            instance, AssetKey(["postgres", database, "verification"]), "restore_test", _PASSED
+        )
+        tested_at = (
+            dt.datetime.fromtimestamp(tested[0].event.timestamp, dt.UTC)
+            if tested and tested[0].event
+            else None
+        )
+        if now - (tested_at or watching_since) > restore_test_age:
+            yield Problem(
+                key=f"restore_test_overdue:{database}",
+                title=f"{database}: no passed restore test for "
+                f"{_hours(now - (tested_at or watching_since))} (limit {_hours(restore_test_age)})",
+                details="Run job restore_test, or check weekly_restore_test_schedule.",
+                link=link,
+            )
+
+
+def failed_runs(
+    instance: DagsterInstance, after: dt.datetime, ui: str
+) -> tuple[list[Problem], dt.datetime]:
+    """Runs that failed since `after`, as one-off problems; and the newest time seen."""
+    records = instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=after),
+        order_by="update_timestamp",
+        ascending=True,
+        limit=100,
+    )
+    problems, newest = [], after
+    for record in records:
+        run = record.dagster_run
+        newest = max(newest, record.update_timestamp.astimezone(dt.UTC))
+        steps = [
+            (event.dagster_event.step_key or "?", event.dagster_event.step_failure_data.error)
+            for event in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+            if event.dagster_event and event.dagster_event.step_failure_data
+        ]
+        lines = [f"{step}: {_root_cause(error)}" for step, error in steps] or [
+            "the run failed outside its steps (see the run's logs)"
+        ]
+        day = run.tags.get("dagster/partition")
+        problems.append(
+            Problem(
+                key=f"run:{run.run_id}",
+                title=f"run of {run.job_name} failed"
+                + (f" for {day}" if day else "")
+                + f" ({', '.join(sorted({_database_of(step) for step, _ in steps} - {''}))})",
+                details="\n".join(lines),
+                link=f"{ui.rstrip('/')}/runs/{run.run_id}",
+                recovers=False,
+            )
+        )
+    return problems, newest
+
+
+def _database_of(step_key: str) -> str:
+    if step_key.startswith("postgres__"):
+        return step_key.split("__")[1]
+    if "[" in step_key:
+        return step_key.split("[", 1)[1].rstrip("]")
+    return ""
+
+
+def _root_cause(error) -> str:
+    """The first lines of the innermost error: the one our code raised, not Dagster's wrapper."""
+    if error is None:
+        return "no error recorded"
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()[:_ERROR_LINES]
+    return " / ".join(line.strip() for line in lines)
+
+
+def _hours(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"
