@@ -29,6 +29,7 @@ from dagster import (
 )
 
 from backup_pipelines.archive import ArchiveError, archive_dump
+from backup_pipelines.audit import AUDIT_CSV_KEY, AUDIT_HTML_KEY, audit_table, coverage, render_html
 from backup_pipelines.config import BackupConfig, ConfigError, expand_env
 from backup_pipelines.dump import take_dump
 from backup_pipelines.manifest import BackupRef, Manifest, read_manifest
@@ -57,6 +58,7 @@ REF_IO_MANAGER = "backup_ref_io_manager"
 RESTORE_TEST_POOL = "restore_test"
 RECOVERY_RUNBOOK = AssetKey(["recovery_runbook"])
 STORAGE_USAGE = AssetKey(["storage_usage"])
+AUDIT_REPORT = AssetKey(["audit_report"])
 
 
 def asset_key(database: str, step: str) -> AssetKey:
@@ -334,3 +336,35 @@ def storage_usage_asset(databases: list[str], capacity_gb: float | None) -> Asse
         )
 
     return storage_usage
+
+
+def audit_report_asset(databases: list[str]) -> AssetsDefinition:
+    @asset(
+        key=AUDIT_REPORT,
+        group_name="recovery",
+        deps=[asset_key(database, "verification") for database in databases],
+        kinds={"pandas", "html"},
+        description="Per database and day over the last audit.days: backup, archive, every "
+        "check, restore test and retention decision, as CSV and HTML next to the archives.",
+    )
+    def audit_report(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
+        config, archive = settings.config(), settings.stores().archive
+        last = dt.datetime.now(dt.UTC).date()
+        first = max(config.start_date, last - dt.timedelta(days=config.audit.days - 1))
+        table = audit_table(context.instance, databases, first, last)
+        summary = coverage(table)
+        period = f"{first} to {last}"
+        archive.write_bytes(AUDIT_CSV_KEY, table.to_csv(index=False).encode())
+        archive.write_bytes(AUDIT_HTML_KEY, render_html(table, summary, period).encode())
+        return MaterializeResult(
+            metadata={
+                **summary,
+                "period": period,
+                "rows": len(table),
+                "csv": MetadataValue.path(archive.uri(AUDIT_CSV_KEY)),
+                "html": MetadataValue.path(archive.uri(AUDIT_HTML_KEY)),
+                "newest_rows": MetadataValue.text(table.tail(10).to_string(index=False)),
+            }
+        )
+
+    return audit_report

@@ -217,6 +217,10 @@ class AlertsConfig(_Strict):
     metrics_textfile: str | None = None
 
 
+class AuditConfig(_Strict):
+    days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
+
+
 class BackupConfig(_Strict):
     storage: StorageConfig
     databases: dict[str, DatabaseConfig] = Field(min_length=1)
@@ -229,6 +233,7 @@ class BackupConfig(_Strict):
     restore_test: RestoreTestConfig = RestoreTestConfig()
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    audit: AuditConfig = AuditConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases")

@@ -16,9 +16,11 @@ from dagster import (
 )
 
 from backup_pipelines.assets import (
+    AUDIT_REPORT,
     RECOVERY_RUNBOOK,
     REF_IO_MANAGER,
     STORAGE_USAGE,
+    audit_report_asset,
     database_assets,
     dump_pool,
     recovery_runbook_asset,
@@ -30,6 +32,7 @@ from backup_pipelines.prune_jobs import prune_backups_job
 from backup_pipelines.resources import BackupRefIOManager, BackupSettings
 from backup_pipelines.restore_jobs import restore_database_job, restore_test_job
 from backup_pipelines.schedules import (
+    daily_audit_report_schedule,
     daily_backup_schedule,
     storage_usage_schedule,
     weekly_restore_test_schedule,
@@ -86,6 +89,11 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
         selection=AssetSelection.assets(STORAGE_USAGE),
         description="Measure what the backups use in storage.",
     )
+    audit_job = define_asset_job(
+        "write_audit_report",
+        selection=AssetSelection.assets(AUDIT_REPORT),
+        description="Write the audit report (CSV and HTML) next to the archives.",
+    )
     settings = BackupSettings(config_path=config_path)
     return Definitions(
         executor=STEP_EXECUTOR,
@@ -93,12 +101,14 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
             *assets,
             recovery_runbook_asset(databases),
             storage_usage_asset(databases, config.storage.capacity_gb),
+            audit_report_asset(databases),
         ],
         asset_checks=restore_tests,
         jobs=[
             backup_job,
             runbook_job,
             usage_job,
+            audit_job,
             restore_test_job,
             restore_database_job,
             prune_backups_job,
@@ -107,6 +117,7 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
             daily_backup_schedule(backup_job, config.schedule),
             weekly_restore_test_schedule(restore_test_job, config.restore_test.schedule),
             storage_usage_schedule(usage_job),
+            daily_audit_report_schedule(audit_job),
         ],
         sensors=[
             new_archive_restore_test_sensor(

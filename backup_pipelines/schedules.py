@@ -59,3 +59,14 @@ def storage_usage_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinit
         default_status=DefaultScheduleStatus.RUNNING,
         description="Measures what the backups use, hourly.",
     )
+
+
+def daily_audit_report_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="daily_audit_report_schedule",
+        cron_schedule="0 6 * * *",
+        execution_timezone="UTC",
+        job=job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Writes the audit report daily at 06:00 UTC.",
+    )

@@ -9,6 +9,7 @@ import pytest
 from conftest import definitions_for, failure_messages, run_backup, today
 from dagster import AssetCheckEvaluation, AssetKey, SkipReason, build_sensor_context
 
+from backup_pipelines.audit import audit_table
 from backup_pipelines.config import load_config
 from backup_pipelines.demo.synthetic_history import synthetic_objects, write_synthetic_history
 from backup_pipelines.prune_jobs import plan_all
@@ -115,6 +116,11 @@ def test_sensor_plans_and_the_prune_job_deletes_exactly_the_plan(history, instan
     records = observations(result)
     assert len(records) == len(planned) and {r["action"] for r in records} == {"deleted"}
     assert any(r["reason"].startswith("no rule keeps it: it is not the newest") for r in records)
+    # The audit report shows each retention decision on its day.
+    table = audit_table(instance, [DB], TODAY - dt.timedelta(days=59), TODAY)
+    notes = dict(zip(table["day"], table["retention"], strict=True))
+    for day in expired:
+        assert notes[day].startswith("archive: deleted (")
 
     assert isinstance(tick(defs, instance), SkipReason) or not tick(defs, instance).run_requests
 
