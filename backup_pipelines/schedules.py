@@ -37,36 +37,42 @@ def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> Sched
     return _daily
 
 
-def weekly_restore_test_schedule(job: JobDefinition, cron: str) -> ScheduleDefinition:
-    """Restore-test the newest archive of every database."""
+def utc_schedule(
+    name: str,
+    job: JobDefinition | UnresolvedAssetJobDefinition,
+    cron: str,
+    description: str,
+    run_config: dict[str, object] | None = None,
+) -> ScheduleDefinition:
+    """A schedule that is on from the start, in UTC."""
     return ScheduleDefinition(
-        name="weekly_restore_test_schedule",
+        name=name,
         cron_schedule=cron,
         execution_timezone="UTC",
         job=job,
-        run_config=restore_test_run_config(databases=[], partition=None),
+        run_config=run_config,
         default_status=DefaultScheduleStatus.RUNNING,
-        description=f"Restore-tests the newest archive of every database at '{cron}' (UTC).",
+        description=f"{description} ('{cron}', UTC)",
+    )
+
+
+def weekly_restore_test_schedule(job: JobDefinition, cron: str) -> ScheduleDefinition:
+    return utc_schedule(
+        "weekly_restore_test_schedule",
+        job,
+        cron,
+        "Restore-tests the newest archive of every database.",
+        run_config=restore_test_run_config(databases=[], partition=None),
     )
 
 
 def storage_usage_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name="storage_usage_schedule",
-        cron_schedule="40 * * * *",
-        execution_timezone="UTC",
-        job=job,
-        default_status=DefaultScheduleStatus.RUNNING,
-        description="Measures what the backups use, hourly.",
+    return utc_schedule(
+        "storage_usage_schedule", job, "40 * * * *", "Measures what the backups use, hourly."
     )
 
 
 def daily_audit_report_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name="daily_audit_report_schedule",
-        cron_schedule="0 6 * * *",
-        execution_timezone="UTC",
-        job=job,
-        default_status=DefaultScheduleStatus.RUNNING,
-        description="Writes the audit report daily at 06:00 UTC.",
+    return utc_schedule(
+        "daily_audit_report_schedule", job, "0 6 * * *", "Writes the audit report daily."
     )
