@@ -217,6 +217,21 @@ class AlertsConfig(_Strict):
     metrics_textfile: str | None = None
 
 
+class BucketConfig(_Strict):
+    """An S3 bucket (or a prefix of it) whose objects are snapshotted daily."""
+
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None  # default: storage.s3.endpoint_url
+    region: str | None = None
+    # Default: the standard AWS credential chain. Use ${VAR}.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    # Share of stored objects a verification reads back (1.0: all of them).
+    verify_fraction: float = Field(default=1.0, gt=0, le=1)
+    retention: RetentionOverride | None = None
+
+
 class AuditConfig(_Strict):
     days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
 
@@ -234,15 +249,16 @@ class BackupConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
     audit: AuditConfig = AuditConfig()
+    buckets: dict[str, BucketConfig] = {}
     base_dir: Path = Field(default=Path("."), exclude=True)
 
-    @field_validator("databases")
+    @field_validator("databases", "buckets")
     @classmethod
-    def _database_names(cls, value: dict[str, DatabaseConfig]) -> dict[str, DatabaseConfig]:
+    def _database_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             if not _DATABASE_NAME.match(name):
                 raise ValueError(
-                    f"database name {name!r} must be lower case letters, digits and _, "
+                    f"name {name!r} must be lower case letters, digits and _, "
                     "starting with a letter (it becomes part of asset keys and object names)"
                 )
         return value
@@ -251,6 +267,15 @@ class BackupConfig(_Strict):
     @classmethod
     def _cron(cls, value: str) -> str:
         return _require_cron(value)
+
+    @model_validator(mode="after")
+    def _buckets_need_s3(self) -> BackupConfig:
+        if self.buckets and self.storage.s3 is None:
+            raise ValueError(
+                "buckets: snapshots of S3 buckets are kept in S3 (server-side copies); "
+                "configure storage.s3"
+            )
+        return self
 
     @model_validator(mode="after")
     def _retention_per_database(self) -> BackupConfig:
@@ -265,6 +290,9 @@ class BackupConfig(_Strict):
 
     def retention_for(self, database: str) -> RetentionRules:
         return self.retention.overridden(self.databases[database].retention)
+
+    def bucket_retention_for(self, name: str) -> RetentionRules:
+        return self.retention.overridden(self.buckets[name].retention)
 
     def local_path(self, path: str) -> Path:
         """A storage path from the file, relative to the config file's folder."""

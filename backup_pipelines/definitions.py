@@ -43,6 +43,7 @@ from backup_pipelines.sensors import (
     recovery_runbook_sensor,
     retention_sensor,
 )
+from backup_pipelines.snapshot_assets import bucket_assets, restore_bucket_job
 
 # Per-partition asset check results are preview in Dagster 1.13; they are what makes the
 # checks tab a per-day audit record, so they are used deliberately.
@@ -71,13 +72,15 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
             dt.timedelta(hours=config.alerts.freshness_hours),
         )
     ]
+    assets += [a for name in config.buckets for a in bucket_assets(name, partitions)]
     restore_tests = [restore_test_check(database, partitions) for database in databases]
     backup_job = define_asset_job(
         "daily_backup",
         # Restore tests run on their own (weekly, or per new archive when configured).
         selection=AssetSelection.key_prefixes(["postgres"]) - AssetSelection.checks(*restore_tests),
         partitions_def=partitions,
-        description="Dump, archive and verify every configured database for one day.",
+        description="Dump, archive and verify every configured database, and snapshot and "
+        "verify every configured bucket, for one day.",
     )
     runbook_job = define_asset_job(
         "refresh_recovery_runbook",
@@ -112,6 +115,7 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
             restore_test_job,
             restore_database_job,
             prune_backups_job,
+            restore_bucket_job,
         ],
         schedules=[
             daily_backup_schedule(backup_job, config.schedule),

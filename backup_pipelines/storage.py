@@ -46,6 +46,7 @@ class StorageError(RuntimeError):
 class StoredObject:
     key: str
     size: int
+    etag: str | None = None  # S3 only: the object's ETag, without quotes
 
 
 class ObjectWriter(ABC):
@@ -419,9 +420,15 @@ class S3Store(ObjectStore):
             body.close()
 
     def size(self, key: str) -> int | None:
+        head = self.head(key)
+        return None if head is None else head.size
+
+    def head(self, key: str) -> StoredObject | None:
+        """Size and ETag of `key`, or None when there is no such object."""
         full_key = self.full_key(key)
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=full_key)["ContentLength"]
+            head = self.client.head_object(Bucket=self.bucket, Key=full_key)
+            return StoredObject(key, head["ContentLength"], head["ETag"].strip('"'))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -471,7 +478,7 @@ class S3Store(ObjectStore):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for item in page.get("Contents", []):
-                    yield StoredObject(item["Key"][strip:], item["Size"])
+                    yield StoredObject(item["Key"][strip:], item["Size"], item["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as error:
             raise StorageError(describe_s3_error(error, self.bucket, full_prefix)) from None
 
@@ -505,6 +512,7 @@ class BackupStores:
     dumps: ObjectStore
     archive: ObjectStore
     refs: ObjectStore
+    snapshots: S3Store | None = None  # bucket snapshots (S3 storage only)
 
 
 def s3_client(endpoint_url: str | None, region: str | None) -> Any:
@@ -555,4 +563,32 @@ def stores_from_config(
             **common,
         ),
         refs=S3Store(client, bucket, under_prefix("refs"), **common),
+        snapshots=S3Store(client, bucket, under_prefix("buckets"), **common),
     )
+
+
+def source_bucket_store(config: BackupConfig, name: str, backup_store: S3Store) -> S3Store:
+    """The bucket to snapshot; it shares the backup store's client (and so copies
+    server-side) unless it needs another endpoint or other credentials."""
+    source = config.buckets[name]
+    key = f"buckets.{name}"
+    endpoint = (
+        expand_env(source.endpoint_url, f"{key}.endpoint_url") if source.endpoint_url else None
+    )
+    same_endpoint = endpoint in (None, backup_store.client.meta.endpoint_url)
+    if same_endpoint and not source.access_key_id:
+        client = backup_store.client
+    else:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint or backup_store.client.meta.endpoint_url,
+            region_name=source.region,
+            aws_access_key_id=expand_env(source.access_key_id, f"{key}.access_key_id")
+            if source.access_key_id
+            else None,
+            aws_secret_access_key=expand_env(
+                source.secret_access_key or "", f"{key}.secret_access_key"
+            )
+            or None,
+        )
+    return S3Store(client, expand_env(source.bucket, f"{key}.bucket"), source.prefix)
