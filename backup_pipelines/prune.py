@@ -11,16 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backup_pipelines.config import RetentionRules
 from backup_pipelines.manifest import MANIFEST_NAME
 from backup_pipelines.retention import BackupStatus, RetentionPolicy, decide
-from backup_pipelines.storage import BackupStores, StoredObject
+from backup_pipelines.snapshots import LISTING as SNAPSHOT_LISTING
+from backup_pipelines.snapshots import MANIFEST as SNAPSHOT_MANIFEST
+from backup_pipelines.snapshots import read_snapshot, snapshot_days
+from backup_pipelines.storage import BackupStores, S3Store, StoredObject
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
 SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
+SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
 _INCOMPLETE_AFTER = dt.timedelta(days=2)
@@ -147,3 +151,44 @@ def delete_objects(stores: BackupStores, deletion: Deletion) -> None:
     """Delete in the planned order: manifests first, so a half-done deletion is no backup."""
     for name, key in deletion.objects:
         getattr(stores, name).delete(key)
+
+
+def plan_snapshots(
+    store: S3Store,
+    name: str,
+    rules: RetentionRules,
+    verified: Mapping[str, bool],
+    today: dt.date,
+) -> DatabasePlan:
+    """What `rules` keep of bucket `name`'s snapshots. An object still referenced by a kept
+    snapshot is never deleted, wherever it lives."""
+    days = snapshot_days(store, name)
+    policy = RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
+    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
+    decisions = decide(statuses, policy)
+    if sum(bool(status.verified) for status in statuses) < rules.min_keep:
+        decisions = [replace(d, keep=True) for d in decisions]
+    kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+    needed = {
+        entry.location
+        for day in kept
+        if (manifest := read_snapshot(store, name, day)) is not None
+        for entry in manifest.entries
+    }
+    deletions = []
+    for decision in decisions:
+        day = decision.day.isoformat()
+        if decision.keep:
+            continue
+        manifest = read_snapshot(store, name, day)
+        own = set(store.list_keys(f"{name}/{day}/objects/"))
+        referenced = {e.location for e in manifest.entries} if manifest else set()
+        objects = [
+            ("snapshots", f"{name}/{day}/{SNAPSHOT_MANIFEST}"),
+            ("snapshots", f"{name}/{day}/{SNAPSHOT_LISTING}"),
+            *(("snapshots", key) for key in sorted((own | referenced) - needed)),
+        ]
+        deletions.append(
+            Deletion(f"s3/{name}", day, SCOPE_SNAPSHOT, decision.reasons[0], tuple(objects))
+        )
+    return DatabasePlan(f"s3/{name}", kept, deletions)

@@ -1,5 +1,6 @@
-"""The retention plan as Dagster sees it: planning for every database, and the prune job that
-deletes exactly what a plan listed (and the policy still expires). Thin wiring over prune.py."""
+"""The retention plan as Dagster sees it: planning for every database and bucket, and the prune
+job that deletes exactly what a plan listed (and the policy still expires). Thin wiring over
+prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
 
 import datetime as dt
 from collections import defaultdict
@@ -12,43 +13,70 @@ from backup_pipelines.assets import asset_key
 from backup_pipelines.prune import (
     SCOPE_BACKUP,
     SCOPE_DUMP,
+    SCOPE_SNAPSHOT,
     DatabasePlan,
     delete_objects,
     object_uris,
     plan_database,
+    plan_snapshots,
 )
 from backup_pipelines.records import verification_outcomes
 from backup_pipelines.resources import BackupSettings
+from backup_pipelines.snapshot_assets import SNAPSHOT_CHECKS, snapshot_key
 from backup_pipelines.verification import VERIFYING_CHECKS
 
 PRUNE_JOB = "prune_backups"
 # A run's plan stays reviewable in the UI; the next sensor tick plans the rest.
 MAX_DELETIONS_PER_RUN = 500
 # What a deletion removes from the UI's partition bars, by scope.
-_WIPED_STEPS = {SCOPE_BACKUP: ("dump", "archive", "verification"), SCOPE_DUMP: ("dump",)}
+_WIPED_STEPS = {
+    SCOPE_BACKUP: ("dump", "archive", "verification"),
+    SCOPE_DUMP: ("dump",),
+    SCOPE_SNAPSHOT: ("snapshot", "verification"),
+}
+_BUCKET = "s3/"
+
+
+def subjects(settings: BackupSettings) -> list[str]:
+    config = settings.config()
+    return [*config.databases, *(f"{_BUCKET}{name}" for name in config.buckets)]
+
+
+def subject_key(subject: str, step: str) -> AssetKey:
+    if subject.startswith(_BUCKET):
+        return snapshot_key(subject.removeprefix(_BUCKET), step)
+    return asset_key(subject, step)
 
 
 def plan_all(
-    settings: BackupSettings, instance: DagsterInstance, databases: list[str] | None = None
+    settings: BackupSettings, instance: DagsterInstance, only: list[str] | None = None
 ) -> list[DatabasePlan]:
+    """Plans for every database and bucket (or the subjects in `only`)."""
     config, stores = settings.config(), settings.stores()
     today = dt.datetime.now(dt.UTC).date()
-    return [
-        plan_database(
-            stores,
-            database,
-            config.retention_for(database),
-            verification_outcomes(instance, asset_key(database, "verification"), VERIFYING_CHECKS),
-            today,
-        )
-        for database in (config.databases if databases is None else databases)
-    ]
+    plans = []
+    for subject in subjects(settings) if only is None else only:
+        verification = subject_key(subject, "verification")
+        if subject.startswith(_BUCKET):
+            name = subject.removeprefix(_BUCKET)
+            assert stores.snapshots is not None
+            outcomes = verification_outcomes(instance, verification, SNAPSHOT_CHECKS)
+            rules = config.bucket_retention_for(name)
+            plans.append(plan_snapshots(stores.snapshots, name, rules, outcomes, today))
+        else:
+            outcomes = verification_outcomes(instance, verification, VERIFYING_CHECKS)
+            plans.append(
+                plan_database(stores, subject, config.retention_for(subject), outcomes, today)
+            )
+    return plans
 
 
 class PlannedDeletion(Config):
     database: str
     partition: str
-    scope: str = Field(description="backup (all copies), dump (hot copy only) or incomplete")
+    scope: str = Field(
+        description="backup (all copies), dump (hot copy only), incomplete or snapshot"
+    )
     reason: str
     objects: list[str] = Field(description="Every object to delete, in order, by URI.")
 
@@ -84,7 +112,7 @@ def prune_run_config(
 def delete_expired_backups(
     context: OpExecutionContext, config: PruneRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
-    stores, configured = settings.stores(), settings.config().databases
+    stores, configured = settings.stores(), subjects(settings)
     requested = sorted({d.database for d in config.deletions} & set(configured))
     current = {
         (d.database, d.day, d.scope): d
@@ -96,7 +124,7 @@ def delete_expired_backups(
     for item in config.deletions:
         deletion = current.get((item.database, item.partition, item.scope))
         if item.database not in configured:
-            action = "skipped: the database is not configured"
+            action = "skipped: the database or bucket is not configured"
         elif deletion is None:
             action = "skipped: the retention policy keeps it now"
         elif object_uris(stores, deletion) != item.objects:
@@ -107,12 +135,12 @@ def delete_expired_backups(
             delete_objects(stores, deletion)
             action = "deleted"
             for step in _WIPED_STEPS.get(item.scope, ()):
-                wiped[asset_key(item.database, step)].append(item.partition)
+                wiped[subject_key(item.database, step)].append(item.partition)
         context.log.info(f"{item.database} {item.partition} ({item.scope}): {action}")
-        step = "dump" if item.scope == SCOPE_DUMP else "archive"
+        step = {SCOPE_DUMP: "dump", SCOPE_SNAPSHOT: "snapshot"}.get(item.scope, "archive")
         records.append(
             AssetObservation(
-                asset_key=asset_key(item.database, step),
+                asset_key=subject_key(item.database, step),
                 partition=item.partition,
                 description=f"retention: {action}",
                 metadata={

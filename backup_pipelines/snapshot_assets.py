@@ -34,6 +34,8 @@ from backup_pipelines.snapshots import (
 from backup_pipelines.storage import S3Store, source_bucket_store
 
 RESTORE_BUCKET_JOB = "restore_bucket"
+# The checks whose passing makes a snapshot verified (for retention).
+SNAPSHOT_CHECKS = ("snapshot_manifest", "snapshot_objects")
 
 
 def snapshot_key(name: str, step: str) -> AssetKey:

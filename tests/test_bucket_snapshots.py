@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 from conftest import definitions_for, failure_messages, today
-from dagster import AssetKey, materialize
+from dagster import AssetCheckEvaluation, AssetKey, build_sensor_context, materialize
 
 from backup_pipelines.config import load_config
 from backup_pipelines.snapshots import (
@@ -122,3 +122,58 @@ def test_second_snapshot_copies_only_changes_and_restores_each_day(setup, s3_end
         assert contents(target) == expected  # deleted objects live on in the older snapshot
         with pytest.raises(SnapshotError, match="is not empty"):
             restore_snapshot(store, "media", day, target)
+
+
+def test_retention_never_deletes_an_object_a_kept_snapshot_references(
+    write_config, s3_endpoint, bucket, instance
+):
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    small = f"small-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=small)
+    for n in range(20):
+        s3.put_object(Bucket=small, Key=f"f{n:02d}", Body=f"v1-{n}".encode())
+    config = write_config(
+        storage={"s3": {"bucket": bucket, "endpoint_url": s3_endpoint}},
+        buckets={"media": {"bucket": small}},
+        retention={"daily": 1, "weekly": 0, "monthly": 0, "min_keep": 1},
+    )
+    loaded = load_config(config)
+    store = stores_from_config(loaded).snapshots
+    source = source_bucket_store(loaded, "media", store)
+    days = [(dt.date.today() - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]
+    for n, day in enumerate(days):
+        s3.put_object(Bucket=small, Key="f00", Body=f"changed on day {n}".encode())
+        take_snapshot(source, store, "media", day, now())
+        for check in ("snapshot_manifest", "snapshot_objects"):
+            instance.report_runless_asset_event(
+                AssetCheckEvaluation(
+                    asset_key=AssetKey(["s3", "media", "verification"]),
+                    check_name=check,
+                    passed=True,
+                    partition=day,
+                )
+            )
+    expected = contents(source)
+    defs = definitions_for(config)
+    sensor = defs.resolve_sensor_def("retention_sensor")
+    with build_sensor_context(
+        instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+    ) as context:
+        (request,) = sensor.evaluate_tick(context).run_requests
+    planned = request.run_config["ops"]["delete_expired_backups"]["config"]["deletions"]
+    assert sorted(d["partition"] for d in planned) == days[:2]
+    assert {d["database"] for d in planned} == {"s3/media"}
+    first = next(d for d in planned if d["partition"] == days[0])
+    # Day 0 copied all 20 objects; 19 are still referenced by the kept snapshot.
+    assert [uri.rsplit("/", 1)[-1] for uri in first["objects"]] == [
+        "manifest.json",
+        "listing.json",
+        "f00",
+    ]
+    result = defs.resolve_job_def("prune_backups").execute_in_process(
+        run_config=request.run_config, instance=instance, resources=defs.resources
+    )
+    assert result.success
+    target = S3Store(store.client, small, "restored-after-prune")
+    assert restore_snapshot(store, "media", days[2], target) == 20
+    assert contents(target) == expected
