@@ -305,7 +305,9 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
     return recovery_runbook
 
 
-def storage_usage_asset(databases: list[str], capacity_gb: float | None) -> AssetsDefinition:
+def storage_usage_asset(
+    databases: list[str], buckets: list[str], capacity_gb: float | None
+) -> AssetsDefinition:
     capacity_check = AssetCheckSpec(
         "storage_capacity",
         asset=STORAGE_USAGE,
@@ -320,7 +322,7 @@ def storage_usage_asset(databases: list[str], capacity_gb: float | None) -> Asse
         "its metadata plots use over time.",
     )
     def storage_usage(settings: BackupSettings) -> MaterializeResult:
-        usage = measure_storage(settings.stores(), databases)
+        usage = measure_storage(settings.stores(), databases, buckets)
         total_bytes = sum(u.bytes for u in usage.values())
         metadata: dict[str, object] = {
             "total_bytes": total_bytes,

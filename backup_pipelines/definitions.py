@@ -103,7 +103,7 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
         assets=[
             *assets,
             recovery_runbook_asset(databases),
-            storage_usage_asset(databases, config.storage.capacity_gb),
+            storage_usage_asset(databases, list(config.buckets), config.storage.capacity_gb),
             audit_report_asset(databases),
         ],
         asset_checks=restore_tests,

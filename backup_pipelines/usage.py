@@ -17,9 +17,16 @@ class Usage:
     objects: int
 
 
-def storage_usage(stores: BackupStores, databases: list[str]) -> dict[str, Usage]:
-    """What each database's dumps, archives and references take up."""
+def storage_usage(
+    stores: BackupStores, databases: list[str], buckets: list[str]
+) -> dict[str, Usage]:
+    """What each database's dumps, archives and references, and each bucket's snapshots
+    (as `s3_<name>`), take up."""
     usage = {}
+    for name in buckets:
+        assert stores.snapshots is not None
+        stored = list(stores.snapshots.list_objects(f"{name}/"))
+        usage[f"s3_{name}"] = Usage(sum(o.size for o in stored), len(stored))
     for database in databases:
         stored = [
             o

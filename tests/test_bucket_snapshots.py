@@ -81,6 +81,14 @@ def test_snapshot_chain_in_dagster_and_verification_catches_damage(setup, instan
     assert checks["snapshot_objects"].partition == today()
     (snapshot,) = result.asset_materializations_for_node("s3__media__snapshot")
     assert snapshot.metadata["copied"].value == OBJECTS
+    usage = materialize(
+        list(defs.assets),
+        selection=[AssetKey(["storage_usage"])],
+        instance=instance,
+        resources=defs.resources,
+    )
+    (measured,) = usage.asset_materializations_for_node("storage_usage")
+    assert measured.metadata["s3_media_objects"].value == OBJECTS + 2  # + manifest and listing
 
     manifest = read_snapshot(store, "media", today())
     missing, corrupt = manifest.entries[3], manifest.entries[7]
