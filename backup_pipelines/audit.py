@@ -9,13 +9,13 @@ import html
 from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines.health import WATCHED_CHECKS
+from backup_pipelines.records import newest_by_day
 
 AUDIT_CSV_KEY = "audit/audit_report.csv"
 AUDIT_HTML_KEY = "audit/audit_report.html"
-_HISTORY = 100_000
 _PAGE = 10_000  # the most Dagster returns in one call
 
 
@@ -47,16 +47,6 @@ def _materializations(instance: DagsterInstance, key: AssetKey) -> dict[str, Any
     return _newest_by_partition(_all_records(instance.fetch_materializations, key))
 
 
-def _check_outcomes(instance: DagsterInstance, key: AssetKey, check: str) -> dict[str, Any]:
-    outcomes: dict[str, Any] = {}
-    for record in instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(key, check), limit=_HISTORY
-    ):
-        if record.partition and record.partition not in outcomes and record.evaluation:
-            outcomes[record.partition] = record.evaluation
-    return outcomes
-
-
 def _retention_notes(instance: DagsterInstance, database: str) -> dict[str, list[str]]:
     notes: dict[str, list[str]] = {}
     for step in ("archive", "dump"):
@@ -83,7 +73,7 @@ def audit_table(
         dumps = _materializations(instance, keys["dump"])
         archives = _materializations(instance, AssetKey(["postgres", database, "archive"]))
         checks = {
-            check: _check_outcomes(instance, keys[step], check)
+            check: newest_by_day(instance, keys[step], check)
             for step, names in WATCHED_CHECKS.items()
             for check in names
         }

@@ -9,16 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dagster import (
-    AssetCheckKey,
     AssetKey,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     RunsFilter,
 )
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from backup_pipelines.records import verification_outcomes
+from backup_pipelines.records import check_history, evaluated_at, verification_outcomes
 from backup_pipelines.verification import VERIFYING_CHECKS
 
 # Checks that alert when their newest evaluation failed, by the asset they are on.
@@ -39,22 +37,6 @@ class Problem:
     recovers: bool = True  # False for events (a failed run), which are announced once
 
 
-def _newest(
-    instance: DagsterInstance,
-    key: AssetKey,
-    check: str,
-    statuses: set[AssetCheckExecutionRecordStatus],
-    limit: int = 1,
-):
-    return instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(key, check), limit=limit, status=statuses
-    )
-
-
-_FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
-_PASSED = {AssetCheckExecutionRecordStatus.SUCCEEDED}
-
-
 def asset_link(ui: str, key: AssetKey) -> str:
     return f"{ui.rstrip('/')}/assets/{'/'.join(key.path)}"
 
@@ -67,7 +49,7 @@ def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> 
         for check in checks
     ]
     for key, check in [*watched, STORAGE_CHECK]:
-        history = _newest(instance, key, check, _FINISHED)
+        history = check_history(instance, key, check)
         evaluation = history[0].evaluation if history else None
         if evaluation is None or evaluation.passed:
             continue
@@ -85,16 +67,16 @@ def last_verified_at(instance: DagsterInstance, database: str) -> dt.datetime | 
     """When an archive of `database` was last verified (both integrity checks passed)."""
     key = AssetKey(["postgres", database, "verification"])
     verified = verification_outcomes(instance, key, VERIFYING_CHECKS)
-    for record in _newest(instance, key, VERIFYING_CHECKS[-1], _PASSED, limit=50):
-        if verified.get(record.partition or "") and record.event is not None:
-            return dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC)
+    for record in check_history(instance, key, VERIFYING_CHECKS[-1], limit=50, passed_only=True):
+        if verified.get(record.partition or ""):
+            return evaluated_at(record)
     return None
 
 
 def last_restore_test(instance: DagsterInstance, database: str):
     """The newest finished restore-test evaluation of `database` (any day), or None."""
     key = AssetKey(["postgres", database, "verification"])
-    history = _newest(instance, key, "restore_test", _FINISHED)
+    history = check_history(instance, key, "restore_test")
     return history[0] if history else None
 
 
@@ -110,7 +92,8 @@ def age_problems(
 ) -> Iterator[Problem]:
     """Stale backups and overdue restore tests, also when nothing ran at all."""
     for database in databases:
-        link = asset_link(ui, AssetKey(["postgres", database, "verification"]))
+        key = AssetKey(["postgres", database, "verification"])
+        link = asset_link(ui, key)
         verified = last_verified_at(instance, database)
         since = verified or watching_since
         if now - since > freshness:
@@ -123,14 +106,13 @@ def age_problems(
                 "daily_backup_schedule is running and the daemon is up.",
                 link=link,
             )
-        tested = _newest(
-            instance, AssetKey(["postgres", database, "verification"]), "restore_test", _PASSED
+        tested = check_history(
+            instance,
+            AssetKey(["postgres", database, "verification"]),
+            "restore_test",
+            passed_only=True,
         )
-        tested_at = (
-            dt.datetime.fromtimestamp(tested[0].event.timestamp, dt.UTC)
-            if tested and tested[0].event
-            else None
-        )
+        tested_at = evaluated_at(tested[0]) if tested else None
         if now - (tested_at or watching_since) > restore_test_age:
             yield Problem(
                 key=f"restore_test_overdue:{database}",
