@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from backup_pipelines.config import RetentionRules
 from backup_pipelines.manifest import MANIFEST_NAME
@@ -96,19 +96,18 @@ def plan_database(
 ) -> DatabasePlan:
     """What `rules` keep of `database`'s stored backups, and what to delete."""
     days = inventory(stores, database)
-    policy = RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
     statuses = [
         BackupStatus(dt.date.fromisoformat(day), verified.get(day))
         for day, objects in days.items()
         if objects.archived
     ]
-    kept: dict[str, tuple[str, ...]] = {}
-    deletions: list[Deletion] = []
+    decisions = decide(statuses, _policy(rules))
     if sum(bool(status.verified) for status in statuses) < rules.min_keep:
         # Too few good backups: every copy of anything may be needed, dumps included.
-        kept = {d.day.isoformat(): d.reasons for d in decide(statuses, policy)}
-        return DatabasePlan(database, kept, [])
-    for decision in decide(statuses, policy):
+        return DatabasePlan(database, {d.day.isoformat(): d.reasons for d in decisions}, [])
+    kept: dict[str, tuple[str, ...]] = {}
+    deletions: list[Deletion] = []
+    for decision in decisions:
         day = decision.day.isoformat()
         lock = _locked_until(stores, days[day]) if not decision.keep else None
         if decision.keep or lock:
@@ -130,6 +129,10 @@ def plan_database(
         elif not objects.archived and objects.dumped:
             kept[day] = ("dump without an archive copy: the only copy",)
     return DatabasePlan(database, kept, deletions)
+
+
+def _policy(rules: RetentionRules) -> RetentionPolicy:
+    return RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
 
 
 def _deletion(
@@ -163,11 +166,8 @@ def plan_snapshots(
     """What `rules` keep of bucket `name`'s snapshots. An object still referenced by a kept
     snapshot is never deleted, wherever it lives."""
     days = snapshot_days(store, name)
-    policy = RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
     statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
-    decisions = decide(statuses, policy)
-    if sum(bool(status.verified) for status in statuses) < rules.min_keep:
-        decisions = [replace(d, keep=True) for d in decisions]
+    decisions = decide(statuses, _policy(rules))  # keeps everything below min_keep verified
     kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
     needed = {
         entry.location
