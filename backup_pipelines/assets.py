@@ -153,7 +153,9 @@ def database_assets(
                 "dump_seconds": manifest.dump_seconds,
             },
         )
-        outcome = check_dump_complete(stores.dumps, ref, manifest, settings.client_tools())
+        outcome = check_dump_complete(
+            stores.dumps, ref, manifest, settings.client_tools(), settings.archive_key()
+        )
         yield check_result(outcome, dump_key)
 
     @asset(
@@ -212,7 +214,9 @@ def database_assets(
                 f"(the archive step did not finish); materialize {archive_key.to_user_string()} "
                 "for that day again"
             )
-        outcomes = check_archive(stores.archive, archive, manifest, settings.client_tools())
+        outcomes = check_archive(
+            stores.archive, archive, manifest, settings.client_tools(), settings.archive_key()
+        )
         history = recent_sizes(
             stores.archive, database, archive.partition, config.verification.size_history
         )

@@ -232,6 +232,26 @@ class BucketConfig(_Strict):
     retention: RetentionOverride | None = None
 
 
+class EncryptionConfig(_Strict):
+    """Client-side encryption with age; give the identity as ${VAR}, or KMS-wrapped."""
+
+    identity: str | None = None  # AGE-SECRET-KEY-1…, as ${VAR}
+    kms_wrapped_identity: str | None = None  # base64 KMS CiphertextBlob of the identity
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EncryptionConfig:
+        if (self.identity is None) == (self.kms_wrapped_identity is None):
+            raise ValueError("give exactly one of identity or kms_wrapped_identity")
+        if self.identity is not None and not _ENV_REFERENCE.fullmatch(self.identity.strip()):
+            raise ValueError(
+                "identity must be an environment reference such as ${BACKUP_AGE_IDENTITY}: "
+                "a private key does not belong in the configuration file"
+            )
+        return self
+
+
 class AuditConfig(_Strict):
     days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
 
@@ -250,6 +270,7 @@ class BackupConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     audit: AuditConfig = AuditConfig()
     buckets: dict[str, BucketConfig] = {}
+    encryption: EncryptionConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases", "buckets")

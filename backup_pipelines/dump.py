@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from backup_pipelines.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
 from backup_pipelines.manifest import (
     BackupRef,
     Manifest,
@@ -43,6 +44,7 @@ class DumpSettings:
     compression: Compression = "zstd"
     compression_level: int | None = None
     pg_bin_dir: str | None = None
+    encrypt_with: ArchiveKey | None = None  # client-side encryption, off by default
 
 
 def utc_today() -> str:
@@ -71,7 +73,13 @@ def take_dump(
             raise DumpError(f"database {database!r}: the UTC day changed before the snapshot")
         tools = find_client_tools(settings.pg_bin_dir, snapshot.server_major)
         require_pg_dump_for(tools, snapshot.server_major, database)
-        key = dump_object_key(database, day, snapshot.taken_at, settings.compression)
+        key = dump_object_key(
+            database,
+            day,
+            snapshot.taken_at,
+            settings.compression,
+            encrypted=settings.encrypt_with is not None,
+        )
         writer = store.open_writer(key, expected_size=_database_size(snapshot))
         # Counting rows in the snapshot overlaps the dump: both read the same snapshot.
         with writing(writer), ThreadPoolExecutor(1, thread_name_prefix="row-counts") as pool:
@@ -103,6 +111,8 @@ def take_dump(
         sequences=contents.sequences,
         constraints=[vars(constraint) for constraint in contents.constraints],
         dump_seconds=round(time.monotonic() - started, 3),
+        encryption=ENCRYPTION_METHOD if settings.encrypt_with else None,
+        encryption_recipient=settings.encrypt_with.recipient if settings.encrypt_with else None,
     )
     store.write_bytes(manifest_key(database, day), manifest.to_json())
     remove_superseded(store, database, day, keep=key)
@@ -148,6 +158,8 @@ def _stream_dump(
     compressor = compress_command(settings.compression, settings.compression_level)
     if compressor:
         stages.append((settings.compression, compressor))
+    if settings.encrypt_with:
+        stages.append((AGE, settings.encrypt_with.encrypt_command()))
     pipeline = Pipeline(stages, env=connection.client_env())
     try:
         for chunk in pipeline.read_chunks():

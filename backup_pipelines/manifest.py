@@ -1,7 +1,7 @@
 """What a backup is: its object layout, its manifest (the commit marker) and its reference.
 
 Layout, in both the dump and the archive store:
-    <database>/<YYYY-MM-DD>/<database>_<YYYYMMDDTHHMMSSZ>.dump[.zst|.gz]
+    <database>/<YYYY-MM-DD>/<database>_<YYYYMMDDTHHMMSSZ>.dump[.zst|.gz][.age]
     <database>/<YYYY-MM-DD>/manifest.json    written last: no manifest, no backup
 """
 
@@ -29,10 +29,11 @@ def manifest_key(database: str, day: str) -> str:
 
 
 def dump_object_key(
-    database: str, day: str, taken_at: dt.datetime, compression: Compression
+    database: str, day: str, taken_at: dt.datetime, compression: Compression, *, encrypted: bool
 ) -> str:
     stamp = taken_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{day_prefix(database, day)}{database}_{stamp}.dump{file_suffix(compression)}"
+    suffix = file_suffix(compression) + (".age" if encrypted else "")
+    return f"{day_prefix(database, day)}{database}_{stamp}.dump{suffix}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class Manifest:
     constraints: list[dict[str, Any]] = field(default_factory=list)
     archive_format: str = "pg_dump custom format (-Fc -Z0), compressed as a whole"
     archived_at: str | None = None
+    # "age" when the object is encrypted (to `encryption_recipient`); size and SHA-256 are
+    # those of the stored, encrypted bytes.
+    encryption: str | None = None
+    encryption_recipient: str | None = None
     format_version: int = MANIFEST_FORMAT
 
     @property

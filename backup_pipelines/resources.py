@@ -16,6 +16,7 @@ from pydantic import PrivateAttr
 
 from backup_pipelines.config import BackupConfig, expand_env, load_config
 from backup_pipelines.dump import DumpSettings
+from backup_pipelines.encryption import ArchiveKey, key_from_config
 from backup_pipelines.manifest import BackupRef
 from backup_pipelines.postgres import ClientTools, Connection, find_client_tools
 from backup_pipelines.restore_test import RestoreTestSettings
@@ -28,6 +29,7 @@ class BackupSettings(ConfigurableResource):
     config_path: str
     _config: BackupConfig | None = PrivateAttr(default=None)
     _stores: BackupStores | None = PrivateAttr(default=None)
+    _archive_key: tuple[ArchiveKey | None] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Once per run: every step then shares one parsed file and one set of S3 clients.
@@ -64,11 +66,20 @@ class BackupSettings(ConfigurableResource):
             else None,
             pg_bin_dir=config.pg_bin_dir,
             assertions=tuple(config.databases[database].restore_assertions),
+            key=self.archive_key(),
         )
 
     def dump_settings(self) -> DumpSettings:
         config = self.config()
-        return DumpSettings(config.compression, config.compression_level, config.pg_bin_dir)
+        return DumpSettings(
+            config.compression, config.compression_level, config.pg_bin_dir, self.archive_key()
+        )
+
+    def archive_key(self) -> ArchiveKey | None:
+        """The encryption key, loaded (and unwrapped with KMS) once per run; None when off."""
+        if self._archive_key is None:
+            self._archive_key = (key_from_config(self.config().encryption),)
+        return self._archive_key[0]
 
     def client_tools(self) -> ClientTools:
         return find_client_tools(self.config().pg_bin_dir)

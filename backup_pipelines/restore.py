@@ -22,6 +22,7 @@ from typing import IO, Any
 import psycopg
 
 from backup_pipelines.config import RestoreAssertion
+from backup_pipelines.encryption import AGE, ArchiveKey, decoding_stages, key_problem
 from backup_pipelines.manifest import Manifest, list_backup_days, read_manifest
 from backup_pipelines.postgres import (
     ClientTools,
@@ -37,7 +38,7 @@ from backup_pipelines.postgres import (
     server_major_version,
 )
 from backup_pipelines.storage import ObjectStore
-from backup_pipelines.streams import HashingCounter, Pipeline, StreamDigest, decompress_command
+from backup_pipelines.streams import HashingCounter, Pipeline, StreamDigest
 
 ASSERTION_TIMEOUT = "5min"
 MAX_IDENTIFIER_BYTES = 63
@@ -115,9 +116,13 @@ class FetchedArchive:
 
 @contextlib.contextmanager
 def fetched_archive(
-    store: ObjectStore, manifest: Manifest, scratch_dir: str | None
+    store: ObjectStore, manifest: Manifest, scratch_dir: str | None, key: ArchiveKey | None
 ) -> Iterator[FetchedArchive]:
-    """Download an archive, hashing and decompressing it on the way; removed on exit."""
+    """Download an archive, hashing, decrypting and decompressing it on the way; removed on
+    exit. A key that does not fit is refused before anything is read."""
+    problem = key_problem(manifest, key)
+    if problem:
+        raise RestoreError(problem)
     try:
         workdir = Path(tempfile.mkdtemp(prefix=f"restore_{manifest.database}_", dir=scratch_dir))
     except OSError as error:
@@ -129,7 +134,9 @@ def fetched_archive(
         path = workdir / f"{manifest.database}.dump"
         started = time.monotonic()
         with path.open("wb") as output:
-            digest, problem = _download(store.read_chunks(manifest.object_key), manifest, output)
+            digest, problem = _download(
+                store.read_chunks(manifest.object_key), manifest, key, output
+            )
         if problem and "No space left" in problem:
             problem += f" (in {workdir}; give restore_test.scratch_dir a disk with more room)"
         yield FetchedArchive(path, digest, problem, time.monotonic() - started)
@@ -138,16 +145,16 @@ def fetched_archive(
 
 
 def _download(
-    chunks: Iterable[bytes], manifest: Manifest, output: IO[bytes]
+    chunks: Iterable[bytes], manifest: Manifest, key: ArchiveKey | None, output: IO[bytes]
 ) -> tuple[StreamDigest, str | None]:
     counter = HashingCounter()
-    decompressor = decompress_command(manifest.compression)
-    if decompressor is None:
-        for chunk in chunks:
-            counter.update(chunk)
-            output.write(chunk)
-        return counter.digest(), None
-    pipeline = Pipeline([(manifest.compression, decompressor)], feed=True, output=output)
+    with decoding_stages(manifest, key) as (stages, pass_fds):
+        if not stages:
+            for chunk in chunks:
+                counter.update(chunk)
+                output.write(chunk)
+            return counter.digest(), None
+        pipeline = Pipeline(stages, feed=True, output=output, pass_fds=pass_fds)
     try:
         writing = True
         for chunk in chunks:
@@ -162,9 +169,12 @@ def _download(
     except BaseException:
         pipeline.kill()
         raise
-    name, code, stderr = pipeline.wait()[0]
-    problem = None if code == 0 else f"{name} could not decompress the archive: {stderr}"
-    return counter.digest(), problem
+    failed = [(name, stderr) for name, code, stderr in pipeline.wait() if code != 0]
+    if not failed:
+        return counter.digest(), None
+    name, stderr = failed[0]
+    verb = "decrypt" if name == AGE else "decompress"
+    return counter.digest(), f"{name} could not {verb} the archive: {stderr or 'no message'}"
 
 
 # --- pg_restore -----------------------------------------------------------------------------
@@ -382,6 +392,7 @@ def restore_archive(
     pg_bin_dir: str | None = None,
     scratch_dir: str | None = None,
     assertions: Iterable[RestoreAssertion] = (),
+    key: ArchiveKey | None = None,
 ) -> RestoreResult:
     """Restore one archive into a new database, or over an existing one when confirmed."""
     where = f"database {manifest.database!r}, {manifest.partition}"
@@ -392,7 +403,7 @@ def restore_archive(
         require_new_enough(manifest, target_major, f"the target server {request.target.server}")
         tools = restore_tools(pg_bin_dir, manifest, target_major)
         _require_target_state(request, database_exists(admin, request.target_database), where)
-        with fetched_archive(store, manifest, scratch_dir) as fetched:
+        with fetched_archive(store, manifest, scratch_dir, key) as fetched:
             checksum_problem = fetched.checksum_problem(manifest)
             if checksum_problem and not request.allow_checksum_mismatch:
                 raise RestoreError(

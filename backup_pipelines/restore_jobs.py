@@ -30,6 +30,7 @@ from pydantic import Field
 
 from backup_pipelines.assets import RESTORE_TEST_POOL, asset_key, restore_test_report
 from backup_pipelines.config import expand_env
+from backup_pipelines.encryption import EncryptionError
 from backup_pipelines.postgres import Connection, PostgresError
 from backup_pipelines.resources import BackupSettings
 from backup_pipelines.restore import RestoreError, RestoreRequest, archive_manifest, restore_archive
@@ -183,8 +184,9 @@ def restore_from_archive(
             pg_bin_dir=settings.config().pg_bin_dir,
             scratch_dir=settings.restore_test_settings(config.database).scratch_dir,
             assertions=configured[config.database].restore_assertions,
+            key=settings.archive_key(),
         )
-    except (RestoreError, PostgresError) as error:
+    except (RestoreError, PostgresError, EncryptionError) as error:
         yield _audit_record(config.database, day, {**audit, "outcome": f"failed: {error}"})
         raise Failure(str(error)) from None
     validation = result.validation

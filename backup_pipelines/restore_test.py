@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from backup_pipelines.config import RestoreAssertion
+from backup_pipelines.encryption import ArchiveKey
 from backup_pipelines.manifest import Manifest
 from backup_pipelines.postgres import (
     Connection,
@@ -58,6 +59,7 @@ class RestoreTestSettings:
     scratch_dir: str | None = None
     pg_bin_dir: str | None = None
     assertions: tuple[RestoreAssertion, ...] = ()
+    key: ArchiveKey | None = None
 
 
 @dataclass
@@ -188,7 +190,7 @@ def _restore_and_validate(
         require_new_enough(manifest, scratch_major, f"the scratch server {scratch.server}")
         tools = restore_tools(settings.pg_bin_dir, manifest, scratch_major)
         report.leftovers_dropped = drop_leftovers(admin, dt.datetime.now(dt.UTC))
-        with fetched_archive(archive, manifest, settings.scratch_dir) as fetched:
+        with fetched_archive(archive, manifest, settings.scratch_dir, settings.key) as fetched:
             report.fetch_seconds = fetched.seconds
             problem = fetched.checksum_problem(manifest) or fetched.problem
             if problem:

@@ -57,14 +57,25 @@ def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> Run
 
 
 def archive_file_name(manifest: Manifest) -> str:
-    return f"{manifest.database}_{manifest.partition}.dump{file_suffix(manifest.compression)}"
+    encrypted = ".age" if manifest.encryption else ""
+    suffix = file_suffix(manifest.compression) + encrypted
+    return f"{manifest.database}_{manifest.partition}.dump{suffix}"
 
 
 def hand_restore_commands(entry: RunbookEntry) -> str:
-    """Shell commands that restore the entry's archive into a new database named in $TARGET_DB."""
+    """Shell commands that restore the entry's archive into a new database named in $TARGET_DB.
+
+    An encrypted archive is decrypted with the age identity in the file $AGE_IDENTITY_FILE.
+    """
     manifest = entry.manifest
     assert manifest is not None and entry.download_command is not None
-    compressed, dump = archive_file_name(manifest), f"{manifest.database}_{manifest.partition}.dump"
+    stored, dump = archive_file_name(manifest), f"{manifest.database}_{manifest.partition}.dump"
+    compressed = stored.removesuffix(".age")
+    decrypt = (
+        [f'age --decrypt --identity "$AGE_IDENTITY_FILE" -o {compressed} {stored}']
+        if manifest.encryption
+        else []
+    )
     decompress = {
         "zstd": f"zstd -d -f {compressed} -o {dump}",
         "gzip": f"gzip -dc {compressed} > {dump}",
@@ -74,11 +85,12 @@ def hand_restore_commands(entry: RunbookEntry) -> str:
         [
             "set -euo pipefail",
             entry.download_command,
-            f'echo "{manifest.sha256}  {compressed}" | sha256sum --check -',
+            f'echo "{manifest.sha256}  {stored}" | sha256sum --check -',
+            *decrypt,
             decompress,
             'createdb "$TARGET_DB"',
             f'pg_restore --jobs=4 --no-owner --exit-on-error --dbname="$TARGET_DB" {dump}',
-            f"rm -f {compressed} {dump}",
+            f"rm -f {' '.join(dict.fromkeys([stored, compressed, dump]))}",
         ]
     )
 
@@ -141,6 +153,9 @@ client programs (<code>createdb</code>, <code>pg_restore</code>) of the version 
 <li>For S3, set credentials that may read the archive bucket (<code>AWS_PROFILE</code> or
 <code>AWS_ACCESS_KEY_ID</code>/<code>AWS_SECRET_ACCESS_KEY</code>).</li>
 <li>The checksum line stops the commands if the download is not exactly what was verified.</li>
+<li>Encrypted archives (marked below) also need <code>age</code> and the private key (age
+identity) they were encrypted to, in a file: <code>export AGE_IDENTITY_FILE=…</code>. Keep
+that key somewhere other than the backups.</li>
 </ul>
 {sections}
 </body></html>
@@ -160,6 +175,7 @@ def _database_section(entry: RunbookEntry) -> str:
         ("Snapshot taken", manifest.snapshot_taken_at),
         ("Archive", entry.archive_uri or ""),
         ("Size", f"{manifest.size_bytes:,} bytes ({manifest.compression})"),
+        ("Encrypted", f"age, to {manifest.encryption_recipient}" if manifest.encryption else "no"),
         ("SHA-256", manifest.sha256),
         ("Source server", f"PostgreSQL {manifest.server_version}"),
         ("Needs pg_restore", f"{manifest.pg_dump_version} or newer"),

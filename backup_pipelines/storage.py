@@ -515,13 +515,13 @@ class BackupStores:
     snapshots: S3Store | None = None  # bucket snapshots (S3 storage only)
 
 
-def s3_client(endpoint_url: str | None, region: str | None) -> Any:
+def aws_client(service: str, endpoint_url: str | None, region: str | None) -> Any:
     retries = BotoConfig(
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=10,
         read_timeout=60,
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=retries)
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=retries)
 
 
 def stores_from_config(
@@ -539,7 +539,7 @@ def stores_from_config(
     s3 = config.storage.s3
     assert s3 is not None
     endpoint = expand_env(s3.endpoint_url, "storage.s3.endpoint_url") if s3.endpoint_url else None
-    client = s3_client(endpoint, s3.region)
+    client = aws_client("s3", endpoint, s3.region)
     bucket = expand_env(s3.bucket, "storage.s3.bucket")
     prefix = expand_env(s3.prefix, "storage.s3.prefix")
 

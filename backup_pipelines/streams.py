@@ -92,8 +92,12 @@ class Pipeline:
         env: dict[str, str] | None = None,
         feed: bool = False,
         output: IO[bytes] | int = subprocess.PIPE,
+        pass_fds: Sequence[int] = (),
     ) -> None:
-        """`output` is where the last stage writes: a pipe to read (default), a file, DEVNULL."""
+        """`output` is where the last stage writes: a pipe to read (default), a file, DEVNULL.
+
+        `pass_fds` are inherited by the stages (e.g. a pipe carrying a key).
+        """
         self.stages: list[Stage] = []
         self.stdin: IO[bytes] | None = None
         upstream: IO[bytes] | int | None = subprocess.PIPE if feed else subprocess.DEVNULL
@@ -105,6 +109,7 @@ class Pipeline:
                     stdout=output if number == len(commands) else subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     env=env,
+                    pass_fds=pass_fds,
                 )
                 if self.stages and self.stages[-1].process.stdout is not None:
                     # The child now holds the read end; ours would keep the pipe alive.

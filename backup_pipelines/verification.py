@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backup_pipelines.encryption import ArchiveKey, decoding_stages, key_problem
 from backup_pipelines.manifest import BackupRef, Manifest, list_backup_days, read_manifest
 from backup_pipelines.postgres import (
     ClientTools,
@@ -21,13 +22,7 @@ from backup_pipelines.postgres import (
     relations_missing_data,
 )
 from backup_pipelines.storage import ObjectStore
-from backup_pipelines.streams import (
-    Compression,
-    HashingCounter,
-    Pipeline,
-    StreamDigest,
-    decompress_command,
-)
+from backup_pipelines.streams import HashingCounter, Pipeline, StreamDigest, digest_chunks
 
 # The checks whose passing makes an archive a verified backup (for retention and the runbook).
 VERIFYING_CHECKS = ("archive_checksum", "archive_contents")
@@ -51,18 +46,25 @@ class ArchiveInspection:
 
 
 def inspect_archive(
-    chunks: Iterable[bytes], compression: Compression, tools: ClientTools, *, read_all: bool
+    chunks: Iterable[bytes],
+    manifest: Manifest,
+    key: ArchiveKey | None,
+    tools: ClientTools,
+    *,
+    read_all: bool,
 ) -> ArchiveInspection:
-    """Feed an archive to `pg_restore --list` (decompressing on the way) and hash it all.
+    """Feed an archive to `pg_restore --list` (decrypting and decompressing on the way) and
+    hash it all.
 
     With `read_all=False` reading stops once pg_restore has its table of contents, which
     sits at the front of the archive.
     """
-    stages = [("pg_restore", [tools.program("pg_restore"), "--list"])]
-    decompressor = decompress_command(compression)
-    if decompressor:
-        stages.insert(0, (compression, decompressor))
-    pipeline = Pipeline(stages, feed=True)
+    problem = key_problem(manifest, key)
+    if problem:
+        return ArchiveInspection(digest_chunks(chunks) if read_all else None, None, problem)
+    with decoding_stages(manifest, key) as (decoding, pass_fds):
+        stages = [*decoding, ("pg_restore", [tools.program("pg_restore"), "--list"])]
+        pipeline = Pipeline(stages, feed=True, pass_fds=pass_fds)
     listing: list[bytes] = []
     reader = threading.Thread(target=lambda: listing.extend(pipeline.read_chunks()), daemon=True)
     reader.start()
@@ -113,7 +115,7 @@ def _toc_outcome(
         return CheckOutcome(
             name,
             False,
-            f"pg_restore cannot read {where}: {inspection.problem}",
+            f"cannot read {where}: {inspection.problem}",
             {"uri": where},
         )
     missing = relations_missing_data(inspection.toc, manifest.relation_counts)
@@ -139,7 +141,11 @@ def _toc_outcome(
 
 
 def check_dump_complete(
-    store: ObjectStore, ref: BackupRef, manifest: Manifest, tools: ClientTools
+    store: ObjectStore,
+    ref: BackupRef,
+    manifest: Manifest,
+    tools: ClientTools,
+    key: ArchiveKey | None = None,
 ) -> CheckOutcome:
     """The stored dump has the recorded size and holds the data of every non-empty relation."""
     stored_size = store.size(ref.object_key)
@@ -151,18 +157,21 @@ def check_dump_complete(
             {"uri": ref.uri, "stored_bytes": stored_size, "written_bytes": manifest.size_bytes},
         )
     inspection = inspect_archive(
-        store.read_chunks(ref.object_key), manifest.compression, tools, read_all=False
+        store.read_chunks(ref.object_key), manifest, key, tools, read_all=False
     )
     return _toc_outcome("dump_complete", inspection, manifest, ref.uri)
 
 
 def check_archive(
-    store: ObjectStore, ref: BackupRef, manifest: Manifest, tools: ClientTools
+    store: ObjectStore,
+    ref: BackupRef,
+    manifest: Manifest,
+    tools: ClientTools,
+    key: ArchiveKey | None = None,
 ) -> list[CheckOutcome]:
     """Read the archive copy back whole: checksum, then pg_restore's view of its contents."""
-    inspection = inspect_archive(
-        store.read_chunks(ref.object_key), manifest.compression, tools, read_all=True
-    )
+    chunks = store.read_chunks(ref.object_key)
+    inspection = inspect_archive(chunks, manifest, key, tools, read_all=True)
     assert inspection.digest is not None
     actual = inspection.digest
     checksum = CheckOutcome(

@@ -11,8 +11,8 @@ from backup_pipelines.storage import (
     LocalStore,
     S3Store,
     StorageError,
+    aws_client,
     part_size_for,
-    s3_client,
     writing,
 )
 from backup_pipelines.streams import digest_chunks
@@ -29,7 +29,9 @@ def test_part_size_fits_the_part_limit():
 
 @pytest.fixture
 def s3_store(s3_endpoint, bucket) -> S3Store:
-    return S3Store(s3_client(s3_endpoint, "us-east-1"), bucket, "prefix", single_copy_limit=6 * MIB)
+    return S3Store(
+        aws_client("s3", s3_endpoint, "us-east-1"), bucket, "prefix", single_copy_limit=6 * MIB
+    )
 
 
 def test_multipart_upload_round_trips(s3_store):

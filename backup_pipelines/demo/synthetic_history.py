@@ -15,7 +15,7 @@ from backup_pipelines.storage import BackupStores, ObjectStore
 
 def synthetic_objects(database: str, day: dt.date) -> tuple[str, str]:
     taken = dt.datetime.combine(day, dt.time(2), dt.UTC)
-    return dump_object_key(database, day.isoformat(), taken, "zstd"), manifest_key(
+    return dump_object_key(database, day.isoformat(), taken, "zstd", encrypted=False), manifest_key(
         database, day.isoformat()
     )
 

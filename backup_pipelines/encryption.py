@@ -1,0 +1,148 @@
+"""Client-side encryption of backups with age (https://age-encryption.org), off by default.
+
+The `age` program encrypts the compressed dump stream to an X25519 recipient before it leaves
+the process (ChaCha20-Poly1305 in 64 KiB authenticated chunks, so memory stays constant and a
+truncated or altered file fails to decrypt). Reading decrypts the same way. The private key
+(an age identity) comes from an environment variable or is unwrapped with AWS KMS, and reaches
+`age` through an inherited pipe, never argv or a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from backup_pipelines.config import EncryptionConfig, expand_env
+from backup_pipelines.manifest import Manifest
+from backup_pipelines.storage import aws_client
+from backup_pipelines.streams import decompress_command
+
+AGE = "age"
+ENCRYPTION_METHOD = "age"
+
+Stages = list[tuple[str, list[str]]]
+
+
+class EncryptionError(RuntimeError):
+    """The key cannot be loaded or does not fit the archive; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ArchiveKey:
+    recipient: str  # public: archives are encrypted to it
+    identity: str = field(repr=False)  # secret: reads them back
+
+    def encrypt_command(self) -> list[str]:
+        return [AGE, "--encrypt", "--recipient", self.recipient]
+
+
+def key_from_identity(identity: str, setting: str) -> ArchiveKey:
+    """The key for an age identity; its recipient is derived with `age-keygen -y`."""
+    try:
+        derived = subprocess.run(
+            ["age-keygen", "-y"], input=identity.encode(), capture_output=True, timeout=30
+        )
+    except FileNotFoundError:
+        raise EncryptionError(
+            "encryption is configured but age is not installed: install the age package "
+            "(Debian: apt-get install age)"
+        ) from None
+    recipient = derived.stdout.decode().strip()
+    if derived.returncode != 0 or not recipient.startswith("age1"):
+        raise EncryptionError(
+            f"{setting}: not an age identity (expected one line starting AGE-SECRET-KEY-1, as "
+            "written by age-keygen)"
+        )
+    return ArchiveKey(recipient=recipient, identity=identity.strip())
+
+
+def unwrap_with_kms(wrapped: str, config: EncryptionConfig) -> str:
+    """The identity from its KMS ciphertext (base64 of the CiphertextBlob)."""
+    setting = "encryption.kms_wrapped_identity"
+    try:
+        blob = base64.b64decode(wrapped.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise EncryptionError(
+            f"{setting}: not base64 (give the KMS CiphertextBlob in base64)"
+        ) from None
+    endpoint = config.kms_endpoint_url
+    if endpoint:
+        endpoint = expand_env(endpoint, "encryption.kms_endpoint_url")
+    client = aws_client("kms", endpoint, config.kms_region)
+    try:
+        plaintext = client.decrypt(CiphertextBlob=blob)["Plaintext"]
+    except Exception as error:  # botocore raises many types; report the code, not the blob
+        code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
+        raise EncryptionError(
+            f"{setting}: AWS KMS could not decrypt it ({code}); check the key's policy allows "
+            "kms:Decrypt for this role and the region"
+        ) from None
+    return plaintext.decode()
+
+
+def key_from_config(config: EncryptionConfig | None) -> ArchiveKey | None:
+    if config is None:
+        return None
+    if config.identity is not None:
+        setting = "encryption.identity"
+        return key_from_identity(expand_env(config.identity, setting), setting)
+    assert config.kms_wrapped_identity is not None
+    wrapped = expand_env(config.kms_wrapped_identity, "encryption.kms_wrapped_identity")
+    return key_from_identity(unwrap_with_kms(wrapped, config), "the KMS-unwrapped identity")
+
+
+def key_problem(manifest: Manifest, key: ArchiveKey | None) -> str | None:
+    """Why `key` cannot read `manifest`'s object, or None when it can (or none is needed)."""
+    if manifest.encryption is None:
+        return None
+    where = f"database {manifest.database!r}, {manifest.partition}"
+    if key is None:
+        return (
+            f"{where}: the backup is encrypted with age to {manifest.encryption_recipient}; "
+            "configure encryption.identity (or kms_wrapped_identity) with its key to read it"
+        )
+    if key.recipient != manifest.encryption_recipient:
+        return (
+            f"{where}: wrong key: the backup is encrypted to {manifest.encryption_recipient}, "
+            f"the configured key is for {key.recipient}; configure the identity the backup was "
+            "encrypted with"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def decoding_stages(
+    manifest: Manifest, key: ArchiveKey | None
+) -> Iterator[tuple[Stages, tuple[int, ...]]]:
+    """The stages turning a stored object back into a pg_dump archive, and the fds they need.
+
+    Call `key_problem` first: this assumes the key fits.
+    """
+    stages: Stages = []
+    pass_fds: tuple[int, ...] = ()
+    decompressor = decompress_command(manifest.compression)
+    if manifest.encryption is None or key is None:
+        if decompressor:
+            stages.append((manifest.compression, decompressor))
+        yield stages, pass_fds
+        return
+    read_end, write_end = os.pipe()
+    try:
+        # An identity is ~75 bytes, far below the pipe's buffer: this write cannot block.
+        os.write(write_end, key.identity.encode() + b"\n")
+        os.close(write_end)
+        write_end = -1
+        stages.append((AGE, [AGE, "--decrypt", "--identity", f"/dev/fd/{read_end}"]))
+        if decompressor:
+            stages.append((manifest.compression, decompressor))
+        yield stages, (read_end,)
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
