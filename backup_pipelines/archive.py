@@ -39,9 +39,13 @@ def load_dump_manifest(dumps: ObjectStore, ref: BackupRef) -> Manifest:
 
 
 def archive_dump(
-    dumps: ObjectStore, archive: ObjectStore, ref: BackupRef
+    dumps: ObjectStore, archive: ObjectStore, ref: BackupRef, retain_until: dt.datetime | None
 ) -> tuple[BackupRef, Manifest]:
+    """Copy the dump to the archive, prove the copy identical, lock it (when `retain_until`
+    is given: after the proof, so a bad copy can still be removed), then commit its manifest."""
     manifest = load_dump_manifest(dumps, ref)
+    if retain_until is not None:
+        archive.require_object_lock()
     key = manifest.object_key
     archive.copy_from(dumps, key, key)
     copied = digest_chunks(archive.read_chunks(key))
@@ -53,6 +57,11 @@ def archive_dump(
             f"({manifest.size_bytes} bytes, sha256 {manifest.sha256}); it was removed"
         )
     archived = manifest.archived(dt.datetime.now(dt.UTC))
-    archive.write_bytes(manifest_key(ref.database, ref.partition), archived.to_json())
+    committed = manifest_key(ref.database, ref.partition)
+    if retain_until is not None:
+        archive.retain(key, retain_until)
+    archive.write_bytes(committed, archived.to_json())
+    if retain_until is not None:
+        archive.retain(committed, retain_until)
     remove_superseded(archive, ref.database, ref.partition, keep=key)
     return ref_for(archive, archived), archived

@@ -170,10 +170,13 @@ def database_assets(
         context: AssetExecutionContext, settings: BackupSettings, dump: BackupRef
     ) -> Output[BackupRef]:
         stores = settings.stores()
-        ref, manifest = archive_dump(stores.dumps, stores.archive, dump)
+        retain_until = settings.config().archive_retain_until(dump.database, dump.partition)
+        ref, manifest = archive_dump(stores.dumps, stores.archive, dump, retain_until)
         metadata = backup_metadata(ref, manifest)
         if isinstance(stores.archive, S3Store):
             metadata["storage_class"] = stores.archive.storage_class(ref.object_key)
+        if retain_until is not None:
+            metadata["object_lock_retain_until"] = retain_until.isoformat()
         return Output(ref, metadata=metadata)
 
     @asset(

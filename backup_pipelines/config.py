@@ -46,6 +46,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ObjectLockConfig(_Strict):
+    """S3 Object Lock on archive copies: nobody (COMPLIANCE) or only privileged roles
+    (GOVERNANCE) can delete or shorten them before the retain-until date."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    # Retain each archive this many days from its day; default: the retention policy's
+    # `daily` count, the window in which the policy keeps every backup.
+    days: int | None = Field(default=None, ge=1)
+
+
 class S3StorageConfig(_Strict):
     bucket: str = Field(min_length=3)
     prefix: str = ""
@@ -62,6 +72,8 @@ class S3StorageConfig(_Strict):
     # storage class after this many days.
     archive_transition_days: int | None = Field(default=None, ge=1)
     archive_transition_storage_class: str = "GLACIER_IR"
+    # The archive bucket must have Object Lock enabled (it is set when a bucket is created).
+    object_lock: ObjectLockConfig | None = None
 
     @field_validator("prefix", "archive_prefix")
     @classmethod
@@ -311,6 +323,15 @@ class BackupConfig(_Strict):
 
     def retention_for(self, database: str) -> RetentionRules:
         return self.retention.overridden(self.databases[database].retention)
+
+    def archive_retain_until(self, database: str, day: str) -> dt.datetime | None:
+        """Until when `database`'s archive of `day` is under Object Lock (None: no lock)."""
+        lock = self.storage.s3.object_lock if self.storage.s3 else None
+        if lock is None:
+            return None
+        days = lock.days or max(self.retention_for(database).daily, 1)
+        start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+        return start + dt.timedelta(days=days)
 
     def bucket_retention_for(self, name: str) -> RetentionRules:
         return self.retention.overridden(self.buckets[name].retention)

@@ -62,6 +62,17 @@ def lifecycle_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
                 ],
             }
         )
+    if s3.object_lock:
+        # The prune job's deletes leave the data of a versioned (object-locked) bucket behind
+        # as noncurrent versions; S3 removes those a day later (never before their lock ends).
+        rules[archive.bucket].append(
+            {
+                "ID": f"{RULE_PREFIX}expire-deleted-versions",
+                "Filter": {"Prefix": f"{archive.prefix}/" if archive.prefix else ""},
+                "Status": "Enabled",
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+            }
+        )
     for bucket_rules in rules.values():
         bucket_rules.append(
             {

@@ -107,6 +107,14 @@ class ObjectStore(ABC):
         """Until when an object lock forbids deleting `key` (None: it may be deleted)."""
         return None
 
+    def require_object_lock(self) -> None:
+        """Raise unless `retain` can lock objects here."""
+        raise StorageError(f"{self.uri('')}: object lock needs S3 storage with Object Lock")
+
+    def retain(self, key: str, until: dt.datetime) -> None:
+        """Forbid deleting `key` before `until` (S3 Object Lock)."""
+        self.require_object_lock()
+
     @abstractmethod
     def download_command(self, key: str, destination: str) -> str:
         """The shell command that fetches an object without this service (for the runbook)."""
@@ -374,8 +382,10 @@ class S3Store(ObjectStore):
         kms_key_id: str | None = None,
         max_parts: int = 10_000,
         single_copy_limit: int = SINGLE_COPY_LIMIT,
+        lock_mode: str | None = None,
     ) -> None:
         self.client = client
+        self.lock_mode = lock_mode
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.max_parts = max_parts
@@ -492,6 +502,21 @@ class S3Store(ObjectStore):
             raise StorageError(describe_s3_error(error, self.bucket)) from None
         return config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
 
+    def require_object_lock(self) -> None:
+        if not self.object_lock_enabled:
+            raise StorageError(
+                f"storage.s3.object_lock is set but bucket {self.bucket} does not have Object "
+                "Lock enabled; create the archive bucket with it (aws s3api create-bucket "
+                "--object-lock-enabled-for-bucket ...) or remove object_lock"
+            )
+
+    def retain(self, key: str, until: dt.datetime) -> None:
+        """Put `key` under Object Lock (this store's mode) until `until`."""
+        self.require_object_lock()
+        full_key = self.full_key(key)
+        retention = {"Mode": self.lock_mode or "GOVERNANCE", "RetainUntilDate": until}
+        self.call("put_object_retention", full_key, Key=full_key, Retention=retention)
+
     def locked_until(self, key: str) -> dt.datetime | None:
         if not self.object_lock_enabled:  # one request per bucket instead of one per object
             return None
@@ -560,6 +585,7 @@ def stores_from_config(
             s3.archive_bucket or bucket,
             archive_prefix,
             storage_class=s3.archive_storage_class,
+            lock_mode=s3.object_lock.mode if s3.object_lock else None,
             **common,
         ),
         refs=S3Store(client, bucket, under_prefix("refs"), **common),

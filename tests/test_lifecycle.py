@@ -50,3 +50,18 @@ def test_local_storage_has_no_lifecycle(write_config):
     with pytest.raises(ConfigError, match="lifecycle rules are for S3 storage"):
         lifecycle_rules(load_config())
     assert main([]) == 2
+
+
+def test_object_locked_archives_expire_deleted_versions(write_config, s3_endpoint):
+    bucket = "locked-lifecycle"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    storage = {"bucket": bucket, "endpoint_url": s3_endpoint, "object_lock": {"mode": "COMPLIANCE"}}
+    write_config(storage={"s3": storage})
+    by_id = {rule["ID"]: rule for rule in lifecycle_rules(load_config())[bucket]}
+    expire = by_id["backup_pipelines-expire-deleted-versions"]
+    assert expire["Filter"] == {"Prefix": "archive/"}
+    assert expire["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    assert main(["--apply"]) == 0
+    stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert "backup_pipelines-expire-deleted-versions" in {rule["ID"] for rule in stored}
