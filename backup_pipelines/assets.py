@@ -102,6 +102,13 @@ def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:
     }
 
 
+# The checks a backup run evaluates, by step; restore_test runs on its own.
+BACKUP_CHECKS = {
+    "dump": ("dump_complete",),
+    "verification": ("archive_checksum", "archive_contents", "size_change"),
+}
+
+
 def database_assets(
     database: str, partitions: PartitionsDefinition, pool: str, freshness: dt.timedelta
 ) -> list[AssetsDefinition]:

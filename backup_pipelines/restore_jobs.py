@@ -43,6 +43,7 @@ _TRIGGER_TAGS = (
     ("dagster/sensor_name", "sensor"),
     ("dagster/backfill", "backfill"),
     ("dagster/user", "user"),
+    ("backup_pipelines/triggered_by", "submitted by"),
 )
 
 
