@@ -16,15 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-
 from backup_pipelines.demo.cluster import LocalCluster, start_cluster
-from backup_pipelines.demo.sample_databases import (
-    SAMPLE_DATABASES,
-    create_backup_role,
-    create_restore_test_role,
-    create_sample_database,
-)
+from backup_pipelines.demo.sample_databases import SAMPLE_DATABASES, seed
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / ".demo"
@@ -50,14 +43,8 @@ def _secret(name: str) -> str:
 
 
 def _prepare_databases(cluster: LocalCluster, passwords: dict[str, str]) -> None:
-    with psycopg.connect(cluster.url(), autocommit=True) as admin:
-        existing = {name for (name,) in admin.execute("SELECT datname FROM pg_database")}
-    for database in SAMPLE_DATABASES:
-        if database not in existing:
-            print(f"creating sample database {database}")
-            create_sample_database(cluster.url(), database)
-    create_backup_role(cluster.url(), passwords["DEMO_BACKUP_PASSWORD"])
-    create_restore_test_role(cluster.url(), passwords["DEMO_RESTORE_PASSWORD"])
+    print(f"preparing sample databases: {', '.join(SAMPLE_DATABASES)}")
+    seed(cluster.url(), passwords["DEMO_BACKUP_PASSWORD"], passwords["DEMO_RESTORE_PASSWORD"])
 
 
 def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 from psycopg import sql
 
@@ -169,3 +171,24 @@ def create_restore_test_role(admin_url: str, password: str, role: str = RESTORE_
 def create_sample_databases(admin_url: str, scale: float = 1.0) -> None:
     for database in SAMPLE_DATABASES:
         create_sample_database(admin_url, database, scale)
+
+
+def seed(admin_url: str, backup_password: str, restore_test_password: str) -> None:
+    """Sample databases that do not exist yet, and the two roles (docker compose's seed step)."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        existing = {name for (name,) in admin.execute("SELECT datname FROM pg_database")}
+    for database in SAMPLE_DATABASES:
+        if database not in existing:
+            create_sample_database(admin_url, database)
+    create_backup_role(admin_url, backup_password)
+    create_restore_test_role(admin_url, restore_test_password)
+
+
+if __name__ == "__main__":
+    # Everything from the environment, so no password is on the command line.
+    seed(
+        os.environ["SAMPLE_ADMIN_URL"],
+        os.environ["BACKUP_PASSWORD"],
+        os.environ["RESTORE_TEST_PASSWORD"],
+    )
+    print(f"sample databases ready: {', '.join(SAMPLE_DATABASES)}")
