@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
+import yaml
 from conftest import definitions_for, failure_messages, run_backup
 from dagster import DagsterInstance
 
@@ -20,7 +22,8 @@ DAGSTER = [sys.executable, "-m", "dagster"]
 
 
 @pytest.fixture
-def production_instance(cluster, monkeypatch):
+def production_env(cluster, monkeypatch) -> None:
+    """The DAGSTER_PG_* variables deploy/dagster.yaml reads, for a fresh database."""
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS dagster_storage")
         admin.execute("CREATE DATABASE dagster_storage")
@@ -32,6 +35,10 @@ def production_instance(cluster, monkeypatch):
         "DAGSTER_PG_DB": "dagster_storage",
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def production_instance(production_env):
     instance = DagsterInstance.from_config(str(DEPLOY))
     yield instance
     instance.dispose()
@@ -106,3 +113,79 @@ def test_workspaces_load(write_config):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def instance_with(snippet: str, home: Path, **overrides) -> DagsterInstance:
+    """deploy/dagster.yaml with a scale-out snippet added, loaded by Dagster."""
+    config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    added = yaml.safe_load((DEPLOY / "scale-out" / snippet).read_text())
+    added["run_launcher"]["config"].update(overrides)
+    (home / "dagster.yaml").write_text(yaml.safe_dump({**config, **added}))
+    return DagsterInstance.from_config(str(home))
+
+
+def assert_queue_and_pools_stay_central(instance: DagsterInstance) -> None:
+    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 8
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+
+
+def test_kubernetes_snippet_loads_a_k8s_run_launcher(production_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKUP_PIPELINES_IMAGE", "registry.example.com/backup_pipelines:1.0")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    # Outside a cluster: the snippet's in-cluster credentials replaced by a kubeconfig file.
+    instance = instance_with(
+        "kubernetes.yaml",
+        tmp_path,
+        load_incluster_config=False,
+        kubeconfig_file=str(kubeconfig),
+    )
+    try:
+        launcher = instance.run_launcher
+        assert type(launcher).__name__ == "K8sRunLauncher"
+        assert launcher.job_image == "registry.example.com/backup_pipelines:1.0"
+        assert launcher.job_namespace == "backup-pipelines"
+        assert "backup-pipelines-secrets" in launcher.env_secrets
+        assert_queue_and_pools_stay_central(instance)
+    finally:
+        instance.dispose()
+
+
+def test_ecs_snippet_loads_an_ecs_run_launcher(production_env, s3_endpoint, tmp_path, monkeypatch):
+    # The launcher checks its task definition with ECS when it loads: moto's ECS answers.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    ecs = boto3.client("ecs", endpoint_url=s3_endpoint, region_name="eu-west-1")
+    arn = ecs.register_task_definition(
+        family="backup-pipelines-run",
+        containerDefinitions=[{"name": "run", "image": "backup_pipelines:latest", "memory": 4096}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    monkeypatch.setenv("BACKUP_PIPELINES_RUN_TASK_DEFINITION", arn)
+    for name in ("BACKUP_PASSWORD", "RESTORE_TEST_PASSWORD", "DAGSTER_PG_PASSWORD"):
+        secret = f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:{name.lower()}"
+        monkeypatch.setenv(f"{name}_SECRET_ARN", secret)
+    instance = instance_with("ecs.yaml", tmp_path)
+    try:
+        launcher = instance.run_launcher
+        assert type(launcher).__name__ == "EcsRunLauncher"
+        assert launcher.task_definition == arn
+        assert {secret["name"] for secret in launcher.secrets} == {
+            "BACKUP_PASSWORD",
+            "RESTORE_TEST_PASSWORD",
+            "DAGSTER_PG_PASSWORD",
+        }
+        assert_queue_and_pools_stay_central(instance)
+    finally:
+        instance.dispose()

@@ -136,7 +136,7 @@ def test_the_dockerfile_installs_clients_13_to_17_and_copies_what_exists(compose
     assert args["PG_CLIENT_VERSIONS"].strip('"').split() == ["13", "14", "15", "16", "17"]
     run = " ".join(value for kind, value in instructions if kind == "RUN")
     assert "postgresql-client-$v" in run and "apt.postgresql.org" in run
-    assert " zstd age" in run and "pip install --no-cache-dir ." in run
+    assert " zstd age" in run and 'pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"' in run
     for kind, value in instructions:
         if kind == "COPY":
             *sources, _ = value.split()
