@@ -190,6 +190,11 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
         [sys.executable, str(Path(__file__).with_name("dump_step.py")), database], bench_env
     )
     shutil.rmtree(store, ignore_errors=True)
+    results["dump step, encrypted (age)"] = measure(
+        [sys.executable, str(Path(__file__).with_name("dump_step.py")), database],
+        {**bench_env, **encrypted_config(config, work)},
+    )
+    shutil.rmtree(store, ignore_errors=True)
     today = dt.datetime.now(dt.UTC).date().isoformat()
     results["whole chain (dagster)"] = measure(
         [
@@ -225,6 +230,22 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
     restores = measure_restores(cluster, work, database, bare_file, bench_env)
     bare_file.unlink()
     return {name: peaks for name, (_, peaks) in {**results, **restores}.items()}
+
+
+def encrypted_config(config: Path, work: Path) -> dict[str, str]:
+    """Environment for the same configuration with client-side encryption on (a new age key)."""
+    key_file = work / "bench-age-key.txt"
+    if not key_file.exists():
+        subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
+    identity = next(x for x in key_file.read_text().splitlines() if x.startswith("AGE-SECRET"))
+    os.environ["BENCH_AGE_IDENTITY"] = identity
+    document = {
+        **yaml.safe_load(config.read_text()),
+        "encryption": {"identity": "${BENCH_AGE_IDENTITY}"},
+    }
+    encrypted = config.with_name(f"{config.stem}.encrypted.yaml")
+    encrypted.write_text(yaml.safe_dump(document))
+    return encrypted
 
 
 def measure_restores(

@@ -6,20 +6,18 @@ Reads the configuration file named by BACKUP_PIPELINES_CONFIG; run by backup_thr
 import datetime as dt
 import sys
 
-from backup_pipelines.config import expand_env, load_config
-from backup_pipelines.dump import DumpSettings, take_dump
-from backup_pipelines.postgres import Connection
-from backup_pipelines.storage import stores_from_config
+from backup_pipelines.config import config_path_from_env
+from backup_pipelines.dump import take_dump
+from backup_pipelines.resources import BackupSettings
 
 
 def main(database: str) -> None:
-    config = load_config()
-    url = expand_env(config.databases[database].url, f"databases.{database}.url")
+    settings = BackupSettings(config_path=str(config_path_from_env()))
     ref, _ = take_dump(
-        Connection.from_url(database, url),
-        stores_from_config(config).dumps,
+        settings.connection(database),
+        settings.stores().dumps,
         dt.datetime.now(dt.UTC).date().isoformat(),
-        DumpSettings(config.compression, config.compression_level, config.pg_bin_dir),
+        settings.dump_settings(),  # with encryption when the file configures it
     )
     print(ref.uri, ref.size_bytes)
 

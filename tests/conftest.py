@@ -188,5 +188,16 @@ def restore_into_new_database(cluster: LocalCluster, archive: Path, name: str) -
     return cluster.url(name)
 
 
+def serve_definitions(program: list[str], port: int, env: dict[str, str]) -> subprocess.Popen:
+    """A Dagster server process (webserver, gRPC code server) for this project's definitions
+    on 127.0.0.1:`port`, output discarded."""
+    return subprocess.Popen(
+        [*program, "-m", "backup_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

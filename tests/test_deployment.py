@@ -12,7 +12,7 @@ import boto3
 import psycopg
 import pytest
 import yaml
-from conftest import definitions_for, failure_messages, run_backup
+from conftest import definitions_for, failure_messages, run_backup, serve_definitions
 from dagster import DagsterInstance
 
 from backup_pipelines.demo.cluster import free_port
@@ -80,22 +80,7 @@ def test_workspaces_load(write_config):
     assert done.returncode == 0, done.stderr[-2000:]
 
     port = free_port()
-    server = subprocess.Popen(
-        [
-            *DAGSTER,
-            "api",
-            "grpc",
-            "-m",
-            "backup_pipelines.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_definitions([*DAGSTER, "api", "grpc"], port, env)
     try:
         deadline = time.monotonic() + 120
         while subprocess.run(

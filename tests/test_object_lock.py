@@ -20,6 +20,11 @@ def locked_bucket(s3_endpoint: str) -> str:
     return name
 
 
+def governance_locked(bucket: str, s3_endpoint: str) -> dict:
+    lock = {"mode": "GOVERNANCE"}
+    return {"s3": {"bucket": bucket, "endpoint_url": s3_endpoint, "object_lock": lock}}
+
+
 def midnight_in(days: int) -> dt.datetime:
     start = dt.datetime.combine(dt.date.fromisoformat(today()), dt.time(), dt.UTC)
     return start + dt.timedelta(days=days)
@@ -30,13 +35,7 @@ def test_archive_copies_are_locked_until_the_policy_lets_them_go(
 ):
     bucket = locked_bucket(s3_endpoint)
     config = write_config(
-        storage={
-            "s3": {
-                "bucket": bucket,
-                "endpoint_url": s3_endpoint,
-                "object_lock": {"mode": "GOVERNANCE"},
-            }
-        },
+        storage=governance_locked(bucket, s3_endpoint),
         retention={"daily": 3},
     )
     result = run_backup(definitions_for(config), instance, databases=("agentic",))
@@ -89,15 +88,7 @@ def test_retain_until_follows_the_policy_or_the_configured_days(write_config, s3
 def test_a_bucket_without_object_lock_is_named_and_nothing_is_archived(
     write_config, s3_endpoint, bucket, instance
 ):
-    config = write_config(
-        storage={
-            "s3": {
-                "bucket": bucket,
-                "endpoint_url": s3_endpoint,
-                "object_lock": {"mode": "GOVERNANCE"},
-            }
-        }
-    )
+    config = write_config(storage=governance_locked(bucket, s3_endpoint))
     result = run_backup(definitions_for(config), instance, databases=("agentic",))
     assert not result.success
     assert (

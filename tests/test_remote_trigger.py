@@ -14,7 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from conftest import BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, backup_url, scratch_url, today
+from conftest import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
+    backup_url,
+    scratch_url,
+    serve_definitions,
+    today,
+)
 from dagster import DagsterInstance
 
 from backup_pipelines.demo.cluster import free_port
@@ -76,20 +83,7 @@ def webserver(cluster, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = subprocess.Popen(
-        [
-            str(bin_dir / "dagster-webserver"),
-            "-m",
-            "backup_pipelines.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_definitions([str(bin_dir / "dagster-webserver")], port, env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/server_info", server)
