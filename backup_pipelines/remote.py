@@ -48,7 +48,7 @@ query Location {
   repositoriesOrError {
     __typename
     ... on RepositoryConnection {
-      nodes { name location { name } pipelines { name } }
+      nodes { name location { name } pipelines { name } assetNodes { assetKey { path } } }
     }
     ... on Error { message }
   }
@@ -111,7 +111,15 @@ class Deployment:
 
 
 def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
-    location = _location_of(deployment, BACKUP_JOB)
+    location, asset_paths = _location_of(deployment, BACKUP_JOB)
+    databases = sorted(
+        {path[1] for path in asset_paths if path[0] == "postgres" and len(path) == 3}
+    )
+    if database not in databases:
+        raise RemoteError(
+            f"{deployment.shown} backs up no database {database!r}; its databases: "
+            f"{', '.join(databases) or 'none'}"
+        )
     keys = {step: {"path": ["postgres", database, step]} for step in BACKUP_STEPS}
     return {
         **location,
@@ -125,16 +133,18 @@ def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
     }
 
 
-def _location_of(deployment: Deployment, job: str) -> dict[str, str]:
+def _location_of(deployment: Deployment, job: str) -> tuple[dict[str, str], list[list[str]]]:
+    """The code location serving `job`, and the asset keys (paths) it defines."""
     found = deployment.query(_LOCATION)["repositoriesOrError"]
     if found["__typename"] != "RepositoryConnection":
         raise RemoteError(f"{deployment.shown} cannot list its code: {found.get('message')}")
     for repository in found["nodes"]:
         if job in {pipeline["name"] for pipeline in repository["pipelines"]}:
-            return {
+            location = {
                 "repositoryLocationName": repository["location"]["name"],
                 "repositoryName": repository["name"],
             }
+            return location, [node["assetKey"]["path"] for node in repository["assetNodes"]]
     raise RemoteError(
         f"{deployment.shown} has no job {job!r}: is backup_pipelines loaded in its workspace?"
     )
