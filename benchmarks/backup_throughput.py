@@ -238,14 +238,11 @@ def encrypted_config(config: Path, work: Path) -> dict[str, str]:
     if not key_file.exists():
         subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
     identity = next(x for x in key_file.read_text().splitlines() if x.startswith("AGE-SECRET"))
-    os.environ["BENCH_AGE_IDENTITY"] = identity
-    document = {
-        **yaml.safe_load(config.read_text()),
-        "encryption": {"identity": "${BENCH_AGE_IDENTITY}"},
-    }
+    document = yaml.safe_load(config.read_text())
+    document["encryption"] = {"identity": "${BENCH_AGE_IDENTITY}"}
     encrypted = config.with_name(f"{config.stem}.encrypted.yaml")
     encrypted.write_text(yaml.safe_dump(document))
-    return encrypted
+    return {"BACKUP_PIPELINES_CONFIG": str(encrypted), "BENCH_AGE_IDENTITY": identity}
 
 
 def measure_restores(
