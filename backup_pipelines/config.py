@@ -251,16 +251,21 @@ class EncryptionConfig(_Strict):
     kms_wrapped_identity: str | None = None  # base64 KMS CiphertextBlob of the identity
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
+    # Identities used before a key rotation, as ${VAR}s: backups encrypted to them stay readable.
+    previous_identities: list[str] = []
 
     @model_validator(mode="after")
     def _one_key(self) -> EncryptionConfig:
         if (self.identity is None) == (self.kms_wrapped_identity is None):
             raise ValueError("give exactly one of identity or kms_wrapped_identity")
-        if self.identity is not None and not _ENV_REFERENCE.fullmatch(self.identity.strip()):
-            raise ValueError(
-                "identity must be an environment reference such as ${BACKUP_AGE_IDENTITY}: "
-                "a private key does not belong in the configuration file"
-            )
+        for name, value in [("identity", self.identity)] + [
+            (f"previous_identities[{n}]", v) for n, v in enumerate(self.previous_identities)
+        ]:
+            if value is not None and not _ENV_REFERENCE.fullmatch(value.strip()):
+                raise ValueError(
+                    f"{name} must be an environment reference such as ${{BACKUP_AGE_IDENTITY}}: "
+                    "a private key does not belong in the configuration file"
+                )
         return self
 
 

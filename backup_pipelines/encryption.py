@@ -15,7 +15,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backup_pipelines.config import EncryptionConfig, expand_env
 from backup_pipelines.manifest import Manifest
@@ -34,11 +34,21 @@ class EncryptionError(RuntimeError):
 
 @dataclass(frozen=True)
 class ArchiveKey:
-    recipient: str  # public: archives are encrypted to it
+    recipient: str  # public: new backups are encrypted to it
     identity: str = field(repr=False)  # secret: reads them back
+    # Keys used before a rotation, kept to read the backups encrypted to them.
+    previous: tuple[ArchiveKey, ...] = ()
 
     def encrypt_command(self) -> list[str]:
         return [AGE, "--encrypt", "--recipient", self.recipient]
+
+    @property
+    def readable_recipients(self) -> list[str]:
+        return [self.recipient, *(key.recipient for key in self.previous)]
+
+    def identity_file(self) -> bytes:
+        """Every identity, one per line: age tries each against an archive's recipient."""
+        return "".join(f"{key.identity}\n" for key in (self, *self.previous)).encode()
 
 
 def key_from_identity(identity: str, setting: str) -> ArchiveKey:
@@ -89,11 +99,20 @@ def key_from_config(config: EncryptionConfig | None) -> ArchiveKey | None:
     if config is None:
         return None
     if config.identity is not None:
-        setting = "encryption.identity"
-        return key_from_identity(expand_env(config.identity, setting), setting)
-    assert config.kms_wrapped_identity is not None
-    wrapped = expand_env(config.kms_wrapped_identity, "encryption.kms_wrapped_identity")
-    return key_from_identity(unwrap_with_kms(wrapped, config), "the KMS-unwrapped identity")
+        current = _key_from_env(config.identity, "encryption.identity")
+    else:
+        assert config.kms_wrapped_identity is not None
+        wrapped = expand_env(config.kms_wrapped_identity, "encryption.kms_wrapped_identity")
+        current = key_from_identity(unwrap_with_kms(wrapped, config), "the KMS-unwrapped identity")
+    previous = tuple(
+        _key_from_env(value, f"encryption.previous_identities[{number}]")
+        for number, value in enumerate(config.previous_identities)
+    )
+    return replace(current, previous=previous)
+
+
+def _key_from_env(value: str, setting: str) -> ArchiveKey:
+    return key_from_identity(expand_env(value, setting), setting)
 
 
 def key_problem(manifest: Manifest, key: ArchiveKey | None) -> str | None:
@@ -106,11 +125,12 @@ def key_problem(manifest: Manifest, key: ArchiveKey | None) -> str | None:
             f"{where}: the backup is encrypted with age to {manifest.encryption_recipient}; "
             "configure encryption.identity (or kms_wrapped_identity) with its key to read it"
         )
-    if key.recipient != manifest.encryption_recipient:
+    if manifest.encryption_recipient not in key.readable_recipients:
         return (
             f"{where}: wrong key: the backup is encrypted to {manifest.encryption_recipient}, "
-            f"the configured key is for {key.recipient}; configure the identity the backup was "
-            "encrypted with"
+            f"the configured keys are for {', '.join(key.readable_recipients)}; configure the "
+            "identity the backup was encrypted with (after a rotation, in "
+            "encryption.previous_identities)"
         )
     return None
 
@@ -133,8 +153,8 @@ def decoding_stages(
         return
     read_end, write_end = os.pipe()
     try:
-        # An identity is ~75 bytes, far below the pipe's buffer: this write cannot block.
-        os.write(write_end, key.identity.encode() + b"\n")
+        # An identity is ~75 bytes, a few are far below the pipe's buffer: this cannot block.
+        os.write(write_end, key.identity_file())
         os.close(write_end)
         write_end = -1
         stages.append((AGE, [AGE, "--decrypt", "--identity", f"/dev/fd/{read_end}"]))

@@ -8,6 +8,7 @@ from pathlib import Path
 import boto3
 import psycopg
 import pytest
+import yaml
 from conftest import (
     definitions_for,
     failure_messages,
@@ -178,6 +179,34 @@ def test_a_wrong_key_fails_clearly_everywhere_and_restores_nothing(
     assert not evaluation.passed and "wrong key" in evaluation.description
     for text in (failure_messages(result), evaluation.description, contents.description):
         assert other not in text
+
+
+def test_after_a_key_rotation_old_backups_stay_readable_and_new_ones_use_the_new_key(
+    encrypted, identity, tmp_path, cluster, instance, monkeypatch
+):
+    config, _ = encrypted
+    _, old_manifest = stored_archive(config)
+    monkeypatch.setenv("TEST_AGE_IDENTITY", new_identity(tmp_path, "rotated"))
+    monkeypatch.setenv("TEST_OLD_AGE_IDENTITY", identity)
+    document = yaml.safe_load(config.read_text())
+    document["encryption"]["previous_identities"] = ["${TEST_OLD_AGE_IDENTITY}"]
+    config.write_text(yaml.safe_dump(document))
+    defs = definitions_for(config)
+
+    reverified = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
+    assert check_evaluations(reverified)["archive_contents"].passed  # old key, still readable
+    target = "agentic_after_rotation"
+    try:
+        result = run_restore(defs, instance, target_url=target_url(cluster), target_database=target)
+        assert result.success, failure_messages(result)
+    finally:
+        drop(cluster, target)
+
+    result = run_backup(defs, instance, databases=("agentic",))  # a new backup of today
+    assert result.success, failure_messages(result)
+    _, new_manifest = stored_archive(config)
+    assert new_manifest.encryption_recipient != old_manifest.encryption_recipient
+    assert all(e.passed for e in check_evaluations(result).values())
 
 
 def test_altered_ciphertext_is_refused_before_any_restore(encrypted, cluster, instance):
