@@ -1,6 +1,7 @@
-"""The distinctive passwords never show: a backup, a restore test and a failing backup run as
-real `dagster job execute` processes, then every event, log line, metadata value, error and
-stored file is searched for them, and so is every process's command line while they ran."""
+"""The distinctive passwords and the encryption key never show: an encrypted backup, a restore
+test and a failing backup run as real `dagster job execute` processes, then every event, log
+line, metadata value, error and stored file is searched for them, and so is every process's
+command line while they ran."""
 
 import json
 import os
@@ -14,13 +15,17 @@ from conftest import BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, backup_url, today
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
-SECRETS = (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD)
+
+def new_age_identity() -> str:
+    generated = subprocess.run(["age-keygen"], check=True, capture_output=True, text=True).stdout
+    return next(line for line in generated.splitlines() if line.startswith("AGE-SECRET-KEY-"))
 
 
 class CommandLineWatch:
     """Reads every process's argv from /proc every few milliseconds while it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
         self.programs_seen: set[str] = set()
         self.leaks: list[str] = []
         self._stop = threading.Event()
@@ -36,7 +41,7 @@ class CommandLineWatch:
                 program = Path(argv[0].decode(errors="replace")).name
                 self.programs_seen.add(program)
                 text = b" ".join(argv).decode(errors="replace")
-                if any(secret in text for secret in SECRETS):
+                if any(secret in text for secret in self.secrets):
                     self.leaks.append(text)
 
     def __enter__(self) -> "CommandLineWatch":
@@ -64,13 +69,19 @@ def files_containing(root: Path, secret: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-def test_no_password_in_events_logs_metadata_errors_files_or_argv(write_config, cluster, tmp_path):
+def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
+    write_config, cluster, tmp_path, monkeypatch
+):
+    identity = new_age_identity()
+    secrets = (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, identity)
+    monkeypatch.setenv("TEST_AGE_IDENTITY", identity)
     config = write_config(
+        encryption={"identity": "${TEST_AGE_IDENTITY}"},
         databases={
             "agentic": {"url": backup_url(cluster, "agentic")},
             # Same role and password, a database that does not exist: the failure case.
             "vanished": {"url": backup_url(cluster, "vanished_database")},
-        }
+        },
     )
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -80,12 +91,12 @@ def test_no_password_in_events_logs_metadata_errors_files_or_argv(write_config, 
         yaml.safe_dump({"ops": {"plan_restore_tests": {"config": {"databases": ["agentic"]}}}})
     )
     tags = json.dumps({"dagster/partition": today()})
-    with CommandLineWatch() as watch:
+    with CommandLineWatch(secrets) as watch:
         backup = dagster_job(home, config, "daily_backup", "--tags", tags)
         restore_test = dagster_job(home, config, "restore_test", "-c", str(run_config))
     assert backup.returncode != 0  # 'vanished' failed ...
     assert restore_test.returncode == 0, restore_test.stderr[-3000:]  # ... agentic did not
-    assert {"pg_dump", "pg_restore"} <= watch.programs_seen  # the watch saw the children
+    assert {"pg_dump", "pg_restore", "age"} <= watch.programs_seen  # the watch saw the children
     assert watch.leaks == []
 
     instance = DagsterInstance.from_config(str(home))
@@ -108,7 +119,7 @@ def test_no_password_in_events_logs_metadata_errors_files_or_argv(write_config, 
     finally:
         instance.dispose()
 
-    for secret in SECRETS:
+    for secret in secrets:
         assert secret not in serialized  # events, metadata, errors, run config, tags
         for output in (backup, restore_test):
             assert secret not in output.stdout + output.stderr  # every log line printed
