@@ -143,26 +143,26 @@ def decoding_stages(
 
     Call `key_problem` first: this assumes the key fits.
     """
-    stages: Stages = []
-    pass_fds: tuple[int, ...] = ()
     decompressor = decompress_command(manifest.compression)
+    decompress: Stages = [(manifest.compression, decompressor)] if decompressor else []
     if manifest.encryption is None or key is None:
-        if decompressor:
-            stages.append((manifest.compression, decompressor))
-        yield stages, pass_fds
+        yield decompress, ()
         return
+    with _identity_pipe(key) as fd:
+        decrypt = (AGE, [AGE, "--decrypt", "--identity", f"/dev/fd/{fd}"])
+        yield [decrypt, *decompress], (fd,)
+
+
+@contextlib.contextmanager
+def _identity_pipe(key: ArchiveKey) -> Iterator[int]:
+    """The read end of a pipe holding every identity; a child inherits it as a file."""
     read_end, write_end = os.pipe()
     try:
         # An identity is ~75 bytes, a few are far below the pipe's buffer: this cannot block.
         os.write(write_end, key.identity_file())
-        os.close(write_end)
-        write_end = -1
-        stages.append((AGE, [AGE, "--decrypt", "--identity", f"/dev/fd/{read_end}"]))
-        if decompressor:
-            stages.append((manifest.compression, decompressor))
-        yield stages, (read_end,)
     finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        os.close(write_end)
+    try:
+        yield read_end
+    finally:
+        os.close(read_end)

@@ -29,7 +29,7 @@ class BackupSettings(ConfigurableResource):
     config_path: str
     _config: BackupConfig | None = PrivateAttr(default=None)
     _stores: BackupStores | None = PrivateAttr(default=None)
-    _archive_key: tuple[ArchiveKey | None] | None = PrivateAttr(default=None)
+    _archive_key: ArchiveKey | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Once per run: every step then shares one parsed file and one set of S3 clients.
@@ -77,9 +77,12 @@ class BackupSettings(ConfigurableResource):
 
     def archive_key(self) -> ArchiveKey | None:
         """The encryption key, loaded (and unwrapped with KMS) once per run; None when off."""
+        encryption = self.config().encryption
+        if encryption is None:
+            return None
         if self._archive_key is None:
-            self._archive_key = (key_from_config(self.config().encryption),)
-        return self._archive_key[0]
+            self._archive_key = key_from_config(encryption)
+        return self._archive_key
 
     def client_tools(self) -> ClientTools:
         return find_client_tools(self.config().pg_bin_dir)
