@@ -12,7 +12,7 @@ import sys
 from dagster import DagsterRunStatus
 
 from backup_pipelines.config import ConfigError, load_config
-from backup_pipelines.http_trigger import SECRET_ENV, require_secret, trigger_app
+from backup_pipelines.http_trigger import SECRET_ENV, trigger_app
 from backup_pipelines.remote import (
     DEFAULT_URL,
     FINISHED,
@@ -63,7 +63,7 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     import uvicorn
 
     databases = list(load_config().databases)
-    app = trigger_app(databases, require_secret(os.environ.get(SECRET_ENV)), deployment)
+    app = trigger_app(databases, os.environ.get(SECRET_ENV), deployment)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 

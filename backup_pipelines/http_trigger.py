@@ -33,7 +33,9 @@ def require_secret(secret: str | None) -> str:
     return secret
 
 
-def trigger_app(databases: Collection[str], secret: str, deployment: Deployment) -> Starlette:
+def trigger_app(
+    databases: Collection[str], secret: str | None, deployment: Deployment
+) -> Starlette:
     expected = require_secret(secret).encode()
 
     async def backup(request: Request) -> JSONResponse:
