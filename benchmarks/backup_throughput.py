@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from backup_pipelines.demo.cluster import LocalCluster, start_cluster
+from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 WIDE_TABLE = """
 CREATE TABLE wide_events (id bigint PRIMARY KEY, account_id int NOT NULL, kind text NOT NULL,

@@ -6,9 +6,9 @@ Reads the configuration file named by BACKUP_PIPELINES_CONFIG; run by backup_thr
 import datetime as dt
 import sys
 
-from backup_pipelines.config import config_path_from_env
-from backup_pipelines.dump import take_dump
-from backup_pipelines.resources import BackupSettings
+from backup_pipelines.core.config import config_path_from_env
+from backup_pipelines.core.dump import take_dump
+from backup_pipelines.defs.resources import BackupSettings
 
 
 def main(database: str) -> None:

@@ -7,9 +7,9 @@ metadata to OUT as JSON; run by backup_throughput.py.
 import json
 import sys
 
-from backup_pipelines.assets import restore_test_report
-from backup_pipelines.config import config_path_from_env
-from backup_pipelines.resources import BackupSettings
+from backup_pipelines.core.config import config_path_from_env
+from backup_pipelines.defs.postgres.assets import restore_test_report
+from backup_pipelines.defs.resources import BackupSettings
 
 
 def main(database: str, output: str) -> None:

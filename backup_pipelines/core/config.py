@@ -1,0 +1,379 @@
+"""The operator's configuration file: loading, validation and `${VAR}` expansion.
+
+The file is a public contract (see README). Values may contain `${VAR}`; those are expanded
+only when a run needs them (`expand_env`), so a secret never has to sit in the file, in
+Dagster's run config or in the definitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_FILE = "backup_pipelines.yaml"
+CONFIG_PATH_ENV = "BACKUP_PIPELINES_CONFIG"
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DATABASE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file, the key and the fix."""
+
+
+def expand_env(value: str, key: str) -> str:
+    """Replace every `${VAR}` in `value` from the environment; `key` names the setting."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{key}: environment variable {name} is not set; export it before the run "
+                f"(the value of {key} refers to ${{{name}}})"
+            )
+        return os.environ[name]
+
+    return _ENV_REFERENCE.sub(replace, value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectLockConfig(_Strict):
+    """S3 Object Lock on archive copies: nobody (COMPLIANCE) or only privileged roles
+    (GOVERNANCE) can delete or shorten them before the retain-until date."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    # Retain each archive this many days from its day; default: the retention policy's
+    # `daily` count, the window in which the policy keeps every backup.
+    days: int | None = Field(default=None, ge=1)
+
+
+class S3StorageConfig(_Strict):
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    archive_bucket: str | None = None
+    archive_prefix: str | None = None
+    archive_storage_class: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    # Some S3-compatible stores allow only 1,000 parts; AWS allows 10,000.
+    max_parts: int = Field(default=10_000, ge=10, le=10_000)
+    # Lifecycle rules (see `python -m backup_pipelines.core.lifecycle`): archives move to a colder
+    # storage class after this many days.
+    archive_transition_days: int | None = Field(default=None, ge=1)
+    archive_transition_storage_class: str = "GLACIER_IR"
+    # The archive bucket must have Object Lock enabled (it is set when a bucket is created).
+    object_lock: ObjectLockConfig | None = None
+
+    @field_validator("prefix", "archive_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("/")
+
+    @model_validator(mode="after")
+    def _kms_needs_sse(self) -> S3StorageConfig:
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("kms_key_id is set but sse is not 'aws:kms'; set sse: aws:kms")
+        return self
+
+
+class LocalStorageConfig(_Strict):
+    path: str = Field(min_length=1)
+    archive_path: str | None = None
+
+
+class StorageConfig(_Strict):
+    s3: S3StorageConfig | None = None
+    local: LocalStorageConfig | None = None
+    # Room the backups may use; the storage_usage asset's check fails above 80% of it.
+    capacity_gb: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StorageConfig:
+        if (self.s3 is None) == (self.local is None):
+            raise ValueError("give exactly one of storage.s3 or storage.local")
+        return self
+
+
+def _require_cron(value: str) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *')")
+    return value
+
+
+class RestoreAssertion(_Strict):
+    """A query run against each restore-tested copy; it must return one value equal to `expect`."""
+
+    name: str = Field(min_length=1)
+    sql: str = Field(min_length=1)
+    expect: bool | int | float | str | None
+
+
+_RULE_NAMES = ("daily", "weekly", "monthly", "yearly")
+
+
+class RetentionOverride(_Strict):
+    """Per-database changes to the retention policy; unset fields come from `retention:`."""
+
+    daily: int | None = Field(default=None, ge=0)
+    weekly: int | None = Field(default=None, ge=0)
+    monthly: int | None = Field(default=None, ge=0)
+    yearly: int | None = Field(default=None, ge=0)
+    min_keep: int | None = Field(default=None, ge=1)
+    dump_days: int | None = Field(default=None, ge=1)
+
+
+class RetentionRules(_Strict):
+    """How many backups to keep (restic `forget` semantics, UTC; see README)."""
+
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=12, ge=0)
+    yearly: int = Field(default=0, ge=0)
+    min_keep: int = Field(default=3, ge=1)
+    # Dumps (the hot copies) are kept this many days once their archive copy exists.
+    dump_days: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> RetentionRules:
+        if not any(getattr(self, rule) for rule in _RULE_NAMES):
+            raise ValueError(
+                "every rule (daily, weekly, monthly, yearly) is 0, which would keep only "
+                "min_keep backups; set at least one of them"
+            )
+        return self
+
+
+class RetentionConfig(RetentionRules):
+    # Plan and report what would be deleted, delete nothing.
+    dry_run: bool = False
+
+    def overridden(self, override: RetentionOverride | None) -> RetentionRules:
+        changes = override.model_dump(exclude_none=True) if override else {}
+        return RetentionRules.model_validate({**self.model_dump(exclude={"dry_run"}), **changes})
+
+
+class DatabaseConfig(_Strict):
+    url: str = Field(min_length=1, description="libpq URL; may use ${VAR}")
+    # Names the pool that caps parallel dumps; databases on one server should share it.
+    server: str | None = None
+    restore_assertions: list[RestoreAssertion] = []
+    retention: RetentionOverride | None = None
+
+
+class RestoreTestConfig(_Strict):
+    # libpq URL of the scratch server (its database is only used to connect); the role needs
+    # CREATEDB. Default: each database's own url, i.e. the source server.
+    url: str | None = None
+    jobs: int = Field(default=2, ge=1, le=64)
+    schedule: str = "0 3 * * 0"
+    test_each_new_archive: bool = False
+    # Where archives are decompressed for pg_restore -j; needs room for the largest dump.
+    scratch_dir: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
+
+
+class VerificationConfig(_Strict):
+    # A size change beyond this fraction of the recent median is reported as a warning.
+    size_change_warn: float = Field(default=0.5, gt=0)
+    size_history: int = Field(default=7, ge=1, le=60)
+
+
+class WebhookConfig(_Strict):
+    url: str = Field(min_length=1)
+    # Signs each body with HMAC-SHA256 (header X-Backup-Pipelines-Signature); use ${VAR}.
+    secret: str | None = None
+
+
+class SlackConfig(_Strict):
+    token: str = Field(min_length=1, description="bot token; use ${VAR}")
+    channel: str = Field(min_length=1)
+    base_url: str | None = None  # another Slack API endpoint (a proxy, or a test server)
+
+
+class EmailConfig(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    ca_file: str | None = None  # trust this CA for STARTTLS (a private mail relay)
+    sender: str = Field(min_length=3)
+    to: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: str | None = None  # use ${VAR}
+
+
+class AlertsConfig(_Strict):
+    ui_base_url: str = "http://127.0.0.1:3000"
+    freshness_hours: float = Field(default=25, gt=0)
+    restore_test_max_age_days: float = Field(default=8, gt=0)
+    webhook: WebhookConfig | None = None
+    slack: SlackConfig | None = None
+    email: EmailConfig | None = None
+    # node-exporter textfile collector file, rewritten on every alerts sensor tick.
+    metrics_textfile: str | None = None
+
+
+class BucketConfig(_Strict):
+    """An S3 bucket (or a prefix of it) whose objects are snapshotted daily."""
+
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    endpoint_url: str | None = None  # default: storage.s3.endpoint_url
+    region: str | None = None
+    # Default: the standard AWS credential chain. Use ${VAR}.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    # Share of stored objects a verification reads back (1.0: all of them).
+    verify_fraction: float = Field(default=1.0, gt=0, le=1)
+    retention: RetentionOverride | None = None
+
+
+class EncryptionConfig(_Strict):
+    """Client-side encryption with age; give the identity as ${VAR}, or KMS-wrapped."""
+
+    identity: str | None = None  # AGE-SECRET-KEY-1…, as ${VAR}
+    kms_wrapped_identity: str | None = None  # base64 KMS CiphertextBlob of the identity
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+    # Identities used before a key rotation, as ${VAR}s: backups encrypted to them stay readable.
+    previous_identities: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EncryptionConfig:
+        if (self.identity is None) == (self.kms_wrapped_identity is None):
+            raise ValueError("give exactly one of identity or kms_wrapped_identity")
+        for name, value in [("identity", self.identity)] + [
+            (f"previous_identities[{n}]", v) for n, v in enumerate(self.previous_identities)
+        ]:
+            if value is not None and not _ENV_REFERENCE.fullmatch(value.strip()):
+                raise ValueError(
+                    f"{name} must be an environment reference such as ${{BACKUP_AGE_IDENTITY}}: "
+                    "a private key does not belong in the configuration file"
+                )
+        return self
+
+
+class AuditConfig(_Strict):
+    days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
+
+
+class BackupConfig(_Strict):
+    storage: StorageConfig
+    databases: dict[str, DatabaseConfig] = Field(min_length=1)
+    schedule: str = "0 2 * * *"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    pg_bin_dir: str | None = None
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    compression_level: int | None = Field(default=None, ge=1, le=19)
+    verification: VerificationConfig = VerificationConfig()
+    restore_test: RestoreTestConfig = RestoreTestConfig()
+    retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    audit: AuditConfig = AuditConfig()
+    buckets: dict[str, BucketConfig] = {}
+    encryption: EncryptionConfig | None = None
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("databases", "buckets")
+    @classmethod
+    def _database_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _DATABASE_NAME.match(name):
+                raise ValueError(
+                    f"name {name!r} must be lower case letters, digits and _, "
+                    "starting with a letter (it becomes part of asset keys and object names)"
+                )
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
+
+    @model_validator(mode="after")
+    def _buckets_need_s3(self) -> BackupConfig:
+        if self.buckets and self.storage.s3 is None:
+            raise ValueError(
+                "buckets: snapshots of S3 buckets are kept in S3 (server-side copies); "
+                "configure storage.s3"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _retention_per_database(self) -> BackupConfig:
+        for name in self.databases:
+            try:
+                self.retention_for(name)
+            except ValidationError as error:
+                raise ValueError(
+                    f"databases.{name}.retention: {error.errors()[0]['msg']}"
+                ) from None
+        return self
+
+    def retention_for(self, database: str) -> RetentionRules:
+        return self.retention.overridden(self.databases[database].retention)
+
+    def archive_retain_until(self, database: str, day: str) -> dt.datetime | None:
+        """Until when `database`'s archive of `day` is under Object Lock (None: no lock)."""
+        lock = self.storage.s3.object_lock if self.storage.s3 else None
+        if lock is None:
+            return None
+        days = lock.days or max(self.retention_for(database).daily, 1)
+        start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+        return start + dt.timedelta(days=days)
+
+    def bucket_retention_for(self, name: str) -> RetentionRules:
+        return self.retention.overridden(self.buckets[name].retention)
+
+    def local_path(self, path: str) -> Path:
+        """A storage path from the file, relative to the config file's folder."""
+        expanded = Path(expand_env(path, "storage.local.path")).expanduser()
+        return expanded if expanded.is_absolute() else (self.base_dir / expanded).resolve()
+
+
+def config_path_from_env() -> Path:
+    return Path(os.environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_FILE).resolve()
+
+
+def load_config(path: Path | str | None = None) -> BackupConfig:
+    """Read and validate the configuration file; errors name the file and the key."""
+    path = Path(path).resolve() if path else config_path_from_env()
+    if not path.is_file():
+        raise ConfigError(
+            f"configuration file {path} does not exist; create it (see README) or set "
+            f"{CONFIG_PATH_ENV} to its path"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, base_dir=path.parent, source=str(path))
+
+
+def parse_config(raw: Any, *, base_dir: Path, source: str = "configuration") -> BackupConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with storage: and databases:")
+    try:
+        return BackupConfig.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"{source} is invalid:\n{problems}") from None

@@ -1,0 +1,178 @@
+"""Taking a dump: pg_dump of an exported snapshot, streamed through a compressor into storage.
+
+The manifest is written after the dump object is complete; it is the commit marker. A failed
+dump leaves the day's previous backup (if any) untouched and no new object behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg
+
+from backup_pipelines.core.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
+from backup_pipelines.core.manifest import (
+    BackupRef,
+    Manifest,
+    dump_object_key,
+    manifest_key,
+    remove_superseded,
+)
+from backup_pipelines.core.postgres import (
+    ClientTools,
+    Connection,
+    ExportedSnapshot,
+    exported_snapshot,
+    find_client_tools,
+    require_pg_dump_for,
+)
+from backup_pipelines.core.streams import Compression, Pipeline, compress_command
+from backup_pipelines.storage import ObjectStore, ObjectWriter, writing
+
+LOCK_WAIT_TIMEOUT = "5min"
+
+
+class DumpError(RuntimeError):
+    """A dump could not be taken; the message names the database and the cause."""
+
+
+@dataclass(frozen=True)
+class DumpSettings:
+    compression: Compression = "zstd"
+    compression_level: int | None = None
+    pg_bin_dir: str | None = None
+    encrypt_with: ArchiveKey | None = None  # client-side encryption, off by default
+
+
+def utc_today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def require_today(database: str, day: str) -> None:
+    """A snapshot can only be taken now, so only today's (UTC) partition can be dumped."""
+    today = utc_today()
+    if day != today:
+        raise DumpError(
+            f"database {database!r}: cannot take a dump for {day}: a dump is a snapshot taken "
+            f"now, so only today's partition ({today}, UTC) can be dumped. To re-run archive "
+            "and verification for a past day, select only those assets in the backfill."
+        )
+
+
+def take_dump(
+    connection: Connection, store: ObjectStore, day: str, settings: DumpSettings
+) -> tuple[BackupRef, Manifest]:
+    database = connection.database
+    require_today(database, day)
+    started = time.monotonic()
+    with exported_snapshot(connection) as snapshot:
+        if snapshot.taken_at.date().isoformat() != day:
+            raise DumpError(f"database {database!r}: the UTC day changed before the snapshot")
+        tools = find_client_tools(settings.pg_bin_dir, snapshot.server_major)
+        require_pg_dump_for(tools, snapshot.server_major, database)
+        key = dump_object_key(
+            database,
+            day,
+            snapshot.taken_at,
+            settings.compression,
+            encrypted=settings.encrypt_with is not None,
+        )
+        writer = store.open_writer(key, expected_size=_database_size(snapshot))
+        # Counting rows in the snapshot overlaps the dump: both read the same snapshot.
+        with writing(writer), ThreadPoolExecutor(1, thread_name_prefix="row-counts") as pool:
+            counting = pool.submit(snapshot.contents)
+            try:
+                _stream_dump(connection, snapshot, tools, writer, settings)
+            except BaseException:
+                snapshot.connection.cancel_safe()
+                # A failed count (e.g. no privilege) aborts the snapshot, which is what made
+                # pg_dump fail: report the cause, not the symptom.
+                cause = counting.exception(timeout=30)
+                if cause is not None and not isinstance(cause, psycopg.errors.QueryCanceled):
+                    raise cause from None
+                raise
+            contents = counting.result()
+            digest = writer.commit()
+    manifest = Manifest(
+        database=database,
+        partition=day,
+        object_key=key,
+        snapshot_taken_at=snapshot.taken_at.isoformat(),
+        server_version=snapshot.server_version,
+        pg_dump_version=tools.major_version,
+        compression=settings.compression,
+        compression_level=settings.compression_level,
+        size_bytes=digest.size,
+        sha256=digest.sha256,
+        relations=[vars(relation) for relation in contents.relations],
+        sequences=contents.sequences,
+        constraints=[vars(constraint) for constraint in contents.constraints],
+        dump_seconds=round(time.monotonic() - started, 3),
+        encryption=ENCRYPTION_METHOD if settings.encrypt_with else None,
+        encryption_recipient=settings.encrypt_with.recipient if settings.encrypt_with else None,
+    )
+    store.write_bytes(manifest_key(database, day), manifest.to_json())
+    remove_superseded(store, database, day, keep=key)
+    return ref_for(store, manifest), manifest
+
+
+def ref_for(store: ObjectStore, manifest: Manifest) -> BackupRef:
+    return BackupRef(
+        database=manifest.database,
+        partition=manifest.partition,
+        uri=store.uri(manifest.object_key),
+        object_key=manifest.object_key,
+        manifest_key=manifest_key(manifest.database, manifest.partition),
+        sha256=manifest.sha256,
+        size_bytes=manifest.size_bytes,
+    )
+
+
+def _database_size(snapshot: ExportedSnapshot) -> int:
+    with snapshot.connection.cursor() as cursor:
+        (size,) = cursor.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(size)
+
+
+def _stream_dump(
+    connection: Connection,
+    snapshot: ExportedSnapshot,
+    tools: ClientTools,
+    writer: ObjectWriter,
+    settings: DumpSettings,
+) -> None:
+    """Stream pg_dump's output through the compressor into `writer`; raise if any stage fails."""
+    pg_dump = [
+        tools.program("pg_dump"),
+        "--format=custom",
+        "--compress=0",  # compressed as a whole by a separate, faster process
+        f"--snapshot={snapshot.snapshot_id}",
+        f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}",
+        "--no-password",
+        f"--dbname={connection.dsn}",
+    ]
+    stages = [("pg_dump", pg_dump)]
+    compressor = compress_command(settings.compression, settings.compression_level)
+    if compressor:
+        stages.append((settings.compression, compressor))
+    if settings.encrypt_with:
+        stages.append((AGE, settings.encrypt_with.encrypt_command()))
+    pipeline = Pipeline(stages, env=connection.client_env())
+    try:
+        for chunk in pipeline.read_chunks():
+            writer.write(chunk)
+    except BaseException:
+        pipeline.kill()
+        raise
+    failures = [(name, code, err) for name, code, err in pipeline.wait() if code != 0]
+    if failures:
+        name, code, err = failures[0]
+        raise DumpError(
+            connection.redact(
+                f"database {connection.database!r}: {name} failed (exit {code}): "
+                f"{err or 'no message'}"
+            )
+        )

@@ -1,0 +1,123 @@
+"""S3 lifecycle rules that match the retention settings, as a backstop to the prune job:
+dumps expire, archives move to a colder storage class, abandoned multipart uploads are aborted.
+
+    python -m backup_pipelines.core.lifecycle            # print the rules for each bucket
+    python -m backup_pipelines.core.lifecycle --apply    # write them (other rules are kept)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from backup_pipelines.core.config import BackupConfig, ConfigError, load_config
+from backup_pipelines.storage import S3Store, stores_from_config
+
+RULE_PREFIX = "backup_pipelines-"
+# The prune job removes dumps after dump_days; the bucket itself only a week later, so it is a
+# backstop, not the mechanism.
+DUMP_BACKSTOP_DAYS = 7
+# Manifests and the runbook are small and read often; only dump files change storage class.
+_TRANSITION_MIN_BYTES = 128 * 1024
+
+
+def lifecycle_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
+    """The rules to set, by bucket."""
+    s3 = config.storage.s3
+    if s3 is None:
+        raise ConfigError("lifecycle rules are for S3 storage; storage.local has none")
+    stores = stores_from_config(config)
+    dumps, archive = stores.dumps, stores.archive
+    assert isinstance(dumps, S3Store) and isinstance(archive, S3Store)
+    dump_days = max(config.retention_for(db).dump_days for db in config.databases)
+    rules: dict[str, list[dict[str, Any]]] = {dumps.bucket: [], archive.bucket: []}
+    rules[dumps.bucket].append(
+        {
+            "ID": f"{RULE_PREFIX}expire-dumps",
+            "Filter": {"Prefix": f"{dumps.prefix}/"},
+            "Status": "Enabled",
+            "Expiration": {"Days": dump_days + DUMP_BACKSTOP_DAYS},
+        }
+    )
+    if s3.archive_transition_days:
+        rules[archive.bucket].append(
+            {
+                "ID": f"{RULE_PREFIX}archive-to-{s3.archive_transition_storage_class.lower()}",
+                "Filter": {
+                    "And": {
+                        "Prefix": f"{archive.prefix}/" if archive.prefix else "",
+                        "ObjectSizeGreaterThan": _TRANSITION_MIN_BYTES,
+                    }
+                },
+                "Status": "Enabled",
+                "Transitions": [
+                    {
+                        "Days": s3.archive_transition_days,
+                        "StorageClass": s3.archive_transition_storage_class,
+                    }
+                ],
+            }
+        )
+    if s3.object_lock:
+        # The prune job's deletes leave the data of a versioned (object-locked) bucket behind
+        # as noncurrent versions; S3 removes those a day later (never before their lock ends).
+        rules[archive.bucket].append(
+            {
+                "ID": f"{RULE_PREFIX}expire-deleted-versions",
+                "Filter": {"Prefix": f"{archive.prefix}/" if archive.prefix else ""},
+                "Status": "Enabled",
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+            }
+        )
+    for bucket_rules in rules.values():
+        bucket_rules.append(
+            {
+                "ID": f"{RULE_PREFIX}abort-incomplete-uploads",
+                "Filter": {"Prefix": s3.prefix + "/" if s3.prefix else ""},
+                "Status": "Enabled",
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }
+        )
+    return rules
+
+
+def apply_rules(client: Any, bucket: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Replace this project's rules on `bucket`, keeping everyone else's; returns the result."""
+    try:
+        existing = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        existing = []
+    merged = [rule for rule in existing if not rule.get("ID", "").startswith(RULE_PREFIX)] + rules
+    client.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": merged}
+    )
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apply", action="store_true", help="write the rules to the buckets")
+    options = parser.parse_args(argv)
+    try:
+        config = load_config()
+        rules = lifecycle_rules(config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(rules, indent=2))
+    if options.apply:
+        client = stores_from_config(config).archive.client  # type: ignore[attr-defined]
+        for bucket, bucket_rules in rules.items():
+            apply_rules(client, bucket, bucket_rules)
+            print(f"applied {len(bucket_rules)} rules to s3://{bucket}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

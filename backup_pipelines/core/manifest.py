@@ -1,0 +1,132 @@
+"""What a backup is: its object layout, its manifest (the commit marker) and its reference.
+
+Layout, in both the dump and the archive store:
+    <database>/<YYYY-MM-DD>/<database>_<YYYYMMDDTHHMMSSZ>.dump[.zst|.gz][.age]
+    <database>/<YYYY-MM-DD>/manifest.json    written last: no manifest, no backup
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from backup_pipelines.core.postgres import RelationCount, TableConstraint
+from backup_pipelines.core.streams import Compression, file_suffix
+from backup_pipelines.storage import ObjectStore, StorageError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def day_prefix(database: str, day: str) -> str:
+    return f"{database}/{day}/"
+
+
+def manifest_key(database: str, day: str) -> str:
+    return f"{day_prefix(database, day)}{MANIFEST_NAME}"
+
+
+def dump_object_key(
+    database: str, day: str, taken_at: dt.datetime, compression: Compression, *, encrypted: bool
+) -> str:
+    stamp = taken_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = file_suffix(compression) + (".age" if encrypted else "")
+    return f"{day_prefix(database, day)}{database}_{stamp}.dump{suffix}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    database: str
+    partition: str
+    object_key: str
+    snapshot_taken_at: str
+    server_version: str
+    pg_dump_version: int
+    compression: Compression
+    compression_level: int | None
+    size_bytes: int
+    sha256: str
+    relations: list[dict[str, Any]]
+    sequences: dict[str, int | None]
+    dump_seconds: float
+    # Foreign keys and check constraints of the snapshot, which a restore must reproduce.
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+    archive_format: str = "pg_dump custom format (-Fc -Z0), compressed as a whole"
+    archived_at: str | None = None
+    # "age" when the object is encrypted (to `encryption_recipient`); size and SHA-256 are
+    # those of the stored, encrypted bytes.
+    encryption: str | None = None
+    encryption_recipient: str | None = None
+    format_version: int = MANIFEST_FORMAT
+
+    @property
+    def relation_counts(self) -> list[RelationCount]:
+        return [RelationCount(**relation) for relation in self.relations]
+
+    @property
+    def table_constraints(self) -> list[TableConstraint]:
+        return [TableConstraint(**constraint) for constraint in self.constraints]
+
+    @property
+    def total_rows(self) -> int:
+        return sum(relation["rows"] for relation in self.relations)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        return cls(**json.loads(data))
+
+    def archived(self, at: dt.datetime) -> Manifest:
+        return replace(self, archived_at=at.isoformat())
+
+
+def read_manifest(store: ObjectStore, database: str, day: str) -> Manifest | None:
+    key = manifest_key(database, day)
+    if not store.exists(key):
+        return None
+    try:
+        return Manifest.from_json(store.read_bytes(key))
+    except (ValueError, TypeError) as error:
+        raise StorageError(f"{store.uri(key)} is not a valid backup manifest: {error}") from None
+
+
+def list_backup_days(store: ObjectStore, database: str) -> list[str]:
+    """Days that have a committed backup (a manifest), oldest first."""
+    suffix = f"/{MANIFEST_NAME}"
+    return sorted(
+        key.split("/")[1]
+        for key in store.list_keys(f"{database}/")
+        if key.endswith(suffix) and key.count("/") == 2
+    )
+
+
+def remove_superseded(store: ObjectStore, database: str, day: str, keep: str) -> None:
+    """Delete a day's earlier backup objects once its manifest names the new one."""
+    current = {keep, manifest_key(database, day)}
+    for key in list(store.list_keys(day_prefix(database, day))):
+        if key not in current:
+            store.delete(key)
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """The small reference that passes between assets instead of a dump's bytes."""
+
+    database: str
+    partition: str
+    uri: str
+    object_key: str
+    manifest_key: str
+    sha256: str
+    size_bytes: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> BackupRef:
+        return cls(**json.loads(data))

@@ -1,0 +1,194 @@
+"""Pruning: what exists in storage, which of it the retention policy expires, deleting it whole.
+
+A plan is computed from what storage actually holds (paginated listings) and from which
+archives passed verification. Deleting a backup removes its manifests first, so from the first
+deletion on it no longer counts as a backup; objects a crash leaves behind without a manifest
+are found and removed by a later plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from backup_pipelines.core.config import RetentionRules
+from backup_pipelines.core.manifest import MANIFEST_NAME
+from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
+from backup_pipelines.core.snapshots import LISTING as SNAPSHOT_LISTING
+from backup_pipelines.core.snapshots import MANIFEST as SNAPSHOT_MANIFEST
+from backup_pipelines.core.snapshots import read_snapshot, snapshot_days
+from backup_pipelines.storage import BackupStores, S3Store, StoredObject
+
+SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
+SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
+SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
+SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Objects without a manifest are only removed once no dump or copy can still be writing them.
+_INCOMPLETE_AFTER = dt.timedelta(days=2)
+
+
+@dataclass
+class DayObjects:
+    archive: list[StoredObject] = field(default_factory=list)
+    dumps: list[StoredObject] = field(default_factory=list)
+    refs: list[StoredObject] = field(default_factory=list)
+
+    @property
+    def archived(self) -> bool:
+        return any(o.key.endswith(f"/{MANIFEST_NAME}") for o in self.archive)
+
+    @property
+    def dumped(self) -> bool:
+        return any(o.key.endswith(f"/{MANIFEST_NAME}") for o in self.dumps)
+
+    def stored(self, *stores: str) -> list[tuple[str, StoredObject]]:
+        """(store, object) pairs of the given stores, each store's manifest first."""
+        pairs = []
+        for name in stores:
+            objects = getattr(self, name)
+            ordered = sorted(objects, key=lambda o: not o.key.endswith(f"/{MANIFEST_NAME}"))
+            pairs += [(name, stored) for stored in ordered]
+        return pairs
+
+
+def inventory(stores: BackupStores, database: str) -> dict[str, DayObjects]:
+    """Every stored object of `database`, by day."""
+    days: dict[str, DayObjects] = {}
+    listings = (
+        ("archive", stores.archive, f"{database}/", 1),
+        ("dumps", stores.dumps, f"{database}/", 1),
+        ("refs", stores.refs, f"postgres/{database}/", 3),
+    )
+    for name, store, prefix, day_part in listings:
+        for stored in store.list_objects(prefix):
+            parts = stored.key.split("/")
+            day = parts[day_part].removesuffix(".json") if len(parts) > day_part else ""
+            if _DAY.match(day):
+                getattr(days.setdefault(day, DayObjects()), name).append(stored)
+    return days
+
+
+@dataclass(frozen=True)
+class Deletion:
+    database: str
+    day: str
+    scope: str
+    reason: str
+    objects: tuple[tuple[str, str], ...]  # (store, key), manifests first
+
+
+@dataclass(frozen=True)
+class DatabasePlan:
+    database: str
+    kept: dict[str, tuple[str, ...]]  # day -> why
+    deletions: list[Deletion]
+
+
+def plan_database(
+    stores: BackupStores,
+    database: str,
+    rules: RetentionRules,
+    verified: Mapping[str, bool],
+    today: dt.date,
+) -> DatabasePlan:
+    """What `rules` keep of `database`'s stored backups, and what to delete."""
+    days = inventory(stores, database)
+    statuses = [
+        BackupStatus(dt.date.fromisoformat(day), verified.get(day))
+        for day, objects in days.items()
+        if objects.archived
+    ]
+    decisions = decide(statuses, _policy(rules))
+    if sum(bool(status.verified) for status in statuses) < rules.min_keep:
+        # Too few good backups: every copy of anything may be needed, dumps included.
+        return DatabasePlan(database, {d.day.isoformat(): d.reasons for d in decisions}, [])
+    kept: dict[str, tuple[str, ...]] = {}
+    deletions: list[Deletion] = []
+    for decision in decisions:
+        day = decision.day.isoformat()
+        lock = _locked_until(stores, days[day]) if not decision.keep else None
+        if decision.keep or lock:
+            kept[day] = decision.reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
+            continue
+        objects = days[day].stored("archive", "dumps", "refs")
+        deletions.append(_deletion(database, day, SCOPE_BACKUP, decision.reasons[0], objects))
+    for day, objects in sorted(days.items()):
+        age = today - dt.date.fromisoformat(day)
+        if day in kept and objects.dumps and age.days >= rules.dump_days and verified.get(day):
+            reason = f"dump older than dump_days {rules.dump_days}; its verified archive is kept"
+            dump_refs = [(n, o) for n, o in objects.stored("refs") if "/dump/" in o.key]
+            pairs = objects.stored("dumps") + dump_refs
+            deletions.append(_deletion(database, day, SCOPE_DUMP, reason, pairs))
+        elif not objects.archived and not objects.dumped and age > _INCOMPLETE_AFTER:
+            reason = "objects without a manifest (an interrupted dump, copy or prune)"
+            pairs = objects.stored("archive", "dumps", "refs")
+            deletions.append(_deletion(database, day, SCOPE_INCOMPLETE, reason, pairs))
+        elif not objects.archived and objects.dumped:
+            kept[day] = ("dump without an archive copy: the only copy",)
+    return DatabasePlan(database, kept, deletions)
+
+
+def _policy(rules: RetentionRules) -> RetentionPolicy:
+    return RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
+
+
+def _deletion(
+    database: str, day: str, scope: str, reason: str, pairs: list[tuple[str, StoredObject]]
+) -> Deletion:
+    return Deletion(database, day, scope, reason, tuple((name, o.key) for name, o in pairs))
+
+
+def _locked_until(stores: BackupStores, objects: DayObjects) -> dt.datetime | None:
+    locks = [stores.archive.locked_until(o.key) for o in objects.archive]
+    return max((lock for lock in locks if lock), default=None)
+
+
+def object_uris(stores: BackupStores, deletion: Deletion) -> list[str]:
+    return [getattr(stores, name).uri(key) for name, key in deletion.objects]
+
+
+def delete_objects(stores: BackupStores, deletion: Deletion) -> None:
+    """Delete in the planned order: manifests first, so a half-done deletion is no backup."""
+    for name, key in deletion.objects:
+        getattr(stores, name).delete(key)
+
+
+def plan_snapshots(
+    store: S3Store,
+    name: str,
+    rules: RetentionRules,
+    verified: Mapping[str, bool],
+    today: dt.date,
+) -> DatabasePlan:
+    """What `rules` keep of bucket `name`'s snapshots. An object still referenced by a kept
+    snapshot is never deleted, wherever it lives."""
+    days = snapshot_days(store, name)
+    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
+    decisions = decide(statuses, _policy(rules))  # keeps everything below min_keep verified
+    kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+    needed = {
+        entry.location
+        for day in kept
+        if (manifest := read_snapshot(store, name, day)) is not None
+        for entry in manifest.entries
+    }
+    deletions = []
+    for decision in decisions:
+        day = decision.day.isoformat()
+        if decision.keep:
+            continue
+        manifest = read_snapshot(store, name, day)
+        own = set(store.list_keys(f"{name}/{day}/objects/"))
+        referenced = {e.location for e in manifest.entries} if manifest else set()
+        objects = [
+            ("snapshots", f"{name}/{day}/{SNAPSHOT_MANIFEST}"),
+            ("snapshots", f"{name}/{day}/{SNAPSHOT_LISTING}"),
+            *(("snapshots", key) for key in sorted((own | referenced) - needed)),
+        ]
+        deletions.append(
+            Deletion(f"s3/{name}", day, SCOPE_SNAPSHOT, decision.reasons[0], tuple(objects))
+        )
+    return DatabasePlan(f"s3/{name}", kept, deletions)

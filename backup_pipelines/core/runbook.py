@@ -1,0 +1,215 @@
+"""The recovery runbook: one self-contained HTML page, stored next to the archives.
+
+It is written for the day this service is down: per database the newest verified archive,
+its checksum and restore-test result, and commands that restore it with only the AWS CLI (or
+cp), sha256sum, the decompressor and the PostgreSQL client programs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from backup_pipelines import names
+from backup_pipelines.core.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.streams import file_suffix
+from backup_pipelines.core.verification import CheckRecord
+from backup_pipelines.storage import ObjectStore
+
+RUNBOOK_KEY = "recovery_runbook.html"
+
+# (database, day, check name) -> the newest finished evaluation of that check, if any
+CheckLookup = Callable[[str, str, str], CheckRecord | None]
+
+
+@dataclass(frozen=True)
+class RunbookEntry:
+    database: str
+    archives: int
+    manifest: Manifest | None  # the newest archive whose verification passed
+    archive_uri: str | None
+    download_command: str | None
+    restore_test: CheckRecord | None
+
+
+def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> RunbookEntry:
+    days = list_backup_days(store, database)
+    for day in reversed(days):
+        checks = [lookup(database, day, name) for name in names.VERIFYING_CHECKS]
+        if not all(check is not None and check.passed for check in checks):
+            continue
+        manifest = read_manifest(store, database, day)
+        if manifest is None or store.size(manifest.object_key) != manifest.size_bytes:
+            continue
+        return RunbookEntry(
+            database=database,
+            archives=len(days),
+            manifest=manifest,
+            archive_uri=store.uri(manifest.object_key),
+            download_command=store.download_command(
+                manifest.object_key, archive_file_name(manifest)
+            ),
+            restore_test=lookup(database, day, names.RESTORE_TEST),
+        )
+    return RunbookEntry(database, len(days), None, None, None, None)
+
+
+def archive_file_name(manifest: Manifest) -> str:
+    encrypted = ".age" if manifest.encryption else ""
+    suffix = file_suffix(manifest.compression) + encrypted
+    return f"{manifest.database}_{manifest.partition}.dump{suffix}"
+
+
+def hand_restore_commands(entry: RunbookEntry) -> str:
+    """Shell commands that restore the entry's archive into a new database named in $TARGET_DB.
+
+    An encrypted archive is decrypted with the age identity in the file $AGE_IDENTITY_FILE.
+    """
+    manifest = entry.manifest
+    assert manifest is not None and entry.download_command is not None
+    stored, dump = archive_file_name(manifest), f"{manifest.database}_{manifest.partition}.dump"
+    compressed = stored.removesuffix(".age")
+    decrypt = (
+        [f'age --decrypt --identity "$AGE_IDENTITY_FILE" -o {compressed} {stored}']
+        if manifest.encryption
+        else []
+    )
+    decompress = {
+        "zstd": f"zstd -d -f {compressed} -o {dump}",
+        "gzip": f"gzip -dc {compressed} > {dump}",
+        "none": f"mv {compressed} {dump}",
+    }[manifest.compression]
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            entry.download_command,
+            f'echo "{manifest.sha256}  {stored}" | sha256sum --check -',
+            *decrypt,
+            decompress,
+            'createdb "$TARGET_DB"',
+            f'pg_restore --jobs=4 --no-owner --exit-on-error --dbname="$TARGET_DB" {dump}',
+            f"rm -f {' '.join(dict.fromkeys([stored, compressed, dump]))}",
+        ]
+    )
+
+
+def restore_job_config(entry: RunbookEntry) -> str:
+    assert entry.manifest is not None
+    return "\n".join(
+        [
+            "ops:",
+            "  restore_from_archive:",
+            "    config:",
+            f"      database: {entry.database}",
+            f'      partition: "{entry.manifest.partition}"',
+            "      target_url: postgresql://USER:${TARGET_PASSWORD}@HOST:5432/postgres",
+            f"      target_database: {entry.database}_restored",
+        ]
+    )
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1d232b; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccd; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { text-align: left; padding: .25rem .8rem .25rem 0; vertical-align: top; }
+th { font-weight: 600; color: #445; }
+code, pre { font-family: ui-monospace, monospace; font-size: .9rem; }
+pre { background: #f3f4f7; padding: .8rem; overflow-x: auto; border-radius: 4px; }
+.ok { color: #11713a; font-weight: 600; } .bad { color: #b3261e; font-weight: 600; }
+.warn { color: #8a5a00; font-weight: 600; }
+"""
+
+
+def render_runbook(entries: list[RunbookEntry], *, generated_at: dt.datetime) -> str:
+    sections = "\n".join(_database_section(entry) for entry in entries)
+    missing = [entry.database for entry in entries if entry.manifest is None]
+    banner = (
+        f'<p class="bad">No verified archive for: {html.escape(", ".join(missing))}.</p>'
+        if missing
+        else '<p class="ok">Every database has a verified archive.</p>'
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Recovery runbook — backup_pipelines</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>Recovery runbook</h1>
+<p>Generated {generated_at:%Y-%m-%d %H:%M:%S} UTC by backup_pipelines.
+This page needs nothing but itself: keep a copy where you can reach it when everything
+else is down.</p>
+{banner}
+<h2>Before you start</h2>
+<ul>
+<li>You need: the AWS CLI (for S3 archives) or access to the backup folder,
+<code>sha256sum</code>, the decompressor named below (<code>zstd</code>), and the PostgreSQL
+client programs (<code>createdb</code>, <code>pg_restore</code>) of the version shown or newer.</li>
+<li>Point the PostgreSQL programs at the target server through the environment:
+<code>export PGHOST=… PGPORT=5432 PGUSER=… PGPASSWORD=… TARGET_DB=…</code>
+(<code>TARGET_DB</code> is the new database to restore into; it must not exist yet).</li>
+<li>For S3, set credentials that may read the archive bucket (<code>AWS_PROFILE</code> or
+<code>AWS_ACCESS_KEY_ID</code>/<code>AWS_SECRET_ACCESS_KEY</code>).</li>
+<li>The checksum line stops the commands if the download is not exactly what was verified.</li>
+<li>Encrypted archives (marked below) also need <code>age</code> and the private key (age
+identity) they were encrypted to, in a file: <code>export AGE_IDENTITY_FILE=…</code>. Keep
+that key somewhere other than the backups.</li>
+</ul>
+{sections}
+</body></html>
+"""
+
+
+def _database_section(entry: RunbookEntry) -> str:
+    name = html.escape(entry.database)
+    if entry.manifest is None:
+        return (
+            f'<h2 id="{name}">{name}</h2>\n<p class="bad">No verified archive '
+            f"({entry.archives} archives stored, none has passed verification).</p>"
+        )
+    manifest = entry.manifest
+    rows = [
+        ("Day", manifest.partition),
+        ("Snapshot taken", manifest.snapshot_taken_at),
+        ("Archive", entry.archive_uri or ""),
+        ("Size", f"{manifest.size_bytes:,} bytes ({manifest.compression})"),
+        ("Encrypted", f"age, to {manifest.encryption_recipient}" if manifest.encryption else "no"),
+        ("SHA-256", manifest.sha256),
+        ("Source server", f"PostgreSQL {manifest.server_version}"),
+        ("Needs pg_restore", f"{manifest.pg_dump_version} or newer"),
+        ("Contents", f"{len(manifest.relations)} tables, {manifest.total_rows:,} rows"),
+        ("Archives stored", str(entry.archives)),
+    ]
+    table = "\n".join(
+        f"<tr><th>{html.escape(label)}</th><td><code>{html.escape(value)}</code></td></tr>"
+        for label, value in rows
+    )
+    return f"""<h2 id="{name}">{name}</h2>
+<table>
+{table}
+<tr><th>Restore test</th><td>{_restore_test_cell(entry.restore_test)}</td></tr>
+</table>
+<h3>Restore by hand</h3>
+<pre class="hand-restore" data-database="{name}">{html.escape(hand_restore_commands(entry))}</pre>
+<h3>Or with the restore job</h3>
+<p>Launch job <code>restore_database</code> from the UI's launchpad with this run config (the
+password is read from the environment variable, never written into the config), or run
+<code>dagster job execute -m backup_pipelines.definitions -j restore_database
+-c restore.yaml</code>.</p>
+<pre class="restore-job" data-database="{name}">{html.escape(restore_job_config(entry))}</pre>
+"""
+
+
+def _restore_test_cell(record: CheckRecord | None) -> str:
+    if record is None:
+        return '<span class="warn">never restore-tested</span>'
+    when = f"{record.evaluated_at:%Y-%m-%d %H:%M} UTC"
+    if not record.passed:
+        return f'<span class="bad">FAILED</span> on {when}: {html.escape(record.description)}'
+    seconds = record.metadata.get("restore_duration_seconds")
+    took = f" in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
+    rows = record.metadata.get("rows_compared")
+    compared = f", {rows:,} rows compared" if isinstance(rows, int) else ""
+    return f'<span class="ok">passed</span> on {when}{took}{compared}'

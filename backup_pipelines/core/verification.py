@@ -1,0 +1,238 @@
+"""Checking backups: is the dump complete, is the archive intact and readable, is its size sane.
+
+Every check returns a `CheckOutcome` with the evidence; the Dagster wiring turns them into
+asset check results, so the asset-checks tab is the audit record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import statistics
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backup_pipelines import names
+from backup_pipelines.core.encryption import ArchiveKey, decoding_stages, key_problem
+from backup_pipelines.core.manifest import BackupRef, Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.postgres import (
+    ClientTools,
+    TableOfContents,
+    parse_toc,
+    relations_missing_data,
+)
+from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest, digest_chunks
+from backup_pipelines.storage import ObjectStore
+
+_SIGPIPE_EXIT = -13  # a decompressor whose reader (pg_restore) finished early
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warning_only: bool = False
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """A check evaluation as Dagster recorded it (read back by the runbook and reports)."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+    evaluated_at: dt.datetime
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ArchiveInspection:
+    digest: StreamDigest | None  # None when reading stopped after the table of contents
+    toc: TableOfContents | None  # None when pg_restore could not read the archive
+    problem: str | None
+
+
+def inspect_archive(
+    chunks: Iterable[bytes],
+    manifest: Manifest,
+    key: ArchiveKey | None,
+    tools: ClientTools,
+    *,
+    read_all: bool,
+) -> ArchiveInspection:
+    """Feed an archive to `pg_restore --list` (decrypting and decompressing on the way) and
+    hash it all.
+
+    With `read_all=False` reading stops once pg_restore has its table of contents, which
+    sits at the front of the archive.
+    """
+    problem = key_problem(manifest, key)
+    if problem:
+        return ArchiveInspection(digest_chunks(chunks) if read_all else None, None, problem)
+    with decoding_stages(manifest, key) as (decoding, pass_fds):
+        stages = [*decoding, ("pg_restore", [tools.program("pg_restore"), "--list"])]
+        pipeline = Pipeline(stages, feed=True, pass_fds=pass_fds)
+    listing: list[bytes] = []
+    reader = threading.Thread(target=lambda: listing.extend(pipeline.read_chunks()), daemon=True)
+    reader.start()
+    counter, fed_all = HashingCounter(), True
+    try:
+        with contextlib.closing(iter(chunks)) as source:  # type: ignore[type-var]
+            for chunk in source:
+                counter.update(chunk)
+                if not _feed(pipeline, chunk):
+                    fed_all = False
+                    if not read_all:
+                        break
+        with contextlib.suppress(BrokenPipeError):
+            pipeline.stdin.close()
+    except BaseException:
+        pipeline.kill()
+        raise
+    reader.join()
+    results = pipeline.wait()
+    return ArchiveInspection(
+        digest=counter.digest() if read_all else None,
+        toc=parse_toc(b"".join(listing).decode(errors="replace")) if results[-1][1] == 0 else None,
+        problem=_first_problem(results, fed_all),
+    )
+
+
+def _feed(pipeline: Pipeline, chunk: bytes) -> bool:
+    try:
+        pipeline.stdin.write(chunk)
+        return True
+    except BrokenPipeError:
+        return False
+
+
+def _first_problem(results: list[tuple[str, int, str]], fed_all: bool) -> str | None:
+    pg_restore_ok = results[-1][1] == 0
+    for name, code, stderr in results:
+        if code == 0 or (pg_restore_ok and code == _SIGPIPE_EXIT and not fed_all):
+            continue
+        return f"{name} exited with {code}: {stderr or 'no message'}"
+    return None
+
+
+def _toc_outcome(
+    name: str, inspection: ArchiveInspection, manifest: Manifest, where: str
+) -> CheckOutcome:
+    if inspection.toc is None:
+        return CheckOutcome(
+            name,
+            False,
+            f"cannot read {where}: {inspection.problem}",
+            {"uri": where},
+        )
+    missing = relations_missing_data(inspection.toc, manifest.relation_counts)
+    evidence = {
+        "uri": where,
+        "toc_entries": inspection.toc.entries,
+        "relations_in_manifest": len(manifest.relations),
+        "relations_with_data": len(inspection.toc.data_oids),
+        "rows_in_snapshot": manifest.total_rows,
+        "relations_missing_data": [r.qualified_name for r in missing],
+    }
+    if missing:
+        names = ", ".join(f"{r.qualified_name} ({r.rows} rows)" for r in missing[:20])
+        return CheckOutcome(name, False, f"{where} lacks the data of {names}", evidence)
+    if inspection.toc.entries == 0:
+        return CheckOutcome(name, False, f"{where} is an empty archive", evidence)
+    return CheckOutcome(
+        name,
+        True,
+        f"pg_restore reads {where}; all {len(manifest.relations)} relations have their data",
+        evidence,
+    )
+
+
+def check_dump_complete(
+    store: ObjectStore,
+    ref: BackupRef,
+    manifest: Manifest,
+    tools: ClientTools,
+    key: ArchiveKey | None = None,
+) -> CheckOutcome:
+    """The stored dump has the recorded size and holds the data of every non-empty relation."""
+    stored_size = store.size(ref.object_key)
+    if stored_size != manifest.size_bytes or stored_size == 0:
+        return CheckOutcome(
+            names.DUMP_COMPLETE,
+            False,
+            f"{ref.uri} holds {stored_size} bytes, the dump wrote {manifest.size_bytes}",
+            {"uri": ref.uri, "stored_bytes": stored_size, "written_bytes": manifest.size_bytes},
+        )
+    inspection = inspect_archive(
+        store.read_chunks(ref.object_key), manifest, key, tools, read_all=False
+    )
+    return _toc_outcome(names.DUMP_COMPLETE, inspection, manifest, ref.uri)
+
+
+def check_archive(
+    store: ObjectStore,
+    ref: BackupRef,
+    manifest: Manifest,
+    tools: ClientTools,
+    key: ArchiveKey | None = None,
+) -> list[CheckOutcome]:
+    """Read the archive copy back whole: checksum, then pg_restore's view of its contents."""
+    chunks = store.read_chunks(ref.object_key)
+    inspection = inspect_archive(chunks, manifest, key, tools, read_all=True)
+    assert inspection.digest is not None
+    actual = inspection.digest
+    checksum = CheckOutcome(
+        names.ARCHIVE_CHECKSUM,
+        actual.sha256 == manifest.sha256 and actual.size == manifest.size_bytes,
+        f"SHA-256 and size of {ref.uri} "
+        + ("match the dump" if actual.sha256 == manifest.sha256 else "DIFFER from the dump"),
+        {
+            "uri": ref.uri,
+            "sha256_expected": manifest.sha256,
+            "sha256_actual": actual.sha256,
+            "size_expected": manifest.size_bytes,
+            "size_actual": actual.size,
+        },
+    )
+    return [checksum, _toc_outcome(names.ARCHIVE_CONTENTS, inspection, manifest, ref.uri)]
+
+
+def recent_sizes(store: ObjectStore, database: str, before_day: str, count: int) -> list[int]:
+    days = [day for day in list_backup_days(store, database) if day < before_day][-count:]
+    manifests = (read_manifest(store, database, day) for day in days)
+    return [manifest.size_bytes for manifest in manifests if manifest is not None]
+
+
+def check_size_change(size: int, history: list[int], threshold: float) -> CheckOutcome:
+    """Warn when a backup's size moves more than `threshold` from the recent median."""
+    if not history:
+        return CheckOutcome(
+            names.SIZE_CHANGE,
+            True,
+            "no earlier backup to compare with",
+            {"size_bytes": size},
+            warning_only=True,
+        )
+    median = statistics.median(history)
+    change = (size - median) / median if median else float("inf")
+    evidence = {
+        "size_bytes": size,
+        "median_of_previous_bytes": int(median),
+        "previous_backups_compared": len(history),
+        "change_fraction": round(change, 4),
+        "threshold_fraction": threshold,
+    }
+    passed = abs(change) <= threshold
+    verdict = "within" if passed else "beyond"
+    return CheckOutcome(
+        names.SIZE_CHANGE,
+        passed,
+        f"size {size} bytes is {change:+.1%} from the median of the last {len(history)} "
+        f"backups ({int(median)} bytes), {verdict} ±{threshold:.0%}",
+        evidence,
+        warning_only=True,
+    )

@@ -1,0 +1,179 @@
+"""What is wrong right now, read from Dagster's records: failed checks, stale backups, overdue
+restore tests, failed runs. Each problem has a stable key, so it is one problem however often
+it is looked at, and it clears when its condition does."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+)
+
+from backup_pipelines import names
+from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
+
+# Checks that alert when their newest evaluation failed, by the asset they are on.
+WATCHED_CHECKS = {
+    **names.BACKUP_CHECKS,
+    names.VERIFICATION: (*names.BACKUP_CHECKS[names.VERIFICATION], names.RESTORE_TEST),
+}
+STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
+_ERROR_LINES = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # stable identity, e.g. "check:agentic:archive_checksum"
+    title: str
+    details: str
+    link: str
+    recovers: bool = True  # False for events (a failed run), which are announced once
+
+
+def asset_link(ui: str, key: AssetKey) -> str:
+    return f"{ui.rstrip('/')}/assets/{'/'.join(key.path)}"
+
+
+def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> Iterator[Problem]:
+    watched = [
+        (names.database_key(db, step), check)
+        for db in databases
+        for step, checks in WATCHED_CHECKS.items()
+        for check in checks
+    ]
+    for key, check in [*watched, STORAGE_CHECK]:
+        history = check_history(instance, key, check)
+        evaluation = history[0].evaluation if history else None
+        if evaluation is None or evaluation.passed:
+            continue
+        day = f" for {evaluation.partition}" if evaluation.partition else ""
+        subject = key.path[1] if key.path[0] == names.DATABASE_PREFIX else "storage"
+        yield Problem(
+            key=f"check:{'/'.join(key.path)}:{check}",
+            title=f"{subject}: check {check} failed ({evaluation.severity.value}){day}",
+            details=evaluation.description or "",
+            link=asset_link(ui, key),
+        )
+
+
+def last_verified_at(instance: DagsterInstance, database: str) -> dt.datetime | None:
+    """When an archive of `database` was last verified (both integrity checks passed)."""
+    key = names.database_key(database, names.VERIFICATION)
+    verified = verification_outcomes(instance, key, names.VERIFYING_CHECKS)
+    last_check = names.VERIFYING_CHECKS[-1]
+    for record in check_history(instance, key, last_check, limit=50, passed_only=True):
+        if verified.get(record.partition or ""):
+            return evaluated_at(record)
+    return None
+
+
+def last_restore_test(instance: DagsterInstance, database: str):
+    """The newest finished restore-test evaluation of `database` (any day), or None."""
+    key = names.database_key(database, names.VERIFICATION)
+    history = check_history(instance, key, names.RESTORE_TEST)
+    return history[0] if history else None
+
+
+def age_problems(
+    instance: DagsterInstance,
+    databases: list[str],
+    *,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    freshness: dt.timedelta,
+    restore_test_age: dt.timedelta,
+    ui: str,
+) -> Iterator[Problem]:
+    """Stale backups and overdue restore tests, also when nothing ran at all."""
+    for database in databases:
+        key = names.database_key(database, names.VERIFICATION)
+        link = asset_link(ui, key)
+        verified = last_verified_at(instance, database)
+        since = verified or watching_since
+        if now - since > freshness:
+            what = f"since {verified:%Y-%m-%d %H:%M} UTC" if verified else "ever (none recorded)"
+            yield Problem(
+                key=f"stale:{database}",
+                title=f"{database}: no verified backup for {_hours(now - since)} (limit "
+                f"{_hours(freshness)})",
+                details=f"The newest verified archive of {database}: {what}. Check that "
+                f"{names.DAILY_BACKUP_SCHEDULE} is running and the daemon is up.",
+                link=link,
+            )
+        tested = check_history(instance, key, names.RESTORE_TEST, passed_only=True)
+        tested_at = evaluated_at(tested[0]) if tested else None
+        if now - (tested_at or watching_since) > restore_test_age:
+            yield Problem(
+                key=f"restore_test_overdue:{database}",
+                title=f"{database}: no passed restore test for "
+                f"{_hours(now - (tested_at or watching_since))} (limit {_hours(restore_test_age)})",
+                details=f"Run job {names.RESTORE_TEST_JOB}, or check "
+                f"{names.WEEKLY_RESTORE_TEST_SCHEDULE}.",
+                link=link,
+            )
+
+
+def failed_runs(
+    instance: DagsterInstance, after: dt.datetime, ui: str
+) -> tuple[list[Problem], dt.datetime]:
+    """Runs that failed since `after`, as one-off problems; and the newest time seen."""
+    records = instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=after),
+        order_by="update_timestamp",
+        ascending=True,
+        limit=100,
+    )
+    problems, newest = [], after
+    for record in records:
+        run = record.dagster_run
+        newest = max(newest, record.update_timestamp.astimezone(dt.UTC))
+        steps = [
+            (event.dagster_event.step_key or "?", event.dagster_event.step_failure_data.error)
+            for event in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+            if event.dagster_event and event.dagster_event.step_failure_data
+        ]
+        lines = [f"{step}: {_root_cause(error)}" for step, error in steps] or [
+            "the run failed outside its steps (see the run's logs)"
+        ]
+        day = run.tags.get("dagster/partition")
+        problems.append(
+            Problem(
+                key=f"run:{run.run_id}",
+                title=f"run of {run.job_name} failed"
+                + (f" for {day}" if day else "")
+                + f" ({', '.join(sorted({_database_of(step) for step, _ in steps} - {''}))})",
+                details="\n".join(lines),
+                link=f"{ui.rstrip('/')}/runs/{run.run_id}",
+                recovers=False,
+            )
+        )
+    return problems, newest
+
+
+def _database_of(step_key: str) -> str:
+    if step_key.startswith(f"{names.DATABASE_PREFIX}__"):
+        return step_key.split("__")[1]
+    if "[" in step_key:
+        return step_key.split("[", 1)[1].rstrip("]")
+    return ""
+
+
+def _root_cause(error) -> str:
+    """The first lines of the innermost error: the one our code raised, not Dagster's wrapper."""
+    if error is None:
+        return "no error recorded"
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()[:_ERROR_LINES]
+    return " / ".join(line.strip() for line in lines)
+
+
+def _hours(delta: dt.timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"

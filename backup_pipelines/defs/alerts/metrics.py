@@ -1,0 +1,83 @@
+"""Prometheus metrics per database, as a node-exporter textfile (rewritten atomically)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+from backup_pipelines import names
+from backup_pipelines.defs.alerts.health import last_restore_test, last_verified_at
+
+_HELP = {
+    "last_success_timestamp_seconds": "When an archive was last verified (Unix time).",
+    "last_backup_size_bytes": "Size of the newest verified archive.",
+    "last_backup_duration_seconds": "How long the newest dump took.",
+    "last_restore_test_duration_seconds": "Restore duration (RTO) of the newest restore test.",
+    "last_restore_test_success": "1 if the newest restore test passed, else 0.",
+    "storage_bytes": "Bytes of dumps, archives and references in storage.",
+}
+
+
+def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def metric_values(instance: DagsterInstance, databases: list[str]) -> dict[str, dict[str, float]]:
+    """metric name -> database -> value, for what is known."""
+    values: dict[str, dict[str, float]] = {name: {} for name in _HELP}
+    storage = _latest_metadata(instance, names.key(names.STORAGE_USAGE))
+    for db in databases:
+        verified = last_verified_at(instance, db)
+        if verified:
+            values["last_success_timestamp_seconds"][db] = verified.timestamp()
+        size = _latest_metadata(instance, names.database_key(db, names.VERIFICATION)).get(
+            "size_bytes"
+        )
+        if isinstance(size, int | float):
+            values["last_backup_size_bytes"][db] = size
+        dump = _latest_metadata(instance, names.database_key(db, names.DUMP)).get("dump_seconds")
+        if isinstance(dump, int | float):
+            values["last_backup_duration_seconds"][db] = dump
+        tested = last_restore_test(instance, db)
+        if tested is not None and tested.evaluation is not None:
+            evaluation = tested.evaluation
+            values["last_restore_test_success"][db] = float(evaluation.passed)
+            duration = evaluation.metadata.get("restore_duration_seconds")
+            if duration is not None:
+                values["last_restore_test_duration_seconds"][db] = float(duration.value)
+        if isinstance(storage.get(f"{db}_bytes"), int):
+            values["storage_bytes"][db] = storage[f"{db}_bytes"]
+    return values
+
+
+def render(values: dict[str, dict[str, float]], open_problems: int) -> str:
+    lines = []
+    for name, by_database in values.items():
+        metric = f"backup_pipelines_{name}"
+        lines += [f"# HELP {metric} {_HELP[name]}", f"# TYPE {metric} gauge"]
+        lines += [
+            f'{metric}{{database="{db}"}} {value:.15g}' for db, value in sorted(by_database.items())
+        ]
+    lines += [
+        "# HELP backup_pipelines_open_problems Announced problems not cleared yet.",
+        "# TYPE backup_pipelines_open_problems gauge",
+        f"backup_pipelines_open_problems {open_problems}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: str, text: str) -> None:
+    """Write next to `path` and rename, so node-exporter never reads half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    os.chmod(temp, 0o644)
+    os.replace(temp, target)

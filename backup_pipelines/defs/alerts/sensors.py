@@ -1,0 +1,66 @@
+"""Raise alerts: failed runs, failed checks, stale backups, overdue restore tests; announce each
+once and its recovery once, and rewrite the Prometheus textfile. Reads records, sends messages,
+does no heavy work."""
+
+import datetime as dt
+
+from dagster import (
+    DefaultSensorStatus,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from backup_pipelines import names
+from backup_pipelines.defs.alerts.health import age_problems, check_problems, failed_runs
+from backup_pipelines.defs.alerts.metrics import metric_values, render, write_textfile
+from backup_pipelines.defs.alerts.notifiers import notifiers_from_config
+from backup_pipelines.defs.alerts.state import AlertState
+from backup_pipelines.defs.resources import BackupSettings
+
+
+def backup_alerts_sensor(databases: list[str]) -> SensorDefinition:
+    """Announce each problem once, and its recovery; rewrite the metrics textfile."""
+
+    @sensor(
+        name=names.ALERTS_SENSOR,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Failed runs, failed checks, stale backups and overdue restore tests, sent "
+        "to the configured webhook, Slack and email once each, with a recovery message.",
+    )
+    def _sensor(context: SensorEvaluationContext, settings: BackupSettings) -> SkipReason:
+        alerts = settings.config().alerts
+        ui, now = alerts.ui_base_url, dt.datetime.now(dt.UTC)
+        state = AlertState.from_cursor(context.cursor, now)
+        runs, seen_until = failed_runs(
+            context.instance, dt.datetime.fromisoformat(state.runs_after), ui
+        )
+        state.runs_after = seen_until.isoformat()
+        problems = [
+            *check_problems(context.instance, databases, ui),
+            *age_problems(
+                context.instance,
+                databases,
+                now=now,
+                watching_since=dt.datetime.fromisoformat(state.watching_since),
+                freshness=dt.timedelta(hours=alerts.freshness_hours),
+                restore_test_age=dt.timedelta(days=alerts.restore_test_max_age_days),
+                ui=ui,
+            ),
+            *runs,
+        ]
+        notifiers = notifiers_from_config(alerts)
+        state.record(problems, now, [notifier.name for notifier in notifiers])
+        for failure in state.deliver(notifiers):
+            context.log.error(f"alert not delivered: {failure}")
+        if alerts.metrics_textfile:
+            values = metric_values(context.instance, databases)
+            write_textfile(alerts.metrics_textfile, render(values, len(state.open)))
+        context.update_cursor(state.to_cursor())
+        return SkipReason(
+            f"{len(state.open)} open problems; {len(state.outbox)} alerts waiting for delivery"
+        )
+
+    return _sensor

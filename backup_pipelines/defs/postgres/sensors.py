@@ -1,0 +1,61 @@
+"""Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
+
+import json
+
+from dagster import (
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    JobDefinition,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from backup_pipelines import names
+from backup_pipelines.defs.postgres.jobs import restore_test_run_config
+from backup_pipelines.defs.records import latest_materialization_id
+
+_BATCH = 100
+
+
+def new_archive_restore_test_sensor(
+    databases: list[str], job: JobDefinition, enabled: bool
+) -> SensorDefinition:
+    """Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
+
+    @sensor(
+        name=names.NEW_ARCHIVE_RESTORE_TEST_SENSOR,
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+        description="Requests a restore_test run for each new verification of an archive.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> SensorResult:
+        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        new: dict[str, list[tuple[str, int]]] = {}  # day -> (database, storage id)
+        for database in databases:
+            key = names.database_key(database, names.VERIFICATION)
+            if database not in seen:  # first look: only archives verified from now on count
+                seen[database] = latest_materialization_id(context.instance, key)
+                continue
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, after_storage_id=seen[database]),
+                limit=_BATCH,
+                ascending=True,
+            ).records
+            for record in records:
+                if record.partition_key:
+                    new.setdefault(record.partition_key, []).append((database, record.storage_id))
+                seen[database] = record.storage_id
+        requests = [
+            RunRequest(
+                run_key=f"restore_test_{day}_" + "_".join(f"{db}-{sid}" for db, sid in found),
+                run_config=restore_test_run_config(sorted({db for db, _ in found}), day),
+            )
+            for day, found in sorted(new.items())
+        ]
+        return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+    return _sensor

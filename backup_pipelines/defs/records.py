@@ -1,0 +1,109 @@
+"""What Dagster recorded about each backup: check evaluations per database and day.
+
+Read from the instance's event log, so reports built from them match what the UI shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+)
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+from backup_pipelines.core.verification import CheckRecord
+
+_HISTORY_LIMIT = 100_000  # every day of a database for centuries
+_FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+_PASSED = {AssetCheckExecutionRecordStatus.SUCCEEDED}
+
+
+def check_history(
+    instance: DagsterInstance,
+    asset_key: AssetKey,
+    check_name: str,
+    *,
+    limit: int = 1,
+    passed_only: bool = False,
+    partition: str | None = None,
+) -> Sequence[AssetCheckExecutionRecord]:
+    """Finished evaluations of one check, newest first (of one day, when `partition` is set)."""
+    return instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(asset_key, check_name),
+        limit=limit,
+        status=_PASSED if passed_only else _FINISHED,
+        partition_filter=None if partition is None else PartitionKeyFilter(key=partition),
+    )
+
+
+def evaluated_at(record: AssetCheckExecutionRecord) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC) if record.event else None
+
+
+def newest_by_day(
+    instance: DagsterInstance, asset_key: AssetKey, check_name: str
+) -> dict[str, AssetCheckEvaluation]:
+    """The newest finished evaluation of a check for every day it ran."""
+    newest: dict[str, AssetCheckEvaluation] = {}
+    for record in check_history(instance, asset_key, check_name, limit=_HISTORY_LIMIT):
+        if record.partition and record.partition not in newest and record.evaluation:
+            newest[record.partition] = record.evaluation
+    return newest
+
+
+def latest_check_record(
+    instance: DagsterInstance, asset_key: AssetKey, check_name: str, partition: str
+) -> CheckRecord | None:
+    """The newest finished evaluation of one check for one day, or None if it never ran."""
+    history = check_history(instance, asset_key, check_name, partition=partition)
+    if not history or history[0].evaluation is None or history[0].event is None:
+        return None
+    record, evaluation = history[0], history[0].evaluation
+    return CheckRecord(
+        passed=evaluation.passed,
+        description=evaluation.description or "",
+        metadata={name: value.value for name, value in evaluation.metadata.items()},
+        evaluated_at=dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC),
+        run_id=record.run_id,
+    )
+
+
+def latest_check_record_id(instance: DagsterInstance, asset_key: AssetKey, check_name: str) -> int:
+    """Storage id of the newest finished evaluation of a check (any day); 0 if none."""
+    history = check_history(instance, asset_key, check_name)
+    return history[0].id if history else 0
+
+
+def latest_materialization_id(instance: DagsterInstance, asset_key: AssetKey) -> int:
+    """Storage id of an asset's newest materialization (any partition); 0 if none."""
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=asset_key), limit=1)
+    return records.records[0].storage_id if records.records else 0
+
+
+def verification_outcomes(
+    instance: DagsterInstance, asset_key: AssetKey, check_names: tuple[str, ...]
+) -> dict[str, bool]:
+    """Per day: True if the newest evaluation of every check passed, False if any failed.
+
+    Days where some check never finished are absent (not verified)."""
+    newest: dict[str, dict[str, bool]] = {}
+    for name in check_names:
+        for day, evaluation in newest_by_day(instance, asset_key, name).items():
+            newest.setdefault(day, {})[name] = evaluation.passed
+    outcomes = {}
+    for day, passed in newest.items():
+        if not all(passed.values()):
+            outcomes[day] = False
+        elif len(passed) == len(check_names):
+            outcomes[day] = True
+    return outcomes

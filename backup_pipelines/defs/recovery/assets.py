@@ -1,0 +1,91 @@
+"""The recovery runbook (how to restore each database when this service is down) and the audit
+report (per database and day, what was backed up, checked and restore-tested)."""
+
+import datetime as dt
+
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from backup_pipelines import names
+from backup_pipelines.core.runbook import RUNBOOK_KEY, render_runbook, runbook_entry
+from backup_pipelines.defs.records import latest_check_record
+from backup_pipelines.defs.resources import BackupSettings
+
+
+def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
+    @asset(
+        key=names.RECOVERY_RUNBOOK,
+        group_name=names.RECOVERY_GROUP,
+        deps=[names.database_key(database, names.VERIFICATION) for database in databases],
+        kinds={"html"},
+        description="A self-contained HTML page next to the archives: per database the newest "
+        "verified archive, its restore test, and how to restore it when this service is down.",
+    )
+    def recovery_runbook(
+        context: AssetExecutionContext, settings: BackupSettings
+    ) -> MaterializeResult:
+        archive = settings.stores().archive
+
+        def lookup(database: str, day: str, check: str) -> object:
+            return latest_check_record(
+                context.instance, names.database_key(database, names.VERIFICATION), check, day
+            )
+
+        entries = [runbook_entry(archive, database, lookup) for database in databases]
+        page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC))
+        archive.write_bytes(RUNBOOK_KEY, page.encode())
+        return MaterializeResult(
+            metadata={
+                "uri": MetadataValue.path(archive.uri(RUNBOOK_KEY)),
+                "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
+                "databases_without_verified_archive": [
+                    e.database for e in entries if e.manifest is None
+                ],
+                "restore_tested": [
+                    e.database for e in entries if e.restore_test and e.restore_test.passed
+                ],
+            }
+        )
+
+    return recovery_runbook
+
+
+def audit_report_asset(databases: list[str]) -> AssetsDefinition:
+    @asset(
+        key=names.AUDIT_REPORT,
+        group_name=names.RECOVERY_GROUP,
+        deps=[names.database_key(database, names.VERIFICATION) for database in databases],
+        kinds={"pandas", "html"},
+        description="Per database and day over the last audit.days: backup, archive, every "
+        "check, restore test and retention decision, as CSV and HTML next to the archives.",
+    )
+    def audit_report(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
+        # pandas is imported here, by the one step that builds the report, not by every process
+        # that loads the definitions.
+        from backup_pipelines.defs.recovery.audit import (
+            AUDIT_CSV_KEY,
+            AUDIT_HTML_KEY,
+            audit_table,
+            coverage,
+            render_html,
+        )
+
+        config, archive = settings.config(), settings.stores().archive
+        last = dt.datetime.now(dt.UTC).date()
+        first = max(config.start_date, last - dt.timedelta(days=config.audit.days - 1))
+        table = audit_table(context.instance, databases, first, last)
+        summary = coverage(table)
+        period = f"{first} to {last}"
+        archive.write_bytes(AUDIT_CSV_KEY, table.to_csv(index=False).encode())
+        archive.write_bytes(AUDIT_HTML_KEY, render_html(table, summary, period).encode())
+        return MaterializeResult(
+            metadata={
+                **summary,
+                "period": period,
+                "rows": len(table),
+                "csv": MetadataValue.path(archive.uri(AUDIT_CSV_KEY)),
+                "html": MetadataValue.path(archive.uri(AUDIT_HTML_KEY)),
+                "newest_rows": MetadataValue.text(table.tail(10).to_string(index=False)),
+            }
+        )
+
+    return audit_report

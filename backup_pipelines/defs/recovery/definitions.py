@@ -1,0 +1,21 @@
+"""Recovery: the runbook next to the archives and the audit report."""
+
+from dagster import Definitions
+
+from backup_pipelines.defs.project import Project
+from backup_pipelines.defs.recovery.assets import audit_report_asset, recovery_runbook_asset
+from backup_pipelines.defs.recovery.jobs import audit_report_job, runbook_job
+from backup_pipelines.defs.recovery.schedules import daily_audit_report_schedule
+from backup_pipelines.defs.recovery.sensors import recovery_runbook_sensor
+
+
+def recovery_definitions(project: Project) -> Definitions:
+    return Definitions(
+        assets=[
+            recovery_runbook_asset(project.databases),
+            audit_report_asset(project.databases),
+        ],
+        jobs=[runbook_job, audit_report_job],
+        schedules=[daily_audit_report_schedule],
+        sensors=[recovery_runbook_sensor(project.databases, runbook_job)],
+    )

@@ -1,0 +1,43 @@
+"""Keep the recovery runbook current: rewrite it after every verification and restore test."""
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from backup_pipelines import names
+from backup_pipelines.defs.records import latest_check_record_id, latest_materialization_id
+
+
+def recovery_runbook_sensor(
+    databases: list[str], job: UnresolvedAssetJobDefinition
+) -> SensorDefinition:
+    """Regenerate the runbook after every verification and every restore test."""
+
+    @sensor(
+        name=names.RUNBOOK_SENSOR,
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Rewrites the recovery runbook when an archive is verified or restore-tested.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
+        state = []
+        for database in databases:
+            key = names.database_key(database, names.VERIFICATION)
+            state.append(latest_materialization_id(context.instance, key))
+            state.append(latest_check_record_id(context.instance, key, names.RESTORE_TEST))
+        fingerprint = ",".join(map(str, state))
+        if fingerprint == context.cursor:
+            return SkipReason("no archive verified or restore-tested since the last runbook")
+        context.update_cursor(fingerprint)
+        return RunRequest(run_key=f"recovery_runbook_{fingerprint}")
+
+    return _sensor

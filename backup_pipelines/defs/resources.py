@@ -1,0 +1,133 @@
+"""Dagster resources: the configuration file, the stores and the IO manager for references.
+
+Only the file's path is Dagster config; its `${VAR}` values are expanded inside the run, so
+no secret reaches run config, the definitions or the UI.
+"""
+
+from dagster import (
+    ConfigurableIOManager,
+    ConfigurableResource,
+    Definitions,
+    InitResourceContext,
+    InputContext,
+    OutputContext,
+    ResourceDependency,
+)
+from pydantic import PrivateAttr
+
+from backup_pipelines import names
+from backup_pipelines.core.config import BackupConfig, expand_env, load_config
+from backup_pipelines.core.dump import DumpSettings
+from backup_pipelines.core.encryption import ArchiveKey, key_from_config
+from backup_pipelines.core.manifest import BackupRef
+from backup_pipelines.core.postgres import ClientTools, Connection, find_client_tools
+from backup_pipelines.core.restore_test import RestoreTestSettings
+from backup_pipelines.storage import BackupStores, StorageError, stores_from_config
+
+
+class BackupSettings(ConfigurableResource):
+    """The operator's configuration file (see README), read afresh by each run."""
+
+    config_path: str
+    _config: BackupConfig | None = PrivateAttr(default=None)
+    _stores: BackupStores | None = PrivateAttr(default=None)
+    _archive_key: ArchiveKey | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Once per run: every step then shares one parsed file and one set of S3 clients.
+        self._config = load_config(self.config_path)
+        self._stores = stores_from_config(self._config)
+
+    def config(self) -> BackupConfig:
+        return self._config or load_config(self.config_path)
+
+    def stores(self) -> BackupStores:
+        return self._stores or stores_from_config(self.config())
+
+    def connection(self, database: str) -> Connection:
+        config = self.config()
+        url = expand_env(config.databases[database].url, f"databases.{database}.url")
+        return Connection.from_url(database, url)
+
+    def scratch_connection(self, database: str) -> Connection:
+        """Where `database` is restore-tested: restore_test.url, else its own server."""
+        config = self.config()
+        if config.restore_test.url:
+            return Connection.from_url(
+                database, expand_env(config.restore_test.url, "restore_test.url")
+            )
+        return self.connection(database)
+
+    def restore_test_settings(self, database: str) -> RestoreTestSettings:
+        config = self.config()
+        scratch_dir = config.restore_test.scratch_dir
+        return RestoreTestSettings(
+            jobs=config.restore_test.jobs,
+            scratch_dir=expand_env(scratch_dir, "restore_test.scratch_dir")
+            if scratch_dir
+            else None,
+            pg_bin_dir=config.pg_bin_dir,
+            assertions=tuple(config.databases[database].restore_assertions),
+            key=self.archive_key(),
+        )
+
+    def dump_settings(self) -> DumpSettings:
+        config = self.config()
+        return DumpSettings(
+            config.compression, config.compression_level, config.pg_bin_dir, self.archive_key()
+        )
+
+    def archive_key(self) -> ArchiveKey | None:
+        """The encryption key, loaded (and unwrapped with KMS) once per run; None when off."""
+        encryption = self.config().encryption
+        if encryption is None:
+            return None
+        if self._archive_key is None:
+            self._archive_key = key_from_config(encryption)
+        return self._archive_key
+
+    def client_tools(self) -> ClientTools:
+        return find_client_tools(self.config().pg_bin_dir)
+
+
+class BackupRefIOManager(ConfigurableIOManager):
+    """Keeps the small `BackupRef` each asset hands on, as JSON beside the backups."""
+
+    settings: ResourceDependency[BackupSettings]
+
+    @staticmethod
+    def _key(asset_path: list[str], partition: str) -> str:
+        return "/".join([*asset_path, f"{partition}.json"])
+
+    def handle_output(self, context: OutputContext, obj: BackupRef) -> None:
+        key = self._key(context.asset_key.path, context.asset_partition_key)
+        self.settings.stores().refs.write_bytes(key, obj.to_json())
+
+    def load_input(self, context: InputContext) -> BackupRef:
+        path, partition = context.asset_key.path, context.asset_partition_key
+        refs = self.settings.stores().refs
+        key = self._key(path, partition)
+        if not refs.exists(key):
+            raise StorageError(
+                f"there is no {path[-1]} of database {path[1]!r} for {partition}: "
+                f"{'/'.join(path)} was never materialized for that day (or its backup was "
+                f"pruned). {_how_to_get(path[-1])}"
+            )
+        return BackupRef.from_json(refs.read_bytes(key))
+
+
+def _how_to_get(step: str) -> str:
+    if step == names.DUMP:
+        return "Dumps can only be taken on their own day, so this day cannot be archived."
+    return f"Materialize {step} for that day first."
+
+
+def resource_definitions(config_path: str) -> Definitions:
+    """The resources every domain's assets and ops ask for by name."""
+    settings = BackupSettings(config_path=config_path)
+    return Definitions(
+        resources={
+            names.SETTINGS_RESOURCE: settings,
+            names.REF_IO_MANAGER: BackupRefIOManager(settings=settings),
+        }
+    )

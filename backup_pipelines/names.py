@@ -1,0 +1,101 @@
+"""Every name this project shows in Dagster, defined once: asset keys and groups, check names,
+jobs, schedules, sensors, pools and resource keys. Everything else imports them from here, so
+a rename is one edit (and one diff in the definitions snapshot test).
+
+Plain strings, so the Dagster-free backup logic in core/ can name its check outcomes too; the
+asset-key helpers import Dagster only when called.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import AssetKey
+
+# --- assets -----------------------------------------------------------------------------------
+DATABASE_PREFIX = "postgres"  # postgres/<db>/<step>
+BUCKET_PREFIX = "s3"  # s3/<bucket>/<step>
+DUMP = "dump"
+ARCHIVE = "archive"
+VERIFICATION = "verification"
+SNAPSHOT = "snapshot"
+DATABASE_STEPS = (DUMP, ARCHIVE, VERIFICATION)
+BUCKET_STEPS = (SNAPSHOT, VERIFICATION)
+RECOVERY_RUNBOOK = "recovery_runbook"
+STORAGE_USAGE = "storage_usage"
+AUDIT_REPORT = "audit_report"
+RECOVERY_GROUP = "recovery"
+STORAGE_GROUP = "storage"
+
+
+def key(*path: str) -> AssetKey:
+    from dagster import AssetKey  # here, not at the top: core/ imports this module
+
+    return AssetKey(list(path))
+
+
+def database_key(database: str, step: str) -> AssetKey:
+    return key(DATABASE_PREFIX, database, step)
+
+
+def bucket_key(bucket: str, step: str) -> AssetKey:
+    return key(BUCKET_PREFIX, bucket, step)
+
+
+def database_group(database: str) -> str:
+    return f"{DATABASE_PREFIX}_{database}"
+
+
+def bucket_group(bucket: str) -> str:
+    return f"{BUCKET_PREFIX}_{bucket}"
+
+
+# --- asset checks -----------------------------------------------------------------------------
+DUMP_COMPLETE = "dump_complete"
+ARCHIVE_CHECKSUM = "archive_checksum"
+ARCHIVE_CONTENTS = "archive_contents"
+SIZE_CHANGE = "size_change"
+RESTORE_TEST = "restore_test"
+STORAGE_CAPACITY = "storage_capacity"
+SNAPSHOT_MANIFEST = "snapshot_manifest"
+SNAPSHOT_OBJECTS = "snapshot_objects"
+# Both must pass (newest evaluation of each) for a backup or snapshot to count as verified.
+VERIFYING_CHECKS = (ARCHIVE_CHECKSUM, ARCHIVE_CONTENTS)
+SNAPSHOT_CHECKS = (SNAPSHOT_MANIFEST, SNAPSHOT_OBJECTS)
+# The checks a backup run evaluates, by step; restore_test runs on its own.
+BACKUP_CHECKS = {
+    DUMP: (DUMP_COMPLETE,),
+    VERIFICATION: (*VERIFYING_CHECKS, SIZE_CHANGE),
+}
+
+# --- jobs, schedules, sensors -----------------------------------------------------------------
+DAILY_BACKUP_JOB = "daily_backup"
+RESTORE_TEST_JOB = "restore_test"
+RESTORE_DATABASE_JOB = "restore_database"
+RESTORE_BUCKET_JOB = "restore_bucket"
+PRUNE_JOB = "prune_backups"
+RUNBOOK_JOB = "refresh_recovery_runbook"
+STORAGE_USAGE_JOB = "measure_storage"
+AUDIT_REPORT_JOB = "write_audit_report"
+
+DAILY_BACKUP_SCHEDULE = "daily_backup_schedule"
+WEEKLY_RESTORE_TEST_SCHEDULE = "weekly_restore_test_schedule"
+STORAGE_USAGE_SCHEDULE = "storage_usage_schedule"
+AUDIT_REPORT_SCHEDULE = "daily_audit_report_schedule"
+
+NEW_ARCHIVE_RESTORE_TEST_SENSOR = "restore_test_new_archives_sensor"
+RUNBOOK_SENSOR = "recovery_runbook_sensor"
+RETENTION_SENSOR = "retention_sensor"
+ALERTS_SENSOR = "backup_alerts_sensor"
+
+# --- pools and resources ----------------------------------------------------------------------
+RESTORE_TEST_POOL = "restore_test"
+SETTINGS_RESOURCE = "settings"
+REF_IO_MANAGER = "backup_ref_io_manager"
+
+
+def dump_pool(server: str) -> str:
+    """The pool of one database server (`host:port` or the configured `server:`)."""
+    return "pg_dump_" + re.sub(r"[^A-Za-z0-9_]+", "_", server).strip("_")

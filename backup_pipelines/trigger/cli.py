@@ -1,0 +1,89 @@
+"""`backup-pipelines`: submit a backup to a running deployment, ask about a run, or serve
+the HTTP trigger. For cron jobs and CI steps; exit codes are documented in the README."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import socket
+import sys
+
+from dagster import DagsterRunStatus
+
+from backup_pipelines.core.config import ConfigError, load_config
+from backup_pipelines.trigger.http_trigger import SECRET_ENV, trigger_app
+from backup_pipelines.trigger.remote import (
+    DEFAULT_URL,
+    FINISHED,
+    Deployment,
+    RemoteError,
+    run_status,
+    submit_backup,
+    wait_for_run,
+)
+
+URL_ENV = "BACKUP_PIPELINES_URL"
+EXIT_OK, EXIT_RUN_FAILED, EXIT_ERROR, EXIT_NOT_FINISHED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backup-pipelines", description=__doc__)
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"the Dagster webserver (default ${URL_ENV} or {DEFAULT_URL})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    backup = commands.add_parser("backup", help="queue today's backup of one database")
+    backup.add_argument("database")
+    status = commands.add_parser("status", help="print a run's status")
+    status.add_argument("run_id")
+    for command in (backup, status):
+        command.add_argument("--wait", action="store_true", help="wait until the run finishes")
+        command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
+    serve = commands.add_parser("serve-trigger", help="serve POST /backups/<database>")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def _finish(deployment: Deployment, run_id: str, args: argparse.Namespace) -> int:
+    if args.wait:
+        status = wait_for_run(deployment, run_id, args.timeout)
+    else:
+        status = run_status(deployment, run_id)
+    print(status.value)
+    if status == DagsterRunStatus.SUCCESS:
+        return EXIT_OK
+    return EXIT_RUN_FAILED if status in FINISHED else EXIT_NOT_FINISHED
+
+
+def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    databases = list(load_config().databases)
+    app = trigger_app(databases, os.environ.get(SECRET_ENV), deployment)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    deployment = Deployment(args.url)
+    try:
+        if args.command == "serve-trigger":
+            return _serve(deployment, args)
+        if args.command == "backup":
+            who = f"backup-pipelines CLI ({getpass.getuser()}@{socket.gethostname()})"
+            run_id, _ = submit_backup(deployment, args.database, who)
+            print(run_id, flush=True)
+            return _finish(deployment, run_id, args) if args.wait else EXIT_OK
+        return _finish(deployment, args.run_id, args)
+    except (RemoteError, ConfigError, ValueError) as error:
+        print(f"backup-pipelines: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The demo: a local PostgreSQL with five sample databases, a backup, a restore test, the UI.
+
+    scripts/demo            # sets up, backs up today's partition, opens the UI on :3000
+    scripts/demo --no-ui    # the same, then stops (a smoke test of the whole set-up)
+
+Ctrl-C stops the UI and the PostgreSQL server. Running it again reuses the server and data.
+"""
+
+import argparse
+import datetime as dt
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from backup_pipelines import names
+from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from backup_pipelines_demo.sample_databases import SAMPLE_DATABASES, seed
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DIR = REPO / ".demo"
+PORT = 54329  # the port backup_pipelines.yaml names
+DAGSTER_YAML = """\
+# The demo's Dagster instance. Pools cap parallel dumps per database server.
+concurrency:
+  pools:
+    default_limit: 2
+telemetry:
+  enabled: false
+"""
+
+
+def _secret(name: str) -> str:
+    """A password made once per demo folder and kept there (mode 600)."""
+    path = DEMO_DIR / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(18))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def _prepare_databases(cluster: LocalCluster, passwords: dict[str, str]) -> None:
+    print(f"preparing sample databases: {', '.join(SAMPLE_DATABASES)}")
+    seed(cluster.url(), passwords["DEMO_BACKUP_PASSWORD"], passwords["DEMO_RESTORE_PASSWORD"])
+
+
+def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:
+    home = DEMO_DIR / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # `dg dev` (or `dagster dev`) started by hand in the repo root reads this file too.
+    (REPO / ".env").write_text("".join(f"{name}={value}\n" for name, value in passwords.items()))
+    return {
+        **os.environ,
+        **passwords,
+        "DAGSTER_HOME": str(home),
+        "BACKUP_PIPELINES_CONFIG": str(REPO / "backup_pipelines.yaml"),
+        # dg compares the active virtual environment with the project's .venv.
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+    }
+
+
+def _first_runs(env: dict[str, str]) -> int:
+    """Back up today, restore-test what was backed up, write the runbook."""
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    steps = [
+        (
+            f"backing up every sample database for {today} (UTC)",
+            ["--job", names.DAILY_BACKUP_JOB, "--partition", today],
+        ),
+        ("restore-testing every archive", ["--job", names.RESTORE_TEST_JOB]),
+        ("writing the recovery runbook", ["--assets", names.RECOVERY_RUNBOOK]),
+    ]
+    for title, args in steps:
+        print(title)
+        if subprocess.run(_dg("launch", *args), cwd=REPO, env=env).returncode != 0:
+            print(f"{title} failed; see the logs above and in the UI", file=sys.stderr)
+            return 1
+    print(
+        f"backups are in {DEMO_DIR / 'backups'}; the runbook is "
+        f"{DEMO_DIR / 'backups' / 'archive' / 'recovery_runbook.html'}"
+    )
+    return 0
+
+
+def _dg(*args: str) -> list[str]:
+    """`dg` on this project (pyproject's [tool.dg]), from the repository root."""
+    return [str(Path(sys.executable).parent / "dg"), *args]
+
+
+def _run_ui(env: dict[str, str], port: int) -> None:
+    ui = subprocess.Popen(
+        _dg("dev", "--host", "127.0.0.1", "--port", str(port)),
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+    print(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops the UI and PostgreSQL)\n")
+    try:
+        ui.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # dg dev in its own session ignores the terminal's Ctrl-C: stop its group.
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGTERM)
+            try:
+                ui.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(ui.pid, signal.SIGKILL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    # Ctrl-C and `kill` both stop everything, even when started with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-ui", action="store_true", help="back up once, then stop")
+    parser.add_argument("--ui-port", type=int, default=3000)
+    options = parser.parse_args()
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.chmod(0o755)  # the server runs as the postgres user and must reach its folder
+    cluster = start_cluster(DEMO_DIR / "postgres", _secret("superuser"), port=PORT)
+    try:
+        passwords = {
+            "DEMO_BACKUP_PASSWORD": _secret("backup"),
+            "DEMO_RESTORE_PASSWORD": _secret("restore_tester"),
+        }
+        _prepare_databases(cluster, passwords)
+        env = _dagster_env(passwords)
+        outcome = _first_runs(env)
+        if options.no_ui:
+            return outcome
+        _run_ui(env, options.ui_port)
+        return 0
+    finally:
+        cluster.stop()
+        print("PostgreSQL stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

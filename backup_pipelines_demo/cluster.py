@@ -1,0 +1,139 @@
+"""A throw-away local PostgreSQL server, for the demo, the tests and the benchmarks.
+
+initdb refuses to run as root, so as root the server runs as the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from backup_pipelines.core.postgres import find_client_tools
+
+SUPERUSER = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_server_user() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _give_to_server_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalCluster:
+    root: Path
+    port: int
+    superuser_password: str
+    bin_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.bin_dir = self.bin_dir or find_client_tools(None).bin_dir
+        self.data_dir = self.root / "data"
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.bin_dir is not None
+        done = subprocess.run(
+            [*_as_server_user(), str(self.bin_dir / program), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+        )
+        if done.returncode != 0:
+            raise ClusterError(f"{program} failed for {self.data_dir}: {done.stderr.strip()}")
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _give_to_server_user(self.root)
+        password_file = self.root / "superuser.pw"
+        password_file.write_text(self.superuser_password)
+        _give_to_server_user(password_file)
+        try:
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--pwfile",
+                str(password_file),
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        finally:
+            password_file.unlink()
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c full_page_writes=off -c max_wal_size=4GB",
+            "start",
+        )
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(
+        self, database: str = "postgres", user: str = SUPERUSER, password: str | None = None
+    ) -> str:
+        secret = self.superuser_password if password is None and user == SUPERUSER else password
+        auth = f"{user}:{secret}" if secret else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
+
+
+def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCluster:
+    """Start the cluster at `root`, creating it first if needed; reuse it when it exists."""
+    cluster = LocalCluster(root, port or free_port(), password)
+    if not cluster.initialized:
+        shutil.rmtree(root, ignore_errors=True)
+        cluster.init()
+    if (cluster.data_dir / "postmaster.pid").exists():
+        with contextlib.suppress(ClusterError):
+            cluster.stop()  # left running by an earlier session, maybe on another port
+    cluster.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", cluster.port)) == 0:
+                return cluster
+        time.sleep(0.2)
+    raise RuntimeError(f"PostgreSQL at {root} did not start; see {root / 'server.log'}")

@@ -1,0 +1,122 @@
+"""What the tests share besides fixtures: the test passwords, configuration URLs, running a
+backup as the UI would, and comparing restored data with its source."""
+
+import datetime as dt
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    materialize,
+)
+from psycopg import sql
+
+from backup_pipelines import names
+from backup_pipelines.core.config import load_config
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines_demo.cluster import LocalCluster
+
+# Distinctive, so a test can search every log line and event for it.
+BACKUP_PASSWORD = "Pw-7qZ1x-never-print-me"
+RESTORE_TEST_PASSWORD = "Rt-4kP9w-never-print-me"
+TEST_DATABASES = ("agentic", "langfuse")
+
+
+def today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def yesterday() -> str:
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+
+
+def backup_url(cluster: LocalCluster, database: str) -> str:
+    return cluster.url(database, user="backup", password="${TEST_BACKUP_PASSWORD}")
+
+
+def scratch_url(cluster: LocalCluster) -> str:
+    return cluster.url("postgres", user="restore_tester", password="${TEST_RESTORE_PASSWORD}")
+
+
+def definitions_for(config_path: Path) -> Definitions:
+    return build_definitions(load_config(config_path), str(config_path))
+
+
+def run_backup(
+    defs: Definitions,
+    instance: DagsterInstance,
+    day: str | None = None,
+    steps: tuple[str, ...] = names.DATABASE_STEPS,
+    databases: tuple[str, ...] = TEST_DATABASES,
+) -> ExecuteInProcessResult:
+    """Materialize the chosen steps of the chosen databases for one day, as the UI would."""
+    return materialize(
+        assets=list(defs.assets or []),
+        selection=[names.database_key(db, step) for db in databases for step in steps],
+        partition_key=day or today(),
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def failure_messages(result: ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(event.step_failure_data.error) for event in result.all_events if event.is_step_failure
+    )
+
+
+def table_fingerprints(url: str) -> dict[str, tuple[int, str]]:
+    """Every user table's row count and a hash of all its rows, in a stable order."""
+    fingerprints = {}
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        for schema, table in tables:
+            query = sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                "FROM {}.{} t"
+            ).format(sql.Identifier(schema), sql.Identifier(table))
+            fingerprints[f"{schema}.{table}"] = tuple(conn.execute(query).fetchone())
+    return fingerprints
+
+
+def restore_into_new_database(cluster: LocalCluster, archive: Path, name: str) -> str:
+    """Restore an archive file by hand, as the README tells an operator to."""
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    env = {
+        **os.environ,
+        "PGPASSWORD": cluster.superuser_password,
+        "TARGET": cluster.url(name, password=""),
+    }
+    subprocess.run(
+        f"zstd -dc '{archive}' | pg_restore --no-owner --exit-on-error -d \"$TARGET\"",
+        shell=True,
+        check=True,
+        env=env,
+    )
+    return cluster.url(name)
+
+
+def serve_definitions(program: list[str], port: int, env: dict[str, str]) -> subprocess.Popen:
+    """A Dagster server process (webserver, gRPC code server) for this project's definitions
+    on 127.0.0.1:`port`, output discarded."""
+    return subprocess.Popen(
+        [*program, "-m", "backup_pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,201 @@
+"""Triggering from outside: the CLI and the HTTP trigger against a real Dagster webserver."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from dagster import DagsterInstance
+
+from backup_pipelines.trigger.remote import Deployment, wait_for_run
+from backup_pipelines_demo.cluster import free_port
+from backup_pipelines_tests.helpers import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
+    backup_url,
+    scratch_url,
+    serve_definitions,
+    today,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "backup_pipelines.trigger.cli"]
+TRIGGER_SECRET = "trigger-secret-3f9c1b7e5a"
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args[:4]} exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def webserver(cluster, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The production set-up: dagster.yaml on a real PostgreSQL, a webserver on a free
+    port and the daemon that dequeues runs. Yields (url, environment, DAGSTER_HOME)."""
+    root = tmp_path_factory.mktemp("deployment")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dagster_remote")
+        admin.execute("CREATE DATABASE dagster_remote")
+    config = root / "backup_pipelines.yaml"
+    databases = {name: {"url": backup_url(cluster, name)} for name in ("agentic", "langfuse")}
+    document = {
+        "storage": {"local": {"path": "./backups"}},
+        "databases": databases,
+        "restore_test": {"url": scratch_url(cluster)},
+    }
+    config.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BACKUP_PIPELINES_CONFIG": str(config),
+        "TEST_BACKUP_PASSWORD": BACKUP_PASSWORD,
+        "TEST_RESTORE_PASSWORD": RESTORE_TEST_PASSWORD,
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(cluster.port),
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": cluster.superuser_password,
+        "DAGSTER_PG_DB": "dagster_remote",
+    }
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", "-m", "backup_pipelines.definitions"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = serve_definitions([str(bin_dir / "dagster-webserver")], port, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/server_info", server)
+        yield url, env, home
+    finally:
+        for process in (server, daemon):
+            process.terminate()
+        for process in (server, daemon):
+            process.wait(timeout=60)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env or dict(os.environ), timeout=600
+    )
+
+
+def test_cli_submits_one_database_and_reports_the_run(webserver, monkeypatch):
+    url, env, home = webserver
+    done = cli("--url", url, "backup", "agentic", "--wait", "--timeout", "300", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id, status = done.stdout.split()
+    assert status == "SUCCESS"
+
+    backups = home.parent / "backups" / "archive"
+    assert (backups / "agentic" / today() / "manifest.json").exists()
+    assert not (backups / "langfuse").exists()  # only the database asked for
+
+    for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        run = instance.get_run_by_id(run_id)
+        assert run.job_name == "daily_backup"
+        assert run.tags["dagster/partition"] == today()
+        assert run.tags["backup_pipelines/triggered_by"].startswith("backup-pipelines CLI (")
+        checks = {
+            event.asset_check_evaluation.check_name
+            for event in instance.all_logs(run_id)
+            if event.dagster_event
+            and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+        assert checks == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
+    finally:
+        instance.dispose()
+
+    assert cli("--url", url, "status", run_id, env=env).stdout.strip() == "SUCCESS"
+    unknown = cli("--url", url, "status", "0" * 36, env=env)
+    assert unknown.returncode == 2 and "RunNotFoundError" in unknown.stderr
+    refused = cli("--url", url, "backup", "nope", env=env)
+    assert refused.returncode == 2, refused.stdout
+    assert f"{url} backs up no database 'nope'; its databases: agentic, langfuse" in (
+        refused.stderr
+    )
+
+
+def test_cli_fails_clearly_when_the_server_is_down():
+    port = free_port()
+    done = cli("--url", f"http://ops:hunter2-secret@127.0.0.1:{port}", "backup", "agentic")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert f"cannot reach the Dagster webserver at http://127.0.0.1:{port}" in done.stderr
+    assert "hunter2-secret" not in done.stderr
+
+
+def post(url: str, secret: str | None = None, method: str = "POST") -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if secret is not None:
+        request.add_header("X-Backup-Pipelines-Secret", secret)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        return error.code, json.loads(body) if body.startswith(b"{") else {}
+
+
+def test_http_trigger_answers_202_401_404(webserver):
+    url, env, _ = webserver
+    port = free_port()
+    trigger = subprocess.Popen(
+        [*CLI, "--url", url, "serve-trigger", "--port", str(port)],
+        env={**env, "BACKUP_PIPELINES_TRIGGER_SECRET": TRIGGER_SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/healthz", trigger)
+        assert post(f"{base}/backups/langfuse")[0] == 401
+        assert post(f"{base}/backups/langfuse", "wrong-secret-of-some-length")[0] == 401
+        assert post(f"{base}/backups/nope")[0] == 401  # no secret, no list of databases
+        status, body = post(f"{base}/backups/nope", TRIGGER_SECRET)
+        assert status == 404 and "configured databases: agentic, langfuse" in body["error"]
+        assert post(f"{base}/backups/langfuse", method="GET")[0] == 405
+
+        status, body = post(f"{base}/backups/langfuse", TRIGGER_SECRET)
+        assert status == 202, body
+        assert body["database"] == "langfuse" and body["partition"] == today()
+        final = wait_for_run(Deployment(url), body["run_id"], timeout_seconds=300)
+        assert final.value == "SUCCESS"
+    finally:
+        trigger.terminate()
+        log = trigger.communicate(timeout=30)[0]
+    assert "POST /backups/langfuse" in log
+    assert TRIGGER_SECRET not in log
+
+
+def test_the_trigger_refuses_to_start_without_a_strong_secret(write_config):
+    write_config()
+    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_TRIGGER_SECRET"}
+    done = cli("serve-trigger", "--port", str(free_port()), env=env)
+    assert done.returncode == 2
+    assert "set BACKUP_PIPELINES_TRIGGER_SECRET to a random secret" in done.stderr

@@ -1,0 +1,177 @@
+"""Restore tests: archives restored into throw-away databases on a real server and compared."""
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
+
+from backup_pipelines.core.manifest import manifest_key
+from backup_pipelines.core.restore_test import TEMP_MARKER
+from backup_pipelines.defs.records import latest_check_record
+from backup_pipelines_tests.helpers import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
+    TEST_DATABASES,
+    backup_url,
+    definitions_for,
+    failure_messages,
+    run_backup,
+    today,
+)
+
+VERIFICATION = {db: AssetKey(["postgres", db, "verification"]) for db in TEST_DATABASES}
+
+
+def restore_test_databases(cluster) -> list[str]:
+    with psycopg.connect(cluster.url()) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'restore\\_test\\_%'"
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+def run_restore_test_job(
+    defs: Definitions, instance: DagsterInstance, databases=(), partition=None
+):
+    job = defs.resolve_job_def("restore_test")
+    return job.execute_in_process(
+        run_config={
+            "ops": {
+                "plan_restore_tests": {
+                    "config": {"databases": list(databases), "partition": partition}
+                }
+            }
+        },
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def restore_test_evaluations(result) -> dict[str, object]:
+    return {
+        event.asset_check_evaluation_data.asset_key.path[1]: event.asset_check_evaluation_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+@pytest.fixture
+def backed_up(write_config, instance) -> tuple[Path, Definitions]:
+    config = write_config()
+    defs = definitions_for(config)
+    result = run_backup(defs, instance)
+    assert result.success, failure_messages(result)
+    return config, defs
+
+
+def test_restore_test_passes_on_good_archives_and_drops_its_database(backed_up, cluster, instance):
+    config, defs = backed_up
+    result = run_restore_test_job(defs, instance)
+    assert result.success, failure_messages(result)
+
+    evaluations = restore_test_evaluations(result)
+    assert set(evaluations) == set(TEST_DATABASES)
+    archive_root = config.parent / "backups" / "archive"
+    for database, evaluation in evaluations.items():
+        assert evaluation.passed, evaluation.description
+        assert evaluation.partition == today()
+        manifest = json.loads((archive_root / manifest_key(database, today())).read_text())
+        metadata = {name: value.value for name, value in evaluation.metadata.items()}
+        assert metadata["tables_compared"] == len(manifest["relations"]) > 0
+        assert metadata["rows_compared"] == sum(r["rows"] for r in manifest["relations"]) > 0
+        assert metadata["constraints_compared"] == len(manifest["constraints"]) > 0
+        assert metadata["restore_duration_seconds"] > 0
+        assert metadata["mismatches"] == []
+        # What the UI shows: the evaluation is recorded for that database and day.
+        record = latest_check_record(instance, VERIFICATION[database], "restore_test", today())
+        assert record is not None and record.passed
+    assert restore_test_databases(cluster) == []
+
+
+def test_restore_test_names_the_table_whose_rows_disagree(backed_up, cluster, instance):
+    config, defs = backed_up
+    manifest_path = config.parent / "backups" / "archive" / manifest_key("agentic", today())
+    manifest = json.loads(manifest_path.read_text())
+    messages = next(r for r in manifest["relations"] if r["name"] == "messages")
+    messages["rows"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+
+    result = run_restore_test_job(defs, instance, databases=["agentic"])
+    assert not result.success
+    evaluation = restore_test_evaluations(result)["agentic"]
+    assert not evaluation.passed
+    assert "public.messages" in evaluation.description
+    assert f"the backup's snapshot held {messages['rows']}" in evaluation.description
+    assert "public.messages" in failure_messages(result)
+    assert restore_test_databases(cluster) == []
+
+
+def test_restore_test_fails_on_a_truncated_archive(backed_up, cluster, instance):
+    config, defs = backed_up
+    (archive,) = (config.parent / "backups" / "archive" / "langfuse" / today()).glob("*.zst")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+
+    result = run_restore_test_job(defs, instance, databases=["langfuse"], partition=today())
+    assert not result.success
+    evaluation = restore_test_evaluations(result)["langfuse"]
+    assert not evaluation.passed
+    assert "fails its checksum" in evaluation.description
+    assert restore_test_databases(cluster) == []
+
+
+def test_restore_test_refuses_unknown_database_and_day(backed_up, instance):
+    _, defs = backed_up
+    result = run_restore_test_job(defs, instance, databases=["nope"])
+    assert "unknown database(s) nope; configured databases: agentic, langfuse" in (
+        failure_messages(result)
+    )
+    result = run_restore_test_job(defs, instance, databases=["agentic"], partition="2026-01-02")
+    assert "database 'agentic' has no archive for 2026-01-02; archived days" in (
+        failure_messages(result)
+    )
+
+
+def test_the_next_restore_test_drops_a_crashed_tests_leftover(backed_up, cluster, instance):
+    _, defs = backed_up
+    leftover = "restore_test_agentic_20260101t000000z_beef"
+    real = "restore_test_lookalike"  # a real database with a similar name is never touched
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        for name in (leftover, real):
+            admin.execute(f"CREATE DATABASE {name} OWNER restore_tester")
+        admin.execute(f"COMMENT ON DATABASE {leftover} IS '{TEMP_MARKER}'")
+    try:
+        result = run_restore_test_job(defs, instance, databases=["agentic"])
+        assert result.success, failure_messages(result)
+        evaluation = restore_test_evaluations(result)["agentic"]
+        dropped = evaluation.metadata["leftovers_dropped"].value
+        assert dropped == [leftover]
+        assert restore_test_databases(cluster) == [real]
+    finally:
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {real}")
+
+
+def test_asset_check_key_is_defined_for_every_database(backed_up):
+    _, defs = backed_up
+    keys = defs.resolve_asset_graph().asset_check_keys
+    for database in TEST_DATABASES:
+        assert AssetCheckKey(VERIFICATION[database], "restore_test") in keys
+
+
+def test_a_scratch_role_without_createdb_is_named_and_no_secret_leaks(
+    write_config, cluster, instance
+):
+    config = write_config(restore_test={"url": backup_url(cluster, "postgres")})
+    defs = definitions_for(config)
+    assert run_backup(defs, instance, databases=("agentic",)).success
+    result = run_restore_test_job(defs, instance, databases=["agentic"])
+    assert not result.success
+    evaluation = restore_test_evaluations(result)["agentic"]
+    assert "the role 'backup' may not create databases" in evaluation.description
+    assert "restore_test.url" in evaluation.description
+    logged = "\n".join(str(event) for event in instance.all_logs(result.run_id))
+    for secret in (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD):
+        assert secret not in logged and secret not in failure_messages(result)

@@ -1,0 +1,128 @@
+"""The distinctive passwords and the encryption key never show: an encrypted backup, a restore
+test and a failing backup run as real `dagster job execute` processes, then every event, log
+line, metadata value, error and stored file is searched for them, and so is every process's
+command line while they ran."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+from dagster import DagsterInstance
+from dagster._serdes import serialize_value
+
+from backup_pipelines_tests.helpers import BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, backup_url, today
+
+
+def new_age_identity() -> str:
+    generated = subprocess.run(["age-keygen"], check=True, capture_output=True, text=True).stdout
+    return next(line for line in generated.splitlines() if line.startswith("AGE-SECRET-KEY-"))
+
+
+class CommandLineWatch:
+    """Reads every process's argv from /proc every few milliseconds while it runs."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+        self.programs_seen: set[str] = set()
+        self.leaks: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                program = Path(argv[0].decode(errors="replace")).name
+                self.programs_seen.add(program)
+                text = b" ".join(argv).decode(errors="replace")
+                if any(secret in text for secret in self.secrets):
+                    self.leaks.append(text)
+
+    def __enter__(self) -> "CommandLineWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def dagster_job(home: Path, config: Path, job: str, *options: str) -> subprocess.CompletedProcess:
+    dagster = str(Path(sys.executable).parent / "dagster")
+    return subprocess.run(
+        [dagster, "job", "execute", "-m", "backup_pipelines.definitions", "-j", job, *options],
+        env={**os.environ, "DAGSTER_HOME": str(home), "BACKUP_PIPELINES_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def files_containing(root: Path, secret: str) -> list[str]:
+    needle = secret.encode()
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
+    write_config, cluster, tmp_path, monkeypatch
+):
+    identity = new_age_identity()
+    secrets = (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, identity)
+    monkeypatch.setenv("TEST_AGE_IDENTITY", identity)
+    config = write_config(
+        encryption={"identity": "${TEST_AGE_IDENTITY}"},
+        databases={
+            "agentic": {"url": backup_url(cluster, "agentic")},
+            # Same role and password, a database that does not exist: the failure case.
+            "vanished": {"url": backup_url(cluster, "vanished_database")},
+        },
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    run_config = tmp_path / "restore_test.yaml"
+    run_config.write_text(
+        yaml.safe_dump({"ops": {"plan_restore_tests": {"config": {"databases": ["agentic"]}}}})
+    )
+    tags = json.dumps({"dagster/partition": today()})
+    with CommandLineWatch(secrets) as watch:
+        backup = dagster_job(home, config, "daily_backup", "--tags", tags)
+        restore_test = dagster_job(home, config, "restore_test", "-c", str(run_config))
+    assert backup.returncode != 0  # 'vanished' failed ...
+    assert restore_test.returncode == 0, restore_test.stderr[-3000:]  # ... agentic did not
+    assert {"pg_dump", "pg_restore", "age"} <= watch.programs_seen  # the watch saw the children
+    assert watch.leaks == []
+
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        runs = instance.get_runs()
+        assert len(runs) == 2
+        events = [event for run in runs for event in instance.all_logs(run.run_id)]
+        failures = [e for e in events if e.dagster_event and e.dagster_event.is_step_failure]
+        assert any(
+            "vanished_database" in str(e.dagster_event.step_failure_data.error) for e in failures
+        )
+        checks = [
+            e.dagster_event.asset_check_evaluation_data
+            for e in events
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+        assert any(c.check_name == "restore_test" and c.passed for c in checks)
+        serialized = "\n".join(serialize_value(event) for event in events)
+        serialized += "\n".join(serialize_value(run) for run in runs)
+    finally:
+        instance.dispose()
+
+    for secret in secrets:
+        assert secret not in serialized  # events, metadata, errors, run config, tags
+        for output in (backup, restore_test):
+            assert secret not in output.stdout + output.stderr  # every log line printed
+        assert files_containing(home, secret) == []  # event log DB, compute logs
+        assert files_containing(config.parent / "backups", secret) == []  # manifests, refs
