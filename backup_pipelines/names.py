@@ -61,6 +61,8 @@ RESTORE_TEST = "restore_test"
 STORAGE_CAPACITY = "storage_capacity"
 SNAPSHOT_MANIFEST = "snapshot_manifest"
 SNAPSHOT_OBJECTS = "snapshot_objects"
+# A failure of these is a WARN (reported, nothing stops); of every other check an ERROR.
+WARNING_CHECKS = (SIZE_CHANGE,)
 # Both must pass (newest evaluation of each) for a backup or snapshot to count as verified.
 VERIFYING_CHECKS = (ARCHIVE_CHECKSUM, ARCHIVE_CONTENTS)
 SNAPSHOT_CHECKS = (SNAPSHOT_MANIFEST, SNAPSHOT_OBJECTS)

@@ -120,3 +120,19 @@ def serve_definitions(program: list[str], port: int, env: dict[str, str]) -> sub
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def production_instance_env(
+    cluster: LocalCluster, dagster_database: str, s3_endpoint: str, logs_bucket: str
+) -> dict[str, str]:
+    """What the production dagster.yaml reads from the environment: Dagster's PostgreSQL (a
+    database on the session's server) and the compute-log bucket (on the moto endpoint)."""
+    return {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(cluster.port),
+        "DAGSTER_PG_USER": "postgres",
+        "DAGSTER_PG_PASSWORD": cluster.superuser_password,
+        "DAGSTER_PG_DB": dagster_database,
+        "DAGSTER_COMPUTE_LOGS_BUCKET": logs_bucket,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    }

@@ -19,6 +19,7 @@ from backup_pipelines_demo.cluster import free_port
 from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,
+    production_instance_env,
     run_backup,
     serve_definitions,
 )
@@ -28,19 +29,16 @@ DAGSTER = [sys.executable, "-m", "dagster"]
 
 
 @pytest.fixture
-def production_env(cluster, monkeypatch) -> None:
-    """The DAGSTER_PG_* variables dagster.yaml reads, for a fresh database."""
+def production_env(cluster, s3_endpoint, bucket, monkeypatch) -> str:
+    """The variables dagster.yaml reads, for a fresh database; returns the compute-log bucket."""
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS dagster_storage")
         admin.execute("CREATE DATABASE dagster_storage")
-    for name, value in {
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": str(cluster.port),
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": cluster.superuser_password,
-        "DAGSTER_PG_DB": "dagster_storage",
-    }.items():
+    for name, value in production_instance_env(
+        cluster, "dagster_storage", s3_endpoint, bucket
+    ).items():
         monkeypatch.setenv(name, value)
+    return bucket
 
 
 @pytest.fixture
@@ -52,12 +50,15 @@ def production_instance(production_env, tmp_path):
     instance.dispose()
 
 
-def test_production_instance_runs_a_backup_on_postgres(production_instance, write_config):
+def test_production_instance_runs_a_backup_on_postgres(
+    production_instance, production_env, s3_endpoint, write_config
+):
     instance = production_instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_max_runtime_seconds == 21600
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
@@ -69,6 +70,11 @@ def test_production_instance_runs_a_backup_on_postgres(production_instance, writ
     result = run_backup(definitions_for(write_config()), instance, databases=("agentic",))
     assert result.success, failure_messages(result)
     assert instance.get_run_by_id(result.run_id) is not None  # stored in PostgreSQL
+    # The steps' captured output went to the compute-log bucket, not into DAGSTER_HOME.
+    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+        Bucket=production_env, Prefix=f"dagster/compute-logs/storage/{result.run_id}/"
+    )
+    assert any(obj["Key"].endswith(".err") for obj in listed.get("Contents", [])), listed
 
 
 def validate(workspace: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -81,9 +87,14 @@ def validate(workspace: Path, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-def test_workspaces_load(write_config):
+def test_workspaces_load(write_config, tmp_path):
     config = write_config()
-    env = {**os.environ, "BACKUP_PIPELINES_CONFIG": str(config)}
+    # An instance of its own: without DAGSTER_HOME, Dagster would read the production
+    # dagster.yaml in the working directory.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "BACKUP_PIPELINES_CONFIG": str(config), "DAGSTER_HOME": str(home)}
     done = validate(REPO / "workspace.yaml", env)
     assert done.returncode == 0, done.stderr[-2000:]
 

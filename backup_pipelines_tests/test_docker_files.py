@@ -94,6 +94,9 @@ def test_every_service_the_issue_names_is_there_and_wired(compose):
         assert all(port.startswith("127.0.0.1:") for port in service.get("ports", []))
     setup = " ".join(services["minio-setup"]["command"])
     assert "mc mb --ignore-existing --with-lock store/backups" in setup
+    # Dagster's compute logs: the bucket the instance names is the one the setup creates.
+    assert f"mc mb --ignore-existing store/{env['DAGSTER_COMPUTE_LOGS_BUCKET']}" in setup
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
 
 
 def test_the_compose_backup_configuration_loads_and_builds_definitions(compose, monkeypatch):

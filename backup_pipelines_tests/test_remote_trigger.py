@@ -8,9 +8,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 import yaml
@@ -22,6 +24,7 @@ from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
     RESTORE_TEST_PASSWORD,
     backup_url,
+    production_instance_env,
     scratch_url,
     serve_definitions,
     today,
@@ -45,7 +48,7 @@ def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> 
 
 
 @pytest.fixture(scope="module")
-def webserver(cluster, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
+def webserver(cluster, s3_endpoint, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
     """The production set-up: dagster.yaml on a real PostgreSQL, a webserver on a free
     port and the daemon that dequeues runs. Yields (url, environment, DAGSTER_HOME)."""
     root = tmp_path_factory.mktemp("deployment")
@@ -55,6 +58,8 @@ def webserver(cluster, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], 
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS dagster_remote")
         admin.execute("CREATE DATABASE dagster_remote")
+    logs_bucket = f"dagster-logs-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=logs_bucket)
     config = root / "backup_pipelines.yaml"
     databases = {name: {"url": backup_url(cluster, name)} for name in ("agentic", "langfuse")}
     document = {
@@ -69,11 +74,7 @@ def webserver(cluster, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], 
         "BACKUP_PIPELINES_CONFIG": str(config),
         "TEST_BACKUP_PASSWORD": BACKUP_PASSWORD,
         "TEST_RESTORE_PASSWORD": RESTORE_TEST_PASSWORD,
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": str(cluster.port),
-        "DAGSTER_PG_USER": "postgres",
-        "DAGSTER_PG_PASSWORD": cluster.superuser_password,
-        "DAGSTER_PG_DB": "dagster_remote",
+        **production_instance_env(cluster, "dagster_remote", s3_endpoint, logs_bucket),
     }
     port = free_port()
     bin_dir = Path(sys.executable).parent

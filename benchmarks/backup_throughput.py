@@ -35,6 +35,7 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from backup_pipelines import names
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 WIDE_TABLE = """
@@ -198,15 +199,12 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
     today = dt.datetime.now(dt.UTC).date().isoformat()
     results["whole chain (dagster)"] = measure(
         [
-            sys.executable,
-            "-m",
-            "dagster",
-            "job",
-            "execute",
-            "-j",
-            "daily_backup",
-            "--tags",
-            json.dumps({"dagster/partition": today}),
+            str(Path(sys.executable).parent / "dg"),
+            "launch",
+            "--job",
+            names.DAILY_BACKUP_JOB,
+            "--partition",
+            today,
             "-m",
             "backup_pipelines.definitions",
         ],

@@ -35,7 +35,11 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    warning_only: bool = False
+
+    @property
+    def warning_only(self) -> bool:
+        """A failure is a warning, not an error (names.WARNING_CHECKS)."""
+        return self.name in names.WARNING_CHECKS
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,6 @@ def check_size_change(size: int, history: list[int], threshold: float) -> CheckO
             True,
             "no earlier backup to compare with",
             {"size_bytes": size},
-            warning_only=True,
         )
     median = statistics.median(history)
     change = (size - median) / median if median else float("inf")
@@ -234,5 +237,4 @@ def check_size_change(size: int, history: list[int], threshold: float) -> CheckO
         f"size {size} bytes is {change:+.1%} from the median of the last {len(history)} "
         f"backups ({int(median)} bytes), {verdict} ±{threshold:.0%}",
         evidence,
-        warning_only=True,
     )
