@@ -8,6 +8,7 @@ Ctrl-C stops the UI and the PostgreSQL server. Running it again reuses the serve
 
 import argparse
 import datetime as dt
+import json
 import os
 import secrets
 import signal
@@ -22,6 +23,8 @@ from backup_pipelines_demo.sample_databases import SAMPLE_DATABASES, seed
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / ".demo"
 PORT = 54329  # the port backup_pipelines.yaml names
+# The terminal shows each run's INFO and errors; every event is still in the UI.
+QUIET_CONSOLE = json.dumps({"loggers": {"console": {"config": {"log_level": "INFO"}}}})
 DAGSTER_YAML = """\
 # The demo's Dagster instance. Pools cap parallel dumps per database server.
 concurrency:
@@ -76,7 +79,8 @@ def _first_runs(env: dict[str, str]) -> int:
     ]
     for title, args in steps:
         print(title)
-        if subprocess.run(_dg("launch", *args), cwd=REPO, env=env).returncode != 0:
+        launch = _dg("launch", *args, "--config-json", QUIET_CONSOLE)
+        if subprocess.run(launch, cwd=REPO, env=env).returncode != 0:
             print(f"{title} failed; see the logs above and in the UI", file=sys.stderr)
             return 1
     print(
