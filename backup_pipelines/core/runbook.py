@@ -194,9 +194,9 @@ def _database_section(entry: RunbookEntry) -> str:
 <h3>Restore by hand</h3>
 <pre class="hand-restore" data-database="{name}">{html.escape(hand_restore_commands(entry))}</pre>
 <h3>Or with the restore job</h3>
-<p>Launch job <code>restore_database</code> from the UI's launchpad with this run config (the
-password is read from the environment variable, never written into the config), or run
-<code>dagster job execute -m backup_pipelines.definitions -j restore_database
+<p>Launch job <code>{names.RESTORE_DATABASE_JOB}</code> from the UI's launchpad with this
+run config (the password is read from the environment variable, never written into the
+config), or run <code>dg launch --job {names.RESTORE_DATABASE_JOB} -m backup_pipelines.definitions
 -c restore.yaml</code>.</p>
 <pre class="restore-job" data-database="{name}">{html.escape(restore_job_config(entry))}</pre>
 """
