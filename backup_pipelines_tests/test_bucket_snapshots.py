@@ -185,3 +185,32 @@ def test_retention_never_deletes_an_object_a_kept_snapshot_references(
     target = S3Store(store.client, small, "restored-after-prune")
     assert restore_snapshot(store, "media", days[2], target) == 20
     assert contents(target) == expected
+
+
+def test_a_source_with_its_own_keys_gets_the_same_retries_and_timeouts(
+    write_config, s3_endpoint, bucket, source, monkeypatch
+):
+    monkeypatch.setenv("MEDIA_KEY_ID", "media-key")
+    monkeypatch.setenv("MEDIA_SECRET", "media-secret")
+    loaded = load_config(
+        write_config(
+            storage={"s3": {"bucket": bucket, "endpoint_url": s3_endpoint}},
+            buckets={
+                "media": {
+                    "bucket": source,
+                    "prefix": "uploads",
+                    "access_key_id": "${MEDIA_KEY_ID}",
+                    "secret_access_key": "${MEDIA_SECRET}",
+                }
+            },
+        )
+    )
+    backup_store = stores_from_config(loaded).snapshots
+    media = source_bucket_store(loaded, "media", backup_store)
+    assert media.client is not backup_store.client  # its own credentials
+    for client in (media.client, backup_store.client):
+        settings = client.meta.config
+        assert settings.retries["mode"] == "standard"
+        assert settings.retries["total_max_attempts"] == 6  # botocore counts the first try
+        assert (settings.connect_timeout, settings.read_timeout) == (10, 60)
+    assert sum(1 for _ in media.list_objects("")) == OBJECTS  # and it reads the source
