@@ -214,3 +214,18 @@ def test_a_source_with_its_own_keys_gets_the_same_retries_and_timeouts(
         assert settings.retries["total_max_attempts"] == 6  # botocore counts the first try
         assert (settings.connect_timeout, settings.read_timeout) == (10, 60)
     assert sum(1 for _ in media.list_objects("")) == OBJECTS  # and it reads the source
+
+
+def test_the_daily_backup_job_snapshots_the_buckets_with_the_databases(setup, instance):
+    config, store, _ = setup
+    job = definitions_for(config).resolve_job_def("daily_backup")
+    result = job.execute_in_process(partition_key=today(), instance=instance, raise_on_error=False)
+    assert result.success, failure_messages(result)
+    manifest = read_snapshot(store, "media", today())
+    assert manifest is not None and len(manifest.entries) == OBJECTS
+    materialized = {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
+    assert {"s3/media/snapshot", "s3/media/verification", "postgres/agentic/verification"} <= (
+        materialized
+    )

@@ -72,7 +72,7 @@ def daily_backup_job(restore_tests: list[AssetChecksDefinition]) -> UnresolvedAs
     return define_asset_job(
         names.DAILY_BACKUP_JOB,
         # Restore tests run on their own (weekly, or per new archive when configured).
-        selection=AssetSelection.key_prefixes([names.DATABASE_PREFIX])
+        selection=AssetSelection.key_prefixes([names.DATABASE_PREFIX], [names.BUCKET_PREFIX])
         - AssetSelection.checks(*restore_tests),
         description="Dump, archive and verify every configured database, and snapshot and "
         "verify every configured bucket, for one day.",
