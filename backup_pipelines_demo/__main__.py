@@ -80,7 +80,7 @@ def _first_runs(env: dict[str, str]) -> int:
     for title, args in steps:
         print(title)
         launch = _dg("launch", *args, "--config-json", QUIET_CONSOLE)
-        if subprocess.run(launch, cwd=REPO, env=env).returncode != 0:
+        if subprocess.run(launch, cwd=DEMO_DIR, env=env).returncode != 0:
             print(f"{title} failed; see the logs above and in the UI", file=sys.stderr)
             return 1
     print(
@@ -90,15 +90,16 @@ def _first_runs(env: dict[str, str]) -> int:
     return 0
 
 
-def _dg(*args: str) -> list[str]:
-    """`dg` on this project (pyproject's [tool.dg]), from the repository root."""
-    return [str(Path(sys.executable).parent / "dg"), *args]
+def _dg(command: str, *args: str) -> list[str]:
+    """`dg` on this project (pyproject's [tool.dg]). Run from the demo folder: in the repository
+    root Dagster would also find the production dagster.yaml and warn that DAGSTER_HOME wins."""
+    return [str(Path(sys.executable).parent / "dg"), command, "--target-path", str(REPO), *args]
 
 
 def _run_ui(env: dict[str, str], port: int) -> None:
     ui = subprocess.Popen(
         _dg("dev", "--host", "127.0.0.1", "--port", str(port)),
-        cwd=REPO,
+        cwd=DEMO_DIR,
         env=env,
         start_new_session=True,
     )

@@ -1,6 +1,6 @@
 """The retention plan as Dagster sees it: planning for every database and bucket, and the prune
 job that deletes exactly what a plan listed (and the policy still expires). Thin wiring over
-prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
+core/prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
 
 import datetime as dt
 from collections import defaultdict
