@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import os
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import psycopg
@@ -136,3 +137,96 @@ def production_instance_env(
         "DAGSTER_COMPUTE_LOGS_BUCKET": logs_bucket,
         "AWS_ENDPOINT_URL_S3": s3_endpoint,
     }
+
+
+def restore_test_databases(cluster) -> list[str]:
+    with psycopg.connect(cluster.url()) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'restore\\_test\\_%'"
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+def run_restore_test_job(
+    defs: Definitions, instance: DagsterInstance, databases=(), partition=None
+):
+    job = defs.resolve_job_def("restore_test")
+    return job.execute_in_process(
+        run_config={
+            "ops": {
+                "plan_restore_tests": {
+                    "config": {"databases": list(databases), "partition": partition}
+                }
+            }
+        },
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def restore_test_evaluations(result) -> dict[str, object]:
+    return {
+        event.asset_check_evaluation_data.asset_key.path[1]: event.asset_check_evaluation_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def target_url(cluster) -> str:
+    return cluster.url("postgres", password="${TEST_TARGET_PASSWORD}")
+
+
+def run_restore(defs, instance, **request):
+    request = {"database": "agentic", **request}
+    return defs.resolve_job_def("restore_database").execute_in_process(
+        run_config={"ops": {"restore_from_archive": {"config": request}}},
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def drop(cluster, name: str) -> None:
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+class RunbookParser(HTMLParser):
+    """Collects the <pre> blocks by class and database, and every external reference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: dict[tuple[str, str], str] = {}
+        self.external: list[str] = []
+        self._open: tuple[str, str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag in {"link", "script", "img", "iframe"} or "src" in attributes:
+            self.external.append(tag)
+        if tag == "pre":
+            self._open = (attributes.get("class") or "", attributes.get("data-database") or "")
+            self.blocks[self._open] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "pre":
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self.blocks[self._open] += data
+
+
+def materialize_runbook(defs, instance):
+    result = materialize(
+        assets=list(defs.assets or []),
+        selection=[names.RECOVERY_RUNBOOK],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    return result

@@ -18,8 +18,12 @@ from dagster import AssetKey, build_sensor_context, materialize
 from backup_pipelines.defs.alerts.notifiers import SIGNATURE_HEADER
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines_demo.cluster import free_port
-from backup_pipelines_tests.helpers import BACKUP_PASSWORD, definitions_for, run_backup
-from backup_pipelines_tests.test_restore_test import run_restore_test_job
+from backup_pipelines_tests.helpers import (
+    BACKUP_PASSWORD,
+    definitions_for,
+    run_backup,
+    run_restore_test_job,
+)
 
 WEBHOOK_SECRET = "whk-9Zq-never-print-me"
 SLACK_TOKEN = "xoxb-test-never-print-me"

@@ -9,10 +9,10 @@ from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,
     run_backup,
+    run_restore_test_job,
     today,
     yesterday,
 )
-from backup_pipelines_tests.test_restore_test import run_restore_test_job
 
 
 def test_audit_report_matches_what_happened(write_config, instance):

@@ -13,15 +13,19 @@ import yaml
 from backup_pipelines.core.config import ConfigError, load_config
 from backup_pipelines.core.manifest import Manifest, manifest_key
 from backup_pipelines_tests.helpers import (
+    RunbookParser,
     definitions_for,
+    drop,
     failure_messages,
+    materialize_runbook,
+    restore_test_evaluations,
     run_backup,
+    run_restore,
+    run_restore_test_job,
     table_fingerprints,
+    target_url,
     today,
 )
-from backup_pipelines_tests.test_restore_job import drop, run_restore, target_url
-from backup_pipelines_tests.test_restore_test import restore_test_evaluations, run_restore_test_job
-from backup_pipelines_tests.test_runbook import RunbookParser, materialize_runbook
 
 AGE_MAGIC = b"age-encryption.org/v1"
 

@@ -9,8 +9,13 @@ from dagster import (
     build_sensor_context,
 )
 
-from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup, today
-from backup_pipelines_tests.test_restore_test import run_restore_test_job
+from backup_pipelines_tests.helpers import (
+    definitions_for,
+    failure_messages,
+    run_backup,
+    run_restore_test_job,
+    today,
+)
 
 
 def tick(defs, instance, name: str, cursor: str | None):

@@ -5,14 +5,16 @@ import json
 import psycopg
 import pytest
 from dagster import AssetKey, AssetRecordsFilter
-from psycopg import sql
 
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
     definitions_for,
+    drop,
     failure_messages,
     run_backup,
+    run_restore,
     table_fingerprints,
+    target_url,
     today,
 )
 
@@ -27,20 +29,6 @@ def backed_up(write_config, instance, monkeypatch, cluster):
     return defs
 
 
-def target_url(cluster) -> str:
-    return cluster.url("postgres", password="${TEST_TARGET_PASSWORD}")
-
-
-def run_restore(defs, instance, **request):
-    request = {"database": "agentic", **request}
-    return defs.resolve_job_def("restore_database").execute_in_process(
-        run_config={"ops": {"restore_from_archive": {"config": request}}},
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
-
-
 def audit_records(instance) -> list[dict]:
     records = instance.fetch_observations(
         AssetRecordsFilter(asset_key=AssetKey(["postgres", "agentic", "archive"])), limit=10
@@ -48,13 +36,6 @@ def audit_records(instance) -> list[dict]:
     return [
         {name: value.value for name, value in r.asset_observation.metadata.items()} for r in records
     ]
-
-
-def drop(cluster, name: str) -> None:
-    with psycopg.connect(cluster.url(), autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def test_restore_into_a_new_database_gives_identical_data(backed_up, cluster, instance):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
+from dagster import AssetCheckKey, AssetKey, Definitions
 
 from backup_pipelines.core.manifest import manifest_key
 from backup_pipelines.core.restore_test import TEMP_MARKER
@@ -17,45 +17,14 @@ from backup_pipelines_tests.helpers import (
     backup_url,
     definitions_for,
     failure_messages,
+    restore_test_databases,
+    restore_test_evaluations,
     run_backup,
+    run_restore_test_job,
     today,
 )
 
 VERIFICATION = {db: AssetKey(["postgres", db, "verification"]) for db in TEST_DATABASES}
-
-
-def restore_test_databases(cluster) -> list[str]:
-    with psycopg.connect(cluster.url()) as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'restore\\_test\\_%'"
-        ).fetchall()
-    return [name for (name,) in rows]
-
-
-def run_restore_test_job(
-    defs: Definitions, instance: DagsterInstance, databases=(), partition=None
-):
-    job = defs.resolve_job_def("restore_test")
-    return job.execute_in_process(
-        run_config={
-            "ops": {
-                "plan_restore_tests": {
-                    "config": {"databases": list(databases), "partition": partition}
-                }
-            }
-        },
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
-
-
-def restore_test_evaluations(result) -> dict[str, object]:
-    return {
-        event.asset_check_evaluation_data.asset_key.path[1]: event.asset_check_evaluation_data
-        for event in result.all_events
-        if event.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
 
 
 @pytest.fixture

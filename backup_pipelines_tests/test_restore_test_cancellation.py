@@ -12,8 +12,13 @@ import psycopg
 import pytest
 import yaml
 
-from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup
-from backup_pipelines_tests.test_restore_test import restore_test_databases, run_restore_test_job
+from backup_pipelines_tests.helpers import (
+    definitions_for,
+    failure_messages,
+    restore_test_databases,
+    run_backup,
+    run_restore_test_job,
+)
 
 SLOW_ASSERTION = {"name": "slow", "sql": "SELECT pg_sleep(60) IS NOT NULL", "expect": True}
 

@@ -3,61 +3,22 @@
 import os
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import boto3
 import psycopg
-from dagster import materialize
 
-from backup_pipelines.names import RECOVERY_RUNBOOK
 from backup_pipelines_tests.helpers import (
     TEST_DATABASES,
+    RunbookParser,
     definitions_for,
     failure_messages,
+    materialize_runbook,
     run_backup,
+    run_restore_test_job,
     table_fingerprints,
     today,
 )
-from backup_pipelines_tests.test_restore_test import run_restore_test_job
-
-
-class RunbookParser(HTMLParser):
-    """Collects the <pre> blocks by class and database, and every external reference."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.blocks: dict[tuple[str, str], str] = {}
-        self.external: list[str] = []
-        self._open: tuple[str, str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag in {"link", "script", "img", "iframe"} or "src" in attributes:
-            self.external.append(tag)
-        if tag == "pre":
-            self._open = (attributes.get("class") or "", attributes.get("data-database") or "")
-            self.blocks[self._open] = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "pre":
-            self._open = None
-
-    def handle_data(self, data: str) -> None:
-        if self._open:
-            self.blocks[self._open] += data
-
-
-def materialize_runbook(defs, instance):
-    result = materialize(
-        assets=list(defs.assets or []),
-        selection=[RECOVERY_RUNBOOK],
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
-    assert result.success, failure_messages(result)
-    return result
 
 
 def test_runbook_restores_by_hand_from_s3(
