@@ -8,7 +8,7 @@ import json
 import sys
 
 from backup_pipelines.core.config import config_path_from_env
-from backup_pipelines.defs.postgres.assets import restore_test_report
+from backup_pipelines.defs.postgres.checks import restore_test_report
 from backup_pipelines.defs.resources import BackupSettings
 
 
