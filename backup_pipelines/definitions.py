@@ -1,6 +1,7 @@
 """The code location: every domain's definitions (defs/<domain>/definitions.py), merged.
 
-    dagster dev -m backup_pipelines.definitions      # or `dg dev` in the repository root
+    dg dev                                   # in the repository root (pyproject's [tool.dg])
+    dagster api grpc -m backup_pipelines.definitions ...   # a separate code server
 
 Built from the file named by BACKUP_PIPELINES_CONFIG (default ./backup_pipelines.yaml).
 """
