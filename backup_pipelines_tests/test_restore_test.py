@@ -91,6 +91,36 @@ def test_restore_test_fails_on_a_truncated_archive(backed_up, cluster, instance)
     assert restore_test_databases(cluster) == []
 
 
+def test_a_look_alike_archive_fails_verification_and_the_restore_test(backed_up, cluster, instance):
+    """agentic's archive replaced by langfuse's, with a manifest forged to claim agentic: the
+    checksum and every row count agree, but the archive's own header names langfuse."""
+    config, defs = backed_up
+    archive_root = config.parent / "backups" / "archive"
+    agentic_manifest = archive_root / manifest_key("agentic", today())
+    forged = json.loads((archive_root / manifest_key("langfuse", today())).read_text())
+    assert forged["source_database"] == "langfuse"
+    genuine = json.loads(agentic_manifest.read_text())
+    (archive_root / genuine["object_key"]).write_bytes(
+        (archive_root / forged["object_key"]).read_bytes()
+    )
+    forged.update(database="agentic", object_key=genuine["object_key"], source_database="agentic")
+    agentic_manifest.write_text(json.dumps(forged))
+
+    result = run_restore_test_job(defs, instance, databases=["agentic"])
+    assert not result.success
+    evaluation = restore_test_evaluations(result)["agentic"]
+    assert not evaluation.passed
+    assert "dumped from database 'langfuse'" in evaluation.description
+    assert "not restored" in evaluation.description  # refused before any restore
+    assert restore_test_databases(cluster) == []
+
+    verified = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
+    checks = {e.check_name: e for e in verified.get_asset_check_evaluations()}
+    assert checks["archive_checksum"].passed  # the forgery is self-consistent ...
+    assert not checks["archive_contents"].passed  # ... but not agentic's backup
+    assert "dumped from database 'langfuse'" in checks["archive_contents"].description
+
+
 def test_restore_test_refuses_unknown_database_and_day(backed_up, instance):
     _, defs = backed_up
     result = run_restore_test_job(defs, instance, databases=["nope"])

@@ -49,6 +49,27 @@ def test_dump_lacking_a_tables_data_fails_and_names_it(cluster, tmp_path):
     assert outcome.metadata["relations_missing_data"] == ["public.messages"]
 
 
+def test_the_dump_names_its_database_and_a_look_alike_is_refused(cluster, tmp_path):
+    store = LocalStore(tmp_path)
+    _, ref, manifest = dump_today(cluster, store)
+    tools = find_client_tools(None)
+    assert manifest.source_database == "agentic"
+    passed = check_dump_complete(store, ref, manifest, tools, configured_name="agentic")
+    assert passed.passed and passed.metadata["dumped_database"] == "agentic"
+    # The same dump checked as the backup of a database whose URL names another one.
+    refused = check_dump_complete(store, ref, manifest, tools, configured_name="langfuse")
+    assert not refused.passed
+    assert "dumped from database 'agentic'" in refused.description
+    assert "names 'langfuse'" in refused.description
+    # A manifest that claims another source than the archive's header.
+    claimed = dataclasses.replace(manifest, source_database="langfuse")
+    mismatch = check_dump_complete(store, ref, claimed, tools)
+    assert not mismatch.passed and "its manifest records 'langfuse'" in mismatch.description
+    # Manifests written before the field existed still verify.
+    legacy = dataclasses.replace(manifest, source_database=None)
+    assert check_dump_complete(store, ref, legacy, tools).passed
+
+
 def test_dump_of_wrong_size_or_garbage_fails(cluster, tmp_path):
     store = LocalStore(tmp_path)
     _, ref, manifest = dump_today(cluster, store)

@@ -102,6 +102,7 @@ def take_dump(
         object_key=key,
         snapshot_taken_at=snapshot.taken_at.isoformat(),
         server_version=snapshot.server_version,
+        source_database=snapshot.database_name,
         pg_dump_version=tools.major_version,
         compression=settings.compression,
         compression_level=settings.compression_level,

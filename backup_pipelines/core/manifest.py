@@ -60,6 +60,9 @@ class Manifest:
     encryption: str | None = None
     encryption_recipient: str | None = None
     format_version: int = MANIFEST_FORMAT
+    # The name of the database pg_dump read (its archive header says the same); None in
+    # manifests written before it was recorded.
+    source_database: str | None = None
 
     @property
     def relation_counts(self) -> list[RelationCount]:
@@ -79,6 +82,27 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         return cls(**json.loads(data))
+
+    def identity_problem(
+        self, database: str, dumped_database: str | None, configured_name: str | None
+    ) -> str | None:
+        """Why this manifest, with an archive whose header names `dumped_database`, is not a
+        backup of configured database `database` (a look-alike), or None. `configured_name` is
+        the database its URL names (None when the URL leaves it to libpq's default)."""
+        if self.database != database:
+            return f"the manifest filed under {database!r} describes database {self.database!r}"
+        if self.source_database is not None and dumped_database != self.source_database:
+            return (
+                f"the archive was dumped from database {dumped_database!r}, but its manifest "
+                f"records {self.source_database!r}"
+            )
+        if configured_name is not None and dumped_database != configured_name:
+            return (
+                f"the archive was dumped from database {dumped_database!r}, but "
+                f"databases.{database}.url names {configured_name!r}: it is not this "
+                "database's backup"
+            )
+        return None
 
     def archived(self, at: dt.datetime) -> Manifest:
         return replace(self, archived_at=at.isoformat())

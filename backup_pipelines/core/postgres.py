@@ -286,6 +286,7 @@ class ExportedSnapshot:
     taken_at: dt.datetime
     server_version: str
     server_major: int
+    database_name: str  # current_database(): what pg_dump's archive header will name
     connection: psycopg.Connection
 
     def contents(self) -> SnapshotContents:
@@ -311,12 +312,13 @@ def exported_snapshot(connection: Connection) -> Iterator[ExportedSnapshot]:
     try:
         with conn.cursor() as cursor:
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot_id, taken_at, version, version_num = cursor.execute(
+            snapshot_id, taken_at, version, version_num, name = cursor.execute(
                 "SELECT pg_export_snapshot(), clock_timestamp(), "
-                "current_setting('server_version'), current_setting('server_version_num')::int"
+                "current_setting('server_version'), current_setting('server_version_num')::int, "
+                "current_database()"
             ).fetchone()
         yield ExportedSnapshot(
-            snapshot_id, taken_at.astimezone(dt.UTC), version, version_num // 10000, conn
+            snapshot_id, taken_at.astimezone(dt.UTC), version, version_num // 10000, name, conn
         )
     except psycopg.Error as error:
         raise PostgresError(connection.describe_error(error)) from None
@@ -385,6 +387,7 @@ def drop_database_if_unused(conn: psycopg.Connection, name: str) -> bool:
 # --- pg_restore --list -----------------------------------------------------------------------
 
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.+)$")
+_TOC_DBNAME = re.compile(r"^;\s+dbname: (.*)$")
 _DATA_ENTRY_KINDS = ("TABLE DATA ", "MATERIALIZED VIEW DATA ")
 
 
@@ -392,19 +395,24 @@ _DATA_ENTRY_KINDS = ("TABLE DATA ", "MATERIALIZED VIEW DATA ")
 class TableOfContents:
     entries: int
     data_oids: frozenset[int]  # source OIDs of relations whose data the archive holds
+    dumped_database: str | None = None  # the header's "dbname": the database pg_dump read
 
 
 def parse_toc(listing: str) -> TableOfContents:
     entries = 0
     data_oids: set[int] = set()
+    dumped_database = None
     for line in listing.splitlines():
+        header = _TOC_DBNAME.match(line)
+        if header and dumped_database is None:
+            dumped_database = header.group(1)
         match = _TOC_LINE.match(line)
         if not match:
             continue
         entries += 1
         if match.group(4).startswith(_DATA_ENTRY_KINDS):
             data_oids.add(int(match.group(3)))
-    return TableOfContents(entries, frozenset(data_oids))
+    return TableOfContents(entries, frozenset(data_oids), dumped_database)
 
 
 def relations_missing_data(

@@ -32,6 +32,7 @@ from backup_pipelines.core.postgres import (
     database_exists,
     drop_database,
     find_client_tools,
+    parse_toc,
     read_constraints,
     read_data_relations,
     read_sequences,
@@ -175,6 +176,24 @@ def _download(
     name, stderr = failed[0]
     verb = "decrypt" if name == AGE else "decompress"
     return counter.digest(), f"{name} could not {verb} the archive: {stderr or 'no message'}"
+
+
+def look_alike_problem(
+    tools: ClientTools,
+    archive: Path,
+    manifest: Manifest,
+    database: str,
+    configured_name: str | None,
+) -> str | None:
+    """Why the fetched archive is not a backup of `database` (its header names another
+    database than its manifest, or the manifest is another database's), or None."""
+    listed = subprocess.run(
+        [tools.program("pg_restore"), "--list", str(archive)], capture_output=True, text=True
+    )
+    if listed.returncode != 0:
+        return f"pg_restore cannot read the archive: {listed.stderr.strip() or 'no message'}"
+    dumped = parse_toc(listed.stdout).dumped_database
+    return manifest.identity_problem(database, dumped, configured_name)
 
 
 # --- pg_restore -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from backup_pipelines.core.restore import (
     RestoreError,
     RestoreValidation,
     fetched_archive,
+    look_alike_problem,
     require_new_enough,
     restore_tools,
     run_pg_restore,
@@ -60,6 +61,8 @@ class RestoreTestSettings:
     pg_bin_dir: str | None = None
     assertions: tuple[RestoreAssertion, ...] = ()
     key: ArchiveKey | None = None
+    # The database the configured URL names, which the archive's header must name too.
+    configured_name: str | None = None
 
 
 @dataclass
@@ -192,7 +195,13 @@ def _restore_and_validate(
         report.leftovers_dropped = drop_leftovers(admin, dt.datetime.now(dt.UTC))
         with fetched_archive(archive, manifest, settings.scratch_dir, settings.key) as fetched:
             report.fetch_seconds = fetched.seconds
-            problem = fetched.checksum_problem(manifest) or fetched.problem
+            problem = (
+                fetched.checksum_problem(manifest)
+                or fetched.problem
+                or look_alike_problem(
+                    tools, fetched.path, manifest, scratch.database, settings.configured_name
+                )
+            )
             if problem:
                 report.summary = f"not restored: {problem}"
                 return

@@ -124,8 +124,13 @@ def _first_problem(results: list[tuple[str, int, str]], fed_all: bool) -> str | 
 
 
 def _toc_outcome(
-    name: str, inspection: ArchiveInspection, manifest: Manifest, where: str
+    name: str,
+    inspection: ArchiveInspection,
+    manifest: Manifest,
+    ref: BackupRef,
+    configured_name: str | None,
 ) -> CheckOutcome:
+    where = ref.uri
     if inspection.toc is None:
         return CheckOutcome(
             name,
@@ -136,12 +141,18 @@ def _toc_outcome(
     missing = relations_missing_data(inspection.toc, manifest.relation_counts)
     evidence = {
         "uri": where,
+        "dumped_database": inspection.toc.dumped_database or "",
         "toc_entries": inspection.toc.entries,
         "relations_in_manifest": len(manifest.relations),
         "relations_with_data": len(inspection.toc.data_oids),
         "rows_in_snapshot": manifest.total_rows,
         "relations_missing_data": [r.qualified_name for r in missing],
     }
+    look_alike = manifest.identity_problem(
+        ref.database, inspection.toc.dumped_database, configured_name
+    )
+    if look_alike:
+        return CheckOutcome(name, False, f"{where}: {look_alike}", evidence)
     if missing:
         names = ", ".join(f"{r.qualified_name} ({r.rows} rows)" for r in missing[:20])
         return CheckOutcome(name, False, f"{where} lacks the data of {names}", evidence)
@@ -161,6 +172,7 @@ def check_dump_complete(
     manifest: Manifest,
     tools: ClientTools,
     key: ArchiveKey | None = None,
+    configured_name: str | None = None,
 ) -> CheckOutcome:
     """The stored dump has the recorded size and holds the data of every non-empty relation."""
     stored_size = store.size(ref.object_key)
@@ -174,7 +186,7 @@ def check_dump_complete(
     inspection = inspect_archive(
         store.read_chunks(ref.object_key), manifest, key, tools, read_all=False
     )
-    return _toc_outcome(names.DUMP_COMPLETE, inspection, manifest, ref.uri)
+    return _toc_outcome(names.DUMP_COMPLETE, inspection, manifest, ref, configured_name)
 
 
 def check_archive(
@@ -183,6 +195,7 @@ def check_archive(
     manifest: Manifest,
     tools: ClientTools,
     key: ArchiveKey | None = None,
+    configured_name: str | None = None,
 ) -> list[CheckOutcome]:
     """Read the archive copy back whole: checksum, then pg_restore's view of its contents."""
     chunks = store.read_chunks(ref.object_key)
@@ -202,7 +215,10 @@ def check_archive(
             "size_actual": actual.size,
         },
     )
-    return [checksum, _toc_outcome(names.ARCHIVE_CONTENTS, inspection, manifest, ref.uri)]
+    return [
+        checksum,
+        _toc_outcome(names.ARCHIVE_CONTENTS, inspection, manifest, ref, configured_name),
+    ]
 
 
 def recent_sizes(store: ObjectStore, database: str, before_day: str, count: int) -> list[int]:

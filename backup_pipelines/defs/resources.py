@@ -16,11 +16,16 @@ from dagster import (
 from pydantic import PrivateAttr
 
 from backup_pipelines import names
-from backup_pipelines.core.config import BackupConfig, expand_env, load_config
+from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env, load_config
 from backup_pipelines.core.dump import DumpSettings
 from backup_pipelines.core.encryption import ArchiveKey, key_from_config
 from backup_pipelines.core.manifest import BackupRef
-from backup_pipelines.core.postgres import ClientTools, Connection, find_client_tools
+from backup_pipelines.core.postgres import (
+    ClientTools,
+    Connection,
+    PostgresError,
+    find_client_tools,
+)
 from backup_pipelines.core.restore_test import RestoreTestSettings
 from backup_pipelines.storage import BackupStores, StorageError, stores_from_config
 
@@ -58,6 +63,14 @@ class BackupSettings(ConfigurableResource):
             )
         return self.connection(database)
 
+    def configured_name(self, database: str) -> str | None:
+        """The database name `database`'s URL gives, or None (not given, or the URL cannot be
+        read here: then only the archive's own header and manifest are compared)."""
+        try:
+            return self.connection(database).params.get("dbname")
+        except (ConfigError, PostgresError):
+            return None
+
     def restore_test_settings(self, database: str) -> RestoreTestSettings:
         config = self.config()
         scratch_dir = config.restore_test.scratch_dir
@@ -69,6 +82,7 @@ class BackupSettings(ConfigurableResource):
             pg_bin_dir=config.pg_bin_dir,
             assertions=tuple(config.databases[database].restore_assertions),
             key=self.archive_key(),
+            configured_name=self.configured_name(database),
         )
 
     def dump_settings(self) -> DumpSettings:

@@ -109,7 +109,12 @@ def database_assets(
             },
         )
         outcome = check_dump_complete(
-            stores.dumps, ref, manifest, settings.client_tools(), settings.archive_key()
+            stores.dumps,
+            ref,
+            manifest,
+            settings.client_tools(),
+            settings.archive_key(),
+            settings.configured_name(database),
         )
         yield check_result(outcome, dump_key)
 
@@ -173,7 +178,12 @@ def database_assets(
                 "for that day again"
             )
         outcomes = check_archive(
-            stores.archive, archive, manifest, settings.client_tools(), settings.archive_key()
+            stores.archive,
+            archive,
+            manifest,
+            settings.client_tools(),
+            settings.archive_key(),
+            settings.configured_name(database),
         )
         history = recent_sizes(
             stores.archive, database, archive.partition, config.verification.size_history
