@@ -12,6 +12,7 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     RunsFilter,
 )
@@ -26,6 +27,7 @@ WATCHED_CHECKS = {
 }
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
 _ERROR_LINES = 3
+_ASSETS_NAMED = 4  # in a failed run's title; the link shows the rest
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def failed_runs(
         problems.append(
             Problem(
                 key=f"run:{run.run_id}",
-                title=f"run of {run.job_name} failed"
+                title=f"run of {_what_ran(run, [step for step, _ in steps])} failed"
                 + (f" for {day}" if day else "")
                 + f" ({', '.join(sorted({_database_of(step) for step, _ in steps} - {''}))})",
                 details="\n".join(lines),
@@ -155,6 +157,18 @@ def failed_runs(
             )
         )
     return problems, newest
+
+
+def _what_ran(run: DagsterRun, failed_steps: list[str]) -> str:
+    """The job's name, or for Dagster's internal jobs (a UI materialization, `__ASSET_JOB`) the
+    assets it ran (else those whose steps failed), which is what the reader knows them by."""
+    if not run.job_name.startswith("__"):
+        return run.job_name
+    keys = sorted(key.to_user_string() for key in run.asset_selection or ())
+    # An asset's step key is its key path joined by "__".
+    keys = keys or sorted({step.replace("__", "/") for step in failed_steps})
+    more = f" and {len(keys) - _ASSETS_NAMED} more" if len(keys) > _ASSETS_NAMED else ""
+    return ", ".join(keys[:_ASSETS_NAMED]) + more if keys else "an asset run"
 
 
 def _database_of(step_key: str) -> str:
