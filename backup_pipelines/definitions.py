@@ -40,7 +40,7 @@ STEP_EXECUTOR = multiprocess_executor.configured(
 
 
 def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
-    project = Project.from_config(config, config_path)
+    project = Project.from_config(config)
     merged = Definitions.merge(
         Definitions(executor=STEP_EXECUTOR),
         resource_definitions(config_path),

@@ -13,15 +13,14 @@ from backup_pipelines.core.config import BackupConfig
 @dataclass(frozen=True)
 class Project:
     config: BackupConfig
-    config_path: str
     partitions: DailyPartitionsDefinition
 
     @classmethod
-    def from_config(cls, config: BackupConfig, config_path: str) -> Project:
+    def from_config(cls, config: BackupConfig) -> Project:
         partitions = DailyPartitionsDefinition(
             start_date=config.start_date.isoformat(), timezone="UTC", end_offset=1
         )
-        return cls(config, config_path, partitions)
+        return cls(config, partitions)
 
     @property
     def databases(self) -> list[str]:
