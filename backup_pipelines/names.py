@@ -20,8 +20,10 @@ BUCKET_PREFIX = "s3"  # s3/<bucket>/<step>
 DUMP = "dump"
 ARCHIVE = "archive"
 VERIFICATION = "verification"
+RESTORE_TEST = "restore_test"
 SNAPSHOT = "snapshot"
-DATABASE_STEPS = (DUMP, ARCHIVE, VERIFICATION)
+BACKUP_STEPS = (DUMP, ARCHIVE, VERIFICATION)  # what a backup run materializes
+DATABASE_STEPS = (*BACKUP_STEPS, RESTORE_TEST)  # the lineage of one database
 BUCKET_STEPS = (SNAPSHOT, VERIFICATION)
 RECOVERY_RUNBOOK = "recovery_runbook"
 STORAGE_USAGE = "storage_usage"
@@ -57,7 +59,7 @@ DUMP_COMPLETE = "dump_complete"
 ARCHIVE_CHECKSUM = "archive_checksum"
 ARCHIVE_CONTENTS = "archive_contents"
 SIZE_CHANGE = "size_change"
-RESTORE_TEST = "restore_test"
+RESTORED_DATA_MATCHES = "restored_data_matches"
 STORAGE_CAPACITY = "storage_capacity"
 SNAPSHOT_MANIFEST = "snapshot_manifest"
 SNAPSHOT_OBJECTS = "snapshot_objects"
@@ -66,11 +68,15 @@ WARNING_CHECKS = (SIZE_CHANGE,)
 # Both must pass (newest evaluation of each) for a backup or snapshot to count as verified.
 VERIFYING_CHECKS = (ARCHIVE_CHECKSUM, ARCHIVE_CONTENTS)
 SNAPSHOT_CHECKS = (SNAPSHOT_MANIFEST, SNAPSHOT_OBJECTS)
-# The checks a backup run evaluates, by step; restore_test runs on its own.
+# The checks a backup run evaluates, by step; the restore test runs on its own.
 BACKUP_CHECKS = {
     DUMP: (DUMP_COMPLETE,),
     VERIFICATION: (*VERIFYING_CHECKS, SIZE_CHANGE),
 }
+DATABASE_CHECKS = {**BACKUP_CHECKS, RESTORE_TEST: (RESTORED_DATA_MATCHES,)}
+# Before restore tests were an asset of their own they were this check on the verification
+# asset; that history is still read (records.restore_test_history), never written.
+LEGACY_RESTORE_TEST_CHECK = (VERIFICATION, "restore_test")
 
 # --- jobs, schedules, sensors -----------------------------------------------------------------
 DAILY_BACKUP_JOB = "daily_backup"

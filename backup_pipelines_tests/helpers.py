@@ -52,7 +52,7 @@ def run_backup(
     defs: Definitions,
     instance: DagsterInstance,
     day: str | None = None,
-    steps: tuple[str, ...] = names.DATABASE_STEPS,
+    steps: tuple[str, ...] = names.BACKUP_STEPS,
     databases: tuple[str, ...] = TEST_DATABASES,
 ) -> ExecuteInProcessResult:
     """Materialize the chosen steps of the chosen databases for one day, as the UI would."""
@@ -149,20 +149,23 @@ def restore_test_databases(cluster) -> list[str]:
 
 def run_restore_test_job(
     defs: Definitions, instance: DagsterInstance, databases=(), partition=None
-):
-    job = defs.resolve_job_def("restore_test")
+) -> ExecuteInProcessResult:
+    """The restore_test job for one day (default today), on the chosen databases (default all),
+    as a launch of it in the UI would run."""
+    job = defs.resolve_job_def(names.RESTORE_TEST_JOB)
     return job.execute_in_process(
-        run_config={
-            "ops": {
-                "plan_restore_tests": {
-                    "config": {"databases": list(databases), "partition": partition}
-                }
-            }
-        },
+        partition_key=partition or today(),
+        asset_selection=[names.database_key(db, names.RESTORE_TEST) for db in databases] or None,
         instance=instance,
         resources=defs.resources,
         raise_on_error=False,
     )
+
+
+def metadata_number(value: object) -> float:
+    """A number from metadata, whether shown as a figure or as text ('1,234')."""
+    raw = getattr(value, "value", value)
+    return float(str(raw).replace(",", "")) if isinstance(raw, str) else float(raw)
 
 
 def restore_test_evaluations(result) -> dict[str, object]:

@@ -175,7 +175,7 @@ def test_daily_backup_leaves_restore_tests_to_their_own_job(write_config):
         "size_change",
     }
     all_checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert "restore_test" in all_checks
+    assert "restored_data_matches" in all_checks
     jobs = ("restore_test", "restore_database", "refresh_recovery_runbook", "prune_backups")
     for job in (*jobs, "measure_storage"):
         assert defs.resolve_job_def(job).name == job

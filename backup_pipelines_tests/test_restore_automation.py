@@ -3,6 +3,8 @@
 import datetime as dt
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     build_schedule_context,
@@ -15,6 +17,7 @@ from backup_pipelines_tests.helpers import (
     run_backup,
     run_restore_test_job,
     today,
+    yesterday,
 )
 
 
@@ -27,20 +30,45 @@ def tick(defs, instance, name: str, cursor: str | None):
     return result.run_requests or [], result.cursor
 
 
-def test_weekly_schedule_restore_tests_every_database(write_config, instance):
-    defs = definitions_for(write_config(restore_test={"schedule": "0 3 * * 0"}))
+def restore_tests_requested(request) -> list[str]:
+    return sorted(key.path[1] for key in request.asset_selection)
+
+
+def test_weekly_schedule_restore_tests_each_newest_verified_archive(write_config, instance):
+    defs = definitions_for(
+        write_config(start_date=yesterday(), restore_test={"schedule": "0 3 * * 0"})
+    )
     schedule = defs.resolve_schedule_def("weekly_restore_test_schedule")
     assert schedule.cron_schedule == "0 3 * * 0" and schedule.execution_timezone == "UTC"
     assert schedule.job_name == "restore_test"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
-    context = build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=dt.datetime(2026, 11, 22, 3, tzinfo=dt.UTC),
-        repository_def=defs.get_repository_def(),
-    )
-    (request,) = schedule.evaluate_tick(context).run_requests
-    config = request.run_config["ops"]["plan_restore_tests"]["config"]
-    assert config == {"databases": [], "partition": None}
+
+    def evaluate():
+        context = build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime.now(dt.UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        return schedule.evaluate_tick(context)
+
+    assert evaluate().run_requests == []  # nothing verified yet: nothing to test
+    # langfuse's newest verified archive is yesterday's (as recorded; dumps are only taken
+    # today), agentic's today's: one run per day.
+    for check in ("archive_checksum", "archive_contents"):
+        instance.report_runless_asset_event(
+            AssetCheckEvaluation(
+                asset_key=AssetKey(["postgres", "langfuse", "verification"]),
+                check_name=check,
+                passed=True,
+                partition=yesterday(),
+            )
+        )
+    assert run_backup(defs, instance, databases=("agentic",)).success
+    older, newer = sorted(evaluate().run_requests, key=lambda request: request.partition_key)
+    assert (older.partition_key, restore_tests_requested(older)) == (yesterday(), ["langfuse"])
+    assert (newer.partition_key, restore_tests_requested(newer)) == (today(), ["agentic"])
+    result = run_restore_test_job(defs, instance, ["agentic"], newer.partition_key)
+    assert result.success, failure_messages(result)
 
 
 def test_new_archive_sensor_requests_a_restore_test_per_new_archive(
@@ -55,14 +83,15 @@ def test_new_archive_sensor_requests_a_restore_test_per_new_archive(
     assert requests == []  # archives verified before the sensor started are not re-tested
     assert run_backup(defs, instance, databases=("agentic",)).success
     (request,), cursor = tick(defs, instance, name, cursor)
-    config = request.run_config["ops"]["plan_restore_tests"]["config"]
-    assert config == {"databases": ["agentic"], "partition": today()}
-    assert tick(defs, instance, name, cursor)[0] == []
+    assert request.job_name in (None, "restore_test")
+    assert (request.partition_key, restore_tests_requested(request)) == (today(), ["agentic"])
+    assert tick(defs, instance, name, cursor)[0] == []  # each archive once
 
-    result = defs.resolve_job_def("restore_test").execute_in_process(
-        run_config=request.run_config, instance=instance, resources=defs.resources
-    )
+    result = run_restore_test_job(defs, instance, ["agentic"], request.partition_key)
     assert result.success, failure_messages(result)
+    assert instance.get_materialized_partitions(
+        AssetKey(["postgres", "agentic", "restore_test"])
+    ) == {today()}
 
 
 def test_new_archive_sensor_is_off_unless_configured(write_config):

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 from dagster import AssetCheckKey, AssetKey, Definitions
 
+from backup_pipelines import names
 from backup_pipelines.core.manifest import manifest_key
 from backup_pipelines.core.restore_test import TEMP_MARKER
 from backup_pipelines.defs.records import latest_check_record
@@ -17,6 +18,7 @@ from backup_pipelines_tests.helpers import (
     backup_url,
     definitions_for,
     failure_messages,
+    metadata_number,
     restore_test_databases,
     restore_test_evaluations,
     run_backup,
@@ -24,7 +26,8 @@ from backup_pipelines_tests.helpers import (
     today,
 )
 
-VERIFICATION = {db: AssetKey(["postgres", db, "verification"]) for db in TEST_DATABASES}
+RESTORE_TEST = {db: AssetKey(["postgres", db, "restore_test"]) for db in TEST_DATABASES}
+CHECK = "restored_data_matches"
 
 
 @pytest.fixture
@@ -51,13 +54,35 @@ def test_restore_test_passes_on_good_archives_and_drops_its_database(backed_up, 
         metadata = {name: value.value for name, value in evaluation.metadata.items()}
         assert metadata["tables_compared"] == len(manifest["relations"]) > 0
         assert metadata["rows_compared"] == sum(r["rows"] for r in manifest["relations"]) > 0
-        assert metadata["constraints_compared"] == len(manifest["constraints"]) > 0
+        assert metadata_number(metadata["constraints_compared"]) == len(manifest["constraints"])
+        assert len(manifest["constraints"]) > 0
         assert metadata["restore_duration_seconds"] > 0
-        assert metadata["mismatches"] == []
-        # What the UI shows: the evaluation is recorded for that database and day.
-        record = latest_check_record(instance, VERIFICATION[database], "restore_test", today())
+        assert metadata["mismatches"] == "none"
+        # What the UI shows: the check's evidence for that database and day, and the day
+        # materialized in the restore_test asset's partition bar.
+        record = latest_check_record(instance, RESTORE_TEST[database], CHECK, today())
         assert record is not None and record.passed
+        assert instance.get_materialized_partitions(RESTORE_TEST[database]) == {today()}
     assert restore_test_databases(cluster) == []
+
+
+def test_a_backup_run_never_restores(write_config, cluster, instance):
+    """Materializing dump, archive and verification (a group's backup chain, the daily job)
+    evaluates their checks and starts no restore test."""
+    defs = definitions_for(write_config())
+    result = run_backup(defs, instance, steps=names.BACKUP_STEPS)
+    assert result.success, failure_messages(result)
+    evaluated = {
+        event.asset_check_evaluation_data.check_name
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert evaluated == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
+    for database in TEST_DATABASES:
+        assert instance.get_materialized_partitions(RESTORE_TEST[database]) == set()
+        assert latest_check_record(instance, RESTORE_TEST[database], CHECK, today()) is None
+    job = defs.resolve_job_def("daily_backup")
+    assert not any(key.path[-1] == "restore_test" for key in job.asset_layer.selected_asset_keys)
 
 
 def test_restore_test_names_the_table_whose_rows_disagree(backed_up, cluster, instance):
@@ -121,12 +146,8 @@ def test_a_look_alike_archive_fails_verification_and_the_restore_test(backed_up,
     assert "dumped from database 'langfuse'" in checks["archive_contents"].description
 
 
-def test_restore_test_refuses_unknown_database_and_day(backed_up, instance):
+def test_restore_test_of_a_day_without_archive_says_so(backed_up, instance):
     _, defs = backed_up
-    result = run_restore_test_job(defs, instance, databases=["nope"])
-    assert "unknown database(s) nope; configured databases: agentic, langfuse" in (
-        failure_messages(result)
-    )
     result = run_restore_test_job(defs, instance, databases=["agentic"], partition="2026-01-02")
     assert "database 'agentic' has no archive for 2026-01-02; archived days" in (
         failure_messages(result)
@@ -145,19 +166,21 @@ def test_the_next_restore_test_drops_a_crashed_tests_leftover(backed_up, cluster
         result = run_restore_test_job(defs, instance, databases=["agentic"])
         assert result.success, failure_messages(result)
         evaluation = restore_test_evaluations(result)["agentic"]
-        dropped = evaluation.metadata["leftovers_dropped"].value
-        assert dropped == [leftover]
+        assert evaluation.metadata["leftovers_dropped"].value == leftover
         assert restore_test_databases(cluster) == [real]
     finally:
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {real}")
 
 
-def test_asset_check_key_is_defined_for_every_database(backed_up):
+def test_restore_test_follows_verification_in_each_database_group(backed_up):
     _, defs = backed_up
-    keys = defs.resolve_asset_graph().asset_check_keys
+    graph = defs.resolve_asset_graph()
     for database in TEST_DATABASES:
-        assert AssetCheckKey(VERIFICATION[database], "restore_test") in keys
+        assert AssetCheckKey(RESTORE_TEST[database], CHECK) in graph.asset_check_keys
+        node = graph.get(RESTORE_TEST[database])
+        assert node.parent_keys == {AssetKey(["postgres", database, "verification"])}
+        assert node.group_name == f"postgres_{database}"
 
 
 def test_a_scratch_role_without_createdb_is_named_and_no_secret_leaks(
@@ -171,6 +194,9 @@ def test_a_scratch_role_without_createdb_is_named_and_no_secret_leaks(
     evaluation = restore_test_evaluations(result)["agentic"]
     assert "the role 'backup' may not create databases" in evaluation.description
     assert "restore_test.url" in evaluation.description
+    # A failed test fails its day: the partition bar shows it not proven, the check says why.
+    assert instance.get_materialized_partitions(RESTORE_TEST["agentic"]) == set()
+    assert not latest_check_record(instance, RESTORE_TEST["agentic"], CHECK, today()).passed
     logged = "\n".join(str(event) for event in instance.all_logs(result.run_id))
     for secret in (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD):
         assert secret not in logged and secret not in failure_messages(result)

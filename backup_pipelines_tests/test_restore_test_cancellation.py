@@ -1,5 +1,5 @@
 """A restore test's throw-away database is gone after a cancelled run, and after a crash the
-next restore test drops it. The run is a real `dagster job execute` in its own process."""
+next restore test drops it. The run is a real `dagster asset materialize` in its own process."""
 
 import os
 import signal
@@ -18,6 +18,7 @@ from backup_pipelines_tests.helpers import (
     restore_test_databases,
     run_backup,
     run_restore_test_job,
+    today,
 )
 
 SLOW_ASSERTION = {"name": "slow", "sql": "SELECT pg_sleep(60) IS NOT NULL", "expect": True}
@@ -35,10 +36,6 @@ def slow_config(write_config, cluster, instance) -> Path:
 
 
 def start_restore_test(config: Path, tmp_path: Path) -> subprocess.Popen:
-    run_config = tmp_path / "run_config.yaml"
-    run_config.write_text(
-        yaml.safe_dump({"ops": {"plan_restore_tests": {"config": {"databases": ["agentic"]}}}})
-    )
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -46,14 +43,14 @@ def start_restore_test(config: Path, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
             str(dagster),
-            "job",
-            "execute",
+            "asset",
+            "materialize",
             "-m",
             "backup_pipelines.definitions",
-            "-j",
-            "restore_test",
-            "-c",
-            str(run_config),
+            "--select",
+            "postgres/agentic/restore_test",
+            "--partition",
+            today(),
         ],
         env={**os.environ, "DAGSTER_HOME": str(home), "BACKUP_PIPELINES_CONFIG": str(config)},
         stdout=subprocess.DEVNULL,

@@ -10,7 +10,6 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
@@ -54,10 +53,10 @@ class CommandLineWatch:
         self._thread.join()
 
 
-def dagster_job(home: Path, config: Path, job: str, *options: str) -> subprocess.CompletedProcess:
+def dagster_cli(home: Path, config: Path, *command: str) -> subprocess.CompletedProcess:
     dagster = str(Path(sys.executable).parent / "dagster")
     return subprocess.run(
-        [dagster, "job", "execute", "-m", "backup_pipelines.definitions", "-j", job, *options],
+        [dagster, *command, "-m", "backup_pipelines.definitions"],
         env={**os.environ, "DAGSTER_HOME": str(home), "BACKUP_PIPELINES_CONFIG": str(config)},
         capture_output=True,
         text=True,
@@ -87,14 +86,19 @@ def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    run_config = tmp_path / "restore_test.yaml"
-    run_config.write_text(
-        yaml.safe_dump({"ops": {"plan_restore_tests": {"config": {"databases": ["agentic"]}}}})
-    )
     tags = json.dumps({"dagster/partition": today()})
     with CommandLineWatch(secrets) as watch:
-        backup = dagster_job(home, config, "daily_backup", "--tags", tags)
-        restore_test = dagster_job(home, config, "restore_test", "-c", str(run_config))
+        backup = dagster_cli(home, config, "job", "execute", "-j", "daily_backup", "--tags", tags)
+        restore_test = dagster_cli(
+            home,
+            config,
+            "asset",
+            "materialize",
+            "--select",
+            "postgres/agentic/restore_test",
+            "--partition",
+            today(),
+        )
     assert backup.returncode != 0  # 'vanished' failed ...
     assert restore_test.returncode == 0, restore_test.stderr[-3000:]  # ... agentic did not
     assert {"pg_dump", "pg_restore", "age"} <= watch.programs_seen  # the watch saw the children
@@ -114,7 +118,7 @@ def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
             for e in events
             if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
         ]
-        assert any(c.check_name == "restore_test" and c.passed for c in checks)
+        assert any(c.check_name == "restored_data_matches" and c.passed for c in checks)
         serialized = "\n".join(serialize_value(event) for event in events)
         serialized += "\n".join(serialize_value(run) for run in runs)
     finally:

@@ -100,7 +100,7 @@ class RestoreTestReport:
         }
         if self.validation is not None:
             metadata.update(self.validation.metadata())
-        return CheckOutcome(names.RESTORE_TEST, self.passed, self.summary, metadata)
+        return CheckOutcome(names.RESTORED_DATA_MATCHES, self.passed, self.summary, metadata)
 
 
 def temp_database_name(database: str, now: dt.datetime) -> str:
@@ -221,14 +221,37 @@ def _restore_and_validate(
     report.summary = _summary(report, report.validation)
 
 
+def _counted(count: int, one: str, many: str, none: str) -> str:
+    """'1 assertion holds', '3 assertions hold', or the words for none."""
+    return none if count == 0 else f"1 {one}" if count == 1 else f"{count:,} {many}"
+
+
 def _summary(report: RestoreTestReport, validation: RestoreValidation) -> str:
     if validation.passed:
-        return (
-            f"restored {report.archive_uri} in {report.restore_seconds:.1f} s: "
-            f"{validation.tables_compared} tables and {validation.rows_compared} rows match "
-            f"the snapshot, {validation.constraints_compared} constraints valid, "
-            f"{validation.sequences_compared} sequences in step, "
-            f"{validation.assertions_run} assertions hold"
+        parts = [
+            f"{validation.tables_compared:,} table(s) and {validation.rows_compared:,} row(s) "
+            "match the snapshot",
+            _counted(
+                validation.constraints_compared,
+                "constraint valid",
+                "constraints valid",
+                "no constraints",
+            ),
+            _counted(
+                validation.sequences_compared,
+                "sequence in step",
+                "sequences in step",
+                "no sequences",
+            ),
+            _counted(
+                validation.assertions_run,
+                "assertion holds",
+                "assertions hold",
+                "no assertions configured",
+            ),
+        ]
+        return f"restored {report.archive_uri} in {report.restore_seconds:.1f} s: " + ", ".join(
+            parts
         )
     listed = "; ".join(validation.mismatches[:10])
     more = len(validation.mismatches) - 10

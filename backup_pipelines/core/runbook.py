@@ -21,7 +21,7 @@ from backup_pipelines.storage import ObjectStore
 RUNBOOK_KEY = "recovery_runbook.html"
 
 # (database, day, check name) -> the newest finished evaluation of that check, if any
-CheckLookup = Callable[[str, str, str], CheckRecord | None]
+CheckLookup = Callable[[str, str, str, str], CheckRecord | None]  # database, day, step, check
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class RunbookEntry:
 def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> RunbookEntry:
     days = list_backup_days(store, database)
     for day in reversed(days):
-        checks = [lookup(database, day, name) for name in names.VERIFYING_CHECKS]
+        checks = [
+            lookup(database, day, names.VERIFICATION, check) for check in names.VERIFYING_CHECKS
+        ]
         if not all(check is not None and check.passed for check in checks):
             continue
         manifest = read_manifest(store, database, day)
@@ -51,7 +53,7 @@ def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> Run
             download_command=store.download_command(
                 manifest.object_key, archive_file_name(manifest)
             ),
-            restore_test=lookup(database, day, names.RESTORE_TEST),
+            restore_test=lookup(database, day, names.RESTORE_TEST, names.RESTORED_DATA_MATCHES),
         )
     return RunbookEntry(database, len(days), None, None, None, None)
 

@@ -21,6 +21,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
+from backup_pipelines import names
 from backup_pipelines.core.verification import CheckRecord
 
 _HISTORY_LIMIT = 100_000  # every day of a database for centuries
@@ -37,13 +38,30 @@ def check_history(
     passed_only: bool = False,
     partition: str | None = None,
 ) -> Sequence[AssetCheckExecutionRecord]:
-    """Finished evaluations of one check, newest first (of one day, when `partition` is set)."""
-    return instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(asset_key, check_name),
-        limit=limit,
-        status=_PASSED if passed_only else _FINISHED,
-        partition_filter=None if partition is None else PartitionKeyFilter(key=partition),
-    )
+    """Finished evaluations of one check, newest first (of one day, when `partition` is set).
+
+    A restore test's history includes the evaluations recorded under its legacy name."""
+    records = [
+        record
+        for check_key in _recorded_as(AssetCheckKey(asset_key, check_name))
+        for record in instance.event_log_storage.get_asset_check_execution_history(
+            check_key,
+            limit=limit,
+            status=_PASSED if passed_only else _FINISHED,
+            partition_filter=None if partition is None else PartitionKeyFilter(key=partition),
+        )
+    ]
+    return sorted(records, key=lambda record: record.id, reverse=True)[:limit]
+
+
+def _recorded_as(check_key: AssetCheckKey) -> list[AssetCheckKey]:
+    """The keys a check's evaluations are recorded under: its own, and for the restore test
+    also the check it used to be on the verification asset (read, never written)."""
+    path = check_key.asset_key.path
+    if path[0] != names.DATABASE_PREFIX or check_key.name != names.RESTORED_DATA_MATCHES:
+        return [check_key]
+    step, legacy_name = names.LEGACY_RESTORE_TEST_CHECK
+    return [check_key, AssetCheckKey(names.database_key(path[1], step), legacy_name)]
 
 
 def evaluated_at(record: AssetCheckExecutionRecord) -> dt.datetime | None:
@@ -107,3 +125,10 @@ def verification_outcomes(
         elif len(passed) == len(check_names):
             outcomes[day] = True
     return outcomes
+
+
+def newest_verified_day(instance: DagsterInstance, database: str) -> str | None:
+    """The newest day whose archive of `database` passed both verifying checks."""
+    key = names.database_key(database, names.VERIFICATION)
+    verified = verification_outcomes(instance, key, names.VERIFYING_CHECKS)
+    return max((day for day, passed in verified.items() if passed), default=None)

@@ -1,11 +1,11 @@
-"""Wiring every domain uses: per-day check specs, a check outcome as Dagster's check result, a
-UTC schedule."""
+"""Wiring every domain uses: per-day check specs, a check outcome as Dagster's check result,
+metadata as the UI should show it, a UTC schedule."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from dagster import (
     AssetCheckResult,
@@ -14,6 +14,7 @@ from dagster import (
     AssetKey,
     DefaultScheduleStatus,
     JobDefinition,
+    MetadataValue,
     PartitionsDefinition,
     PreviewWarning,
     ScheduleDefinition,
@@ -23,6 +24,52 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from backup_pipelines.core.verification import CheckOutcome
+
+# Numbers that form a trend over the days, so the UI plots them; every other number is shown
+# as text (a plot of a setting or a count of assertions is a flat line).
+TREND_FIGURES = frozenset(
+    {
+        "size_bytes",
+        "rows",
+        "relations",
+        "dump_seconds",
+        "restore_duration_seconds",
+        "rows_compared",
+        "tables_compared",
+        "objects",
+        "total_bytes",
+    }
+)
+_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(size: int) -> str:
+    """1536 -> '1.5 KiB'; sizes are powers of 1024, as `du -h` and the S3 console show them."""
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{size} bytes" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
+
+
+def readable(metadata: Mapping[str, object]) -> dict[str, object]:
+    """Metadata as a person reads it in the UI: a human size beside every byte count, lists as
+    lines (or 'none'), and only the trend figures as numbers."""
+    shown: dict[str, object] = {}
+    for name, value in metadata.items():
+        if isinstance(value, (bool, MetadataValue)) or not isinstance(
+            value, (int, float, list, tuple)
+        ):
+            shown[name] = value
+        elif isinstance(value, (list, tuple)):
+            lines = [str(item) for item in value]
+            shown[name] = MetadataValue.text("\n".join(lines) if lines else "none")
+        elif name in TREND_FIGURES:
+            shown[name] = value
+        else:
+            shown[name] = MetadataValue.text(f"{value:,}" if isinstance(value, int) else str(value))
+        if name.endswith("_bytes") and isinstance(value, int) and not isinstance(value, bool):
+            shown[name.removesuffix("_bytes") or "size"] = human_size(value)
+    return shown
 
 
 @contextlib.contextmanager
@@ -59,7 +106,7 @@ def check_result(outcome: CheckOutcome, key: AssetKey) -> AssetCheckResult:
         passed=outcome.passed,
         severity=AssetCheckSeverity.WARN if outcome.warning_only else AssetCheckSeverity.ERROR,
         description=outcome.description,
-        metadata=outcome.metadata,
+        metadata=readable(outcome.metadata),
     )
 
 

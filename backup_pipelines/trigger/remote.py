@@ -119,7 +119,7 @@ def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
             f"{', '.join(databases) or 'none'}"
         )
     keys = {
-        step: {"path": names.database_key(database, step).path} for step in names.DATABASE_STEPS
+        step: {"path": names.database_key(database, step).path} for step in names.BACKUP_STEPS
     }
     return {
         **location,

@@ -21,10 +21,7 @@ from backup_pipelines import names
 from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
 
 # Checks that alert when their newest evaluation failed, by the asset they are on.
-WATCHED_CHECKS = {
-    **names.BACKUP_CHECKS,
-    names.VERIFICATION: (*names.BACKUP_CHECKS[names.VERIFICATION], names.RESTORE_TEST),
-}
+WATCHED_CHECKS = names.DATABASE_CHECKS
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
 _ERROR_LINES = 3
 _ASSETS_NAMED = 4  # in a failed run's title; the link shows the rest
@@ -78,8 +75,8 @@ def last_verified_at(instance: DagsterInstance, database: str) -> dt.datetime | 
 
 def last_restore_test(instance: DagsterInstance, database: str):
     """The newest finished restore-test evaluation of `database` (any day), or None."""
-    key = names.database_key(database, names.VERIFICATION)
-    history = check_history(instance, key, names.RESTORE_TEST)
+    key = names.database_key(database, names.RESTORE_TEST)
+    history = check_history(instance, key, names.RESTORED_DATA_MATCHES)
     return history[0] if history else None
 
 
@@ -109,7 +106,10 @@ def age_problems(
                 f"{names.DAILY_BACKUP_SCHEDULE} is running and the daemon is up.",
                 link=link,
             )
-        tested = check_history(instance, key, names.RESTORE_TEST, passed_only=True)
+        restore_test = names.database_key(database, names.RESTORE_TEST)
+        tested = check_history(
+            instance, restore_test, names.RESTORED_DATA_MATCHES, passed_only=True
+        )
         tested_at = evaluated_at(tested[0]) if tested else None
         if now - (tested_at or watching_since) > restore_test_age:
             yield Problem(
@@ -118,7 +118,7 @@ def age_problems(
                 f"{_hours(now - (tested_at or watching_since))} (limit {_hours(restore_test_age)})",
                 details=f"Run job {names.RESTORE_TEST_JOB}, or check "
                 f"{names.WEEKLY_RESTORE_TEST_SCHEDULE}.",
-                link=link,
+                link=asset_link(ui, restore_test),
             )
 
 

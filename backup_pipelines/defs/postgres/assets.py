@@ -33,7 +33,7 @@ from backup_pipelines.core.verification import (
     recent_sizes,
 )
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, per_day_check_spec
+from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
 from backup_pipelines.storage import S3Store
 
 
@@ -50,24 +50,26 @@ def dump_pool(database: str, config: BackupConfig) -> str:
 
 
 def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:
-    return {
-        "uri": MetadataValue.path(ref.uri),
-        "sha256": ref.sha256,
-        "size_bytes": ref.size_bytes,
-        "snapshot_taken_at": manifest.snapshot_taken_at,
-        "server_version": manifest.server_version,
-        "pg_dump_version": manifest.pg_dump_version,
-        "compression": manifest.compression,
-        "relations": len(manifest.relations),
-        "rows": manifest.total_rows,
-    }
+    return readable(
+        {
+            "uri": MetadataValue.path(ref.uri),
+            "sha256": ref.sha256,
+            "size_bytes": ref.size_bytes,
+            "snapshot_taken_at": manifest.snapshot_taken_at,
+            "server_version": manifest.server_version,
+            "pg_dump_version": manifest.pg_dump_version,
+            "compression": manifest.compression,
+            "relations": len(manifest.relations),
+            "rows": manifest.total_rows,
+        }
+    )
 
 
 def database_assets(
     database: str, partitions: PartitionsDefinition, pool: str, freshness: dt.timedelta
 ) -> list[AssetsDefinition]:
     dump_key, archive_key, verification_key = (
-        names.database_key(database, step) for step in names.DATABASE_STEPS
+        names.database_key(database, step) for step in names.BACKUP_STEPS
     )
     group = names.database_group(database)
 
@@ -191,14 +193,17 @@ def database_assets(
         outcomes.append(
             check_size_change(manifest.size_bytes, history, config.verification.size_change_warn)
         )
+        passed = sum(outcome.passed for outcome in outcomes)
         return MaterializeResult(
-            metadata={
-                "uri": MetadataValue.path(archive.uri),
-                "verified_sha256": archive.sha256,
-                "size_bytes": manifest.size_bytes,
-                "checks_passed": sum(outcome.passed for outcome in outcomes),
-                "checks_failed": [o.name for o in outcomes if not o.passed],
-            },
+            metadata=readable(
+                {
+                    "uri": MetadataValue.path(archive.uri),
+                    "verified_sha256": archive.sha256,
+                    "size_bytes": manifest.size_bytes,
+                    "checks": f"{passed} of {len(outcomes)} passed",
+                    "checks_failed": [o.name for o in outcomes if not o.passed],
+                }
+            ),
             check_results=[check_result(outcome, verification_key) for outcome in outcomes],
         )
 

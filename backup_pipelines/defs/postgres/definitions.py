@@ -1,17 +1,17 @@
-"""The database backups: per database dump -> archive -> verification, the restore test, the
-daily backup and restore jobs, their schedules and the new-archive sensor."""
+"""The database backups: per database dump -> archive -> verification -> restore_test, the
+daily backup, restore-test and restore jobs, their schedules and the new-archive sensor."""
 
 import datetime as dt
 
 from dagster import Definitions
 
 from backup_pipelines.defs.postgres.assets import database_assets, dump_pool
-from backup_pipelines.defs.postgres.checks import restore_test_check
 from backup_pipelines.defs.postgres.jobs import (
     daily_backup_job,
     restore_database_job,
     restore_test_job,
 )
+from backup_pipelines.defs.postgres.restore_tests import restore_test_asset
 from backup_pipelines.defs.postgres.schedules import (
     daily_backup_schedule,
     weekly_restore_test_schedule,
@@ -23,25 +23,27 @@ from backup_pipelines.defs.project import Project
 def postgres_definitions(project: Project) -> Definitions:
     config = project.config
     freshness = dt.timedelta(hours=config.alerts.freshness_hours)
-    restore_tests = [restore_test_check(db, project.partitions) for db in project.databases]
-    backup_job = daily_backup_job(restore_tests)
+    restore_tests = [restore_test_asset(db, project.partitions) for db in project.databases]
+    backup_job, test_job = daily_backup_job(restore_tests), restore_test_job(restore_tests)
     return Definitions(
         assets=[
-            asset_def
-            for database in project.databases
-            for asset_def in database_assets(
-                database, project.partitions, dump_pool(database, config), freshness
-            )
+            *(
+                asset_def
+                for database in project.databases
+                for asset_def in database_assets(
+                    database, project.partitions, dump_pool(database, config), freshness
+                )
+            ),
+            *restore_tests,
         ],
-        asset_checks=restore_tests,
-        jobs=[backup_job, restore_test_job, restore_database_job],
+        jobs=[backup_job, test_job, restore_database_job],
         schedules=[
             daily_backup_schedule(backup_job, config.schedule),
-            weekly_restore_test_schedule(restore_test_job, config.restore_test.schedule),
+            weekly_restore_test_schedule(test_job, project.databases, config.restore_test.schedule),
         ],
         sensors=[
             new_archive_restore_test_sensor(
-                project.databases, restore_test_job, config.restore_test.test_each_new_archive
+                project.databases, test_job, config.restore_test.test_each_new_archive
             )
         ],
     )

@@ -1,31 +1,22 @@
 """The database jobs: `daily_backup` takes, archives and verifies every backup of a day;
-`restore_test` proves archives restore; `restore_database` is for the day of the disaster.
-Thin wiring over core/restore_test.py and core/restore.py.
-
-`restore_test` is an op job, not a partitioned asset job, so that its run config can name the
-databases and leave the day open ("each database's newest archive"); its results are recorded
-as `restore_test` check evaluations on postgres/<db>/verification for the day tested, exactly
-where the asset check of the same name records them.
+`restore_test` proves a day's archives restore; `restore_database` is for the day of the
+disaster. Thin wiring over core/restore.py.
 """
 
 import datetime as dt
 import os
-import re
 import socket
 from collections.abc import Iterator
 
 from dagster import (
-    AssetCheckEvaluation,
-    AssetChecksDefinition,
-    AssetCheckSeverity,
     AssetObservation,
+    AssetsDefinition,
     AssetSelection,
     Config,
-    DynamicOut,
-    DynamicOutput,
     Failure,
     MetadataValue,
     OpExecutionContext,
+    RunRequest,
     define_asset_job,
     job,
     op,
@@ -45,10 +36,8 @@ from backup_pipelines.core.restore import (
     archive_manifest,
     restore_archive,
 )
-from backup_pipelines.defs.postgres.checks import restore_test_report
 from backup_pipelines.defs.resources import BackupSettings
 
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TRIGGER_TAGS = (
     ("dagster/schedule_name", "schedule"),
     ("dagster/sensor_name", "sensor"),
@@ -58,77 +47,38 @@ _TRIGGER_TAGS = (
 )
 
 
-class RestoreTestRequest(Config):
-    databases: list[str] = Field(
-        default=[], description="Databases to restore-test; empty means every configured one."
-    )
-    partition: str | None = Field(
-        default=None, description="Day (YYYY-MM-DD) to test; default: each database's newest."
-    )
-
-
-def daily_backup_job(restore_tests: list[AssetChecksDefinition]) -> UnresolvedAssetJobDefinition:
+def daily_backup_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJobDefinition:
     """Partitioned like the assets it selects (one run per day)."""
     return define_asset_job(
         names.DAILY_BACKUP_JOB,
         # Restore tests run on their own (weekly, or per new archive when configured).
         selection=AssetSelection.key_prefixes([names.DATABASE_PREFIX], [names.BUCKET_PREFIX])
-        - AssetSelection.checks(*restore_tests),
+        - AssetSelection.assets(*restore_tests),
         description="Dump, archive and verify every configured database, and snapshot and "
         "verify every configured bucket, for one day.",
     )
 
 
-def restore_test_run_config(databases: list[str], partition: str | None) -> dict[str, object]:
-    request = {"databases": databases, "partition": partition}
-    return {"ops": {"plan_restore_tests": {"config": request}}}
-
-
-@op(out=DynamicOut(tuple), description="One restore test per requested database.")
-def plan_restore_tests(
-    config: RestoreTestRequest, settings: BackupSettings
-) -> Iterator[DynamicOutput[tuple]]:
-    configured = list(settings.config().databases)
-    unknown = sorted(set(config.databases) - set(configured))
-    if unknown:
-        raise Failure(
-            f"restore_test: unknown database(s) {', '.join(unknown)}; configured databases: "
-            f"{', '.join(configured)}"
-        )
-    if config.partition is not None and not _DAY.match(config.partition):
-        raise Failure(f"restore_test: partition {config.partition!r} is not a day (YYYY-MM-DD)")
-    for database in config.databases or configured:
-        yield DynamicOutput((database, config.partition), mapping_key=database)
-
-
-@op(
-    pool=names.RESTORE_TEST_POOL,
-    out={},
-    description="Restore one archive into a throw-away database.",
-)
-def restore_test_database(
-    settings: BackupSettings, target: tuple
-) -> Iterator[AssetCheckEvaluation]:
-    database, day = target
-    try:
-        report = restore_test_report(settings, database, day)
-    except RestoreError as error:
-        raise Failure(str(error)) from None
-    outcome = report.outcome()
-    # Yielded, not logged: a logged event would be lost when the Failure below ends the step.
-    yield AssetCheckEvaluation(
-        asset_key=names.database_key(database, names.VERIFICATION),
-        check_name=outcome.name,
-        passed=outcome.passed,
-        metadata=outcome.metadata,
-        severity=AssetCheckSeverity.ERROR,
-        description=outcome.description,
-        partition=report.partition,
+def restore_test_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJobDefinition:
+    """One run per day tested; a run (or a schedule's request) may select some databases."""
+    return define_asset_job(
+        names.RESTORE_TEST_JOB,
+        selection=AssetSelection.assets(*restore_tests),
+        description="Restore each selected database's archive of the day into a throw-away "
+        "database and prove it (postgres/<db>/restore_test).",
     )
-    if not outcome.passed:
-        raise Failure(
-            f"restore test of {database!r} ({report.partition}) failed: {outcome.description}"
+
+
+def restore_test_requests(databases_by_day: dict[str, list[str]], run_key: str) -> list[RunRequest]:
+    """One restore_test run per day, selecting the restore tests of that day's databases."""
+    return [
+        RunRequest(
+            run_key=f"{run_key}_{day}",
+            partition_key=day,
+            asset_selection=[names.database_key(db, names.RESTORE_TEST) for db in sorted(found)],
         )
+        for day, found in sorted(databases_by_day.items())
+    ]
 
 
 class RestoreJobRequest(Config):
@@ -261,15 +211,6 @@ def _audit_record(database: str, day: str | None, metadata: dict[str, object]) -
         description=f"restore at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
         metadata=metadata,
     )
-
-
-@job(
-    name=names.RESTORE_TEST_JOB,
-    description="Restore archives into throw-away databases and prove them; results are the "
-    "restore_test checks on postgres/<db>/verification.",
-)
-def restore_test_job() -> None:
-    plan_restore_tests().map(restore_test_database)
 
 
 @job(

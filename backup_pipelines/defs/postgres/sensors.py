@@ -5,23 +5,24 @@ import json
 from dagster import (
     AssetRecordsFilter,
     DefaultSensorStatus,
-    JobDefinition,
-    RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
 from backup_pipelines import names
-from backup_pipelines.defs.postgres.jobs import restore_test_run_config
+from backup_pipelines.defs.postgres.jobs import restore_test_requests
 from backup_pipelines.defs.records import latest_materialization_id
 
 _BATCH = 100
 
 
 def new_archive_restore_test_sensor(
-    databases: list[str], job: JobDefinition, enabled: bool
+    databases: list[str], job: UnresolvedAssetJobDefinition, enabled: bool
 ) -> SensorDefinition:
     """Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
 
@@ -30,7 +31,7 @@ def new_archive_restore_test_sensor(
         job=job,
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
-        description="Requests a restore_test run for each new verification of an archive.",
+        description="Requests a restore test of each newly verified archive.",
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult:
         seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -49,12 +50,14 @@ def new_archive_restore_test_sensor(
                 if record.partition_key:
                     new.setdefault(record.partition_key, []).append((database, record.storage_id))
                 seen[database] = record.storage_id
+        # The run key names the verifications seen, so each is restore-tested once.
         requests = [
-            RunRequest(
-                run_key=f"restore_test_{day}_" + "_".join(f"{db}-{sid}" for db, sid in found),
-                run_config=restore_test_run_config(sorted({db for db, _ in found}), day),
+            request
+            for day, found in new.items()
+            for request in restore_test_requests(
+                {day: sorted({db for db, _ in found})},
+                f"{names.RESTORE_TEST_JOB}_" + "_".join(f"{db}-{sid}" for db, sid in found),
             )
-            for day, found in sorted(new.items())
         ]
         return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
 

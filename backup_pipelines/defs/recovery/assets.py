@@ -15,7 +15,7 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
     @asset(
         key=names.RECOVERY_RUNBOOK,
         group_name=names.RECOVERY_GROUP,
-        deps=[names.database_key(database, names.VERIFICATION) for database in databases],
+        deps=[names.database_key(database, names.RESTORE_TEST) for database in databases],
         kinds={"html"},
         description="A self-contained HTML page next to the archives: per database the newest "
         "verified archive, its restore test, and how to restore it when this service is down.",
@@ -25,9 +25,9 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
     ) -> MaterializeResult:
         archive = settings.stores().archive
 
-        def lookup(database: str, day: str, check: str) -> object:
+        def lookup(database: str, day: str, step: str, check: str) -> object:
             return latest_check_record(
-                context.instance, names.database_key(database, names.VERIFICATION), check, day
+                context.instance, names.database_key(database, step), check, day
             )
 
         entries = [runbook_entry(archive, database, lookup) for database in databases]
@@ -53,7 +53,7 @@ def audit_report_asset(databases: list[str]) -> AssetsDefinition:
     @asset(
         key=names.AUDIT_REPORT,
         group_name=names.RECOVERY_GROUP,
-        deps=[names.database_key(database, names.VERIFICATION) for database in databases],
+        deps=[names.database_key(database, names.RESTORE_TEST) for database in databases],
         kinds={"pandas", "html"},
         description="Per database and day over the last audit.days: backup, archive, every "
         "check, restore test and retention decision, as CSV and HTML next to the archives.",

@@ -82,7 +82,7 @@ def audit_table(
         for day in days:
             dump = _metadata(dumps.get(day), "asset_materialization")
             archive = _metadata(archives.get(day), "asset_materialization")
-            restore = checks[names.RESTORE_TEST].get(day)
+            restore = checks[names.RESTORED_DATA_MATCHES].get(day)
             restore_meta = {k: v.value for k, v in restore.metadata.items()} if restore else {}
             row: dict[str, Any] = {
                 "database": database,
@@ -113,7 +113,7 @@ def coverage(table: pd.DataFrame) -> dict[str, float]:
     return {
         "days_with_verified_backup_pct": round(100 * float(table["verified"].mean()), 1),
         "days_restore_tested_pct": round(
-            100 * float((table[names.RESTORE_TEST] == "passed").mean()), 1
+            100 * float((table[names.RESTORED_DATA_MATCHES] == "passed").mean()), 1
         ),
     }
 

@@ -33,7 +33,10 @@ def recovery_runbook_sensor(
         for database in databases:
             key = names.database_key(database, names.VERIFICATION)
             state.append(latest_materialization_id(context.instance, key))
-            state.append(latest_check_record_id(context.instance, key, names.RESTORE_TEST))
+            tested = names.database_key(database, names.RESTORE_TEST)
+            state.append(
+                latest_check_record_id(context.instance, tested, names.RESTORED_DATA_MATCHES)
+            )
         fingerprint = ",".join(map(str, state))
         if fingerprint == context.cursor:
             return SkipReason("no archive verified or restore-tested since the last runbook")
