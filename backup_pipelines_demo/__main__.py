@@ -3,12 +3,13 @@
     scripts/demo            # sets up, backs up today's partition, opens the UI on :3000
     scripts/demo --no-ui    # the same, then stops (a smoke test of the whole set-up)
 
+The deployment (`dg dev`: webserver and daemon) starts first and the demo submits its runs to
+it over GraphQL, as the project's CLI does, so they are the deployment's own runs: listed on
+the Jobs pages and the Overview timeline. The restore tests are the new-archive sensor's.
 Ctrl-C stops the UI and the PostgreSQL server. Running it again reuses the server and data.
 """
 
 import argparse
-import datetime as dt
-import json
 import os
 import secrets
 import signal
@@ -16,15 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backup_pipelines import names
+from backup_pipelines.trigger.remote import Deployment, RemoteError
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from backup_pipelines_demo.first_runs import first_runs
 from backup_pipelines_demo.sample_databases import SAMPLE_DATABASES, seed
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / ".demo"
+CONFIG = REPO / "backup_pipelines.yaml"
+DEPLOYMENT_LOG = DEMO_DIR / "dagster.log"
 PORT = 54329  # the port backup_pipelines.yaml names
-# The terminal shows each run's INFO and errors; every event is still in the UI.
-QUIET_CONSOLE = json.dumps({"loggers": {"console": {"config": {"log_level": "INFO"}}}})
 DAGSTER_YAML = """\
 # The demo's Dagster instance. Pools cap parallel dumps per database server.
 concurrency:
@@ -60,34 +62,10 @@ def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:
         **os.environ,
         **passwords,
         "DAGSTER_HOME": str(home),
-        "BACKUP_PIPELINES_CONFIG": str(REPO / "backup_pipelines.yaml"),
+        "BACKUP_PIPELINES_CONFIG": str(CONFIG),
         # dg compares the active virtual environment with the project's .venv.
         "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
     }
-
-
-def _first_runs(env: dict[str, str]) -> int:
-    """Back up today, restore-test what was backed up, write the runbook."""
-    today = dt.datetime.now(dt.UTC).date().isoformat()
-    steps = [
-        (
-            f"backing up every sample database for {today} (UTC)",
-            ["--job", names.DAILY_BACKUP_JOB, "--partition", today],
-        ),
-        ("restore-testing every archive", ["--job", names.RESTORE_TEST_JOB]),
-        ("writing the recovery runbook", ["--assets", names.RECOVERY_RUNBOOK]),
-    ]
-    for title, args in steps:
-        print(title)
-        launch = _dg("launch", *args, "--config-json", QUIET_CONSOLE)
-        if subprocess.run(launch, cwd=DEMO_DIR, env=env).returncode != 0:
-            print(f"{title} failed; see the logs above and in the UI", file=sys.stderr)
-            return 1
-    print(
-        f"backups are in {DEMO_DIR / 'backups'}; the runbook is "
-        f"{DEMO_DIR / 'backups' / 'archive' / 'recovery_runbook.html'}"
-    )
-    return 0
 
 
 def _dg(command: str, *args: str) -> list[str]:
@@ -96,26 +74,29 @@ def _dg(command: str, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "dg"), command, "--target-path", str(REPO), *args]
 
 
-def _run_ui(env: dict[str, str], port: int) -> None:
-    ui = subprocess.Popen(
-        _dg("dev", "--host", "127.0.0.1", "--port", str(port)),
-        cwd=DEMO_DIR,
-        env=env,
-        start_new_session=True,
-    )
-    print(f"\nDagster UI: http://127.0.0.1:{port}  (Ctrl-C stops the UI and PostgreSQL)\n")
-    try:
-        ui.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        # dg dev in its own session ignores the terminal's Ctrl-C: stop its group.
-        if ui.poll() is None:
-            os.killpg(ui.pid, signal.SIGTERM)
-            try:
-                ui.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(ui.pid, signal.SIGKILL)
+def _start_deployment(env: dict[str, str], port: int) -> subprocess.Popen:
+    """`dg dev`: the webserver and the daemon (schedules, sensors, the run queue). Its output,
+    every run's event stream included, goes to a log file; the UI shows the same events."""
+    print(f"starting the deployment (dg dev); its log: {DEPLOYMENT_LOG}")
+    with DEPLOYMENT_LOG.open("ab") as log:
+        return subprocess.Popen(
+            _dg("dev", "--host", "127.0.0.1", "--port", str(port)),
+            cwd=DEMO_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(deployment: subprocess.Popen) -> None:
+    # dg dev in its own session ignores the terminal's Ctrl-C: stop its group.
+    if deployment.poll() is None:
+        os.killpg(deployment.pid, signal.SIGTERM)
+        try:
+            deployment.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(deployment.pid, signal.SIGKILL)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -141,11 +122,31 @@ def main() -> int:
         }
         _prepare_databases(cluster, passwords)
         env = _dagster_env(passwords)
-        outcome = _first_runs(env)
-        if options.no_ui:
+        ui = _start_deployment(env, options.ui_port)
+        try:
+            outcome = first_runs(
+                Deployment(f"http://127.0.0.1:{options.ui_port}"), CONFIG, "the demo (scripts/demo)"
+            )
+            if outcome == 0:
+                print(
+                    f"backups are in {DEMO_DIR / 'backups'}; the runbook is "
+                    f"{DEMO_DIR / 'backups' / 'archive' / 'recovery_runbook.html'}"
+                )
+            if options.no_ui:
+                return outcome
+            print(
+                f"\nDagster UI: http://127.0.0.1:{options.ui_port}  "
+                "(Ctrl-C stops the UI and PostgreSQL)\n"
+            )
+            ui.wait()
             return outcome
-        _run_ui(env, options.ui_port)
-        return 0
+        except KeyboardInterrupt:
+            return 0
+        except RemoteError as error:
+            print(f"demo: {error}", file=sys.stderr)
+            return 1
+        finally:
+            _stop(ui)
     finally:
         cluster.stop()
         print("PostgreSQL stopped")

@@ -24,8 +24,7 @@ from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
-    backup_url,
-    scratch_url,
+    config_document,
 )
 
 
@@ -83,14 +82,7 @@ def write_config(
 
     def write(storage: dict | None = None, databases: dict | None = None, **extra) -> Path:
         path = tmp_path / "backup_pipelines.yaml"
-        document = {
-            "storage": storage or {"local": {"path": "./backups"}},
-            "databases": databases
-            or {name: {"url": backup_url(cluster, name)} for name in TEST_DATABASES},
-            **extra,
-            "restore_test": {"url": scratch_url(cluster), **extra.get("restore_test", {})},
-        }
-        path.write_text(yaml.safe_dump(document))
+        path.write_text(yaml.safe_dump(config_document(cluster, storage, databases, **extra)))
         monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(path))
         return path
 

@@ -44,6 +44,23 @@ def scratch_url(cluster: LocalCluster) -> str:
     return cluster.url("postgres", user="restore_tester", password="${TEST_RESTORE_PASSWORD}")
 
 
+def config_document(
+    cluster: LocalCluster,
+    storage: dict | None = None,
+    databases: dict | None = None,
+    **extra: dict,
+) -> dict:
+    """A configuration for the session's server: local storage, the test databases, the
+    restore tester's scratch URL; passwords as ${TEST_...} references."""
+    return {
+        "storage": storage or {"local": {"path": "./backups"}},
+        "databases": databases
+        or {name: {"url": backup_url(cluster, name)} for name in TEST_DATABASES},
+        **extra,
+        "restore_test": {"url": scratch_url(cluster), **extra.get("restore_test", {})},
+    }
+
+
 def definitions_for(config_path: Path) -> Definitions:
     return build_definitions(load_config(config_path), str(config_path))
 

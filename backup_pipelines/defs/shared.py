@@ -37,9 +37,11 @@ TREND_FIGURES = frozenset(
         "rows_compared",
         "tables_compared",
         "objects",
-        "total_bytes",
+        "copied",
+        "referenced",
     }
 )
+_TREND_SUFFIXES = ("_bytes", "_objects")  # sizes and object counts of stores, by name
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -63,12 +65,13 @@ def readable(metadata: Mapping[str, object]) -> dict[str, object]:
         elif isinstance(value, (list, tuple)):
             lines = [str(item) for item in value]
             shown[name] = MetadataValue.text("\n".join(lines) if lines else "none")
-        elif name in TREND_FIGURES:
+        elif name in TREND_FIGURES or name.endswith(_TREND_SUFFIXES):
             shown[name] = value
         else:
             shown[name] = MetadataValue.text(f"{value:,}" if isinstance(value, int) else str(value))
         if name.endswith("_bytes") and isinstance(value, int) and not isinstance(value, bool):
-            shown[name.removesuffix("_bytes") or "size"] = human_size(value)
+            stem = name.removesuffix("_bytes")  # size_bytes -> size, total_bytes -> total_size
+            shown[stem if stem == "size" else f"{stem}_size"] = human_size(value)
     return shown
 
 

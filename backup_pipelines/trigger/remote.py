@@ -1,9 +1,10 @@
-"""Talking to a running deployment through Dagster's GraphQL API (the CLI and HTTP trigger).
+"""Talking to a running deployment through Dagster's GraphQL API (the CLI, the HTTP trigger
+and the demo), so what they submit is a run of the deployment's own code location: queued,
+pooled and listed on its Jobs pages like a scheduled run.
 
 A backup submitted from outside is the `daily_backup` job for today's (UTC) partition,
-narrowed to one database's dump → archive → verification and their checks, so it runs
-under the same queue, pools and checks as the scheduled one (and, like it, without the
-restore test).
+narrowed to one database's dump → archive → verification and their checks (like the
+scheduled one, without the restore test).
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ query Status($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
     ... on Run { status }
+    ... on Error { message }
+  }
+}
+"""
+_RUNS = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId status } }
+    ... on Error { message }
+  }
+}
+"""
+_SENSOR_TICKS = """
+query SensorTicks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { ticks(limit: 1) { status } } }
     ... on Error { message }
   }
 }
@@ -109,7 +128,7 @@ class Deployment:
 
 
 def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
-    location, asset_paths = _location_of(deployment, names.DAILY_BACKUP_JOB)
+    location, asset_paths = location_of(deployment, names.DAILY_BACKUP_JOB)
     databases = sorted(
         {path[1] for path in asset_paths if path[0] == names.DATABASE_PREFIX and len(path) == 3}
     )
@@ -118,9 +137,7 @@ def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
             f"{deployment.shown} backs up no database {database!r}; its databases: "
             f"{', '.join(databases) or 'none'}"
         )
-    keys = {
-        step: {"path": names.database_key(database, step).path} for step in names.BACKUP_STEPS
-    }
+    keys = {step: {"path": names.database_key(database, step).path} for step in names.BACKUP_STEPS}
     return {
         **location,
         "jobName": names.DAILY_BACKUP_JOB,
@@ -133,7 +150,7 @@ def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
     }
 
 
-def _location_of(deployment: Deployment, job: str) -> tuple[dict[str, str], list[list[str]]]:
+def location_of(deployment: Deployment, job: str) -> tuple[dict[str, str], list[list[str]]]:
     """The code location serving `job`, and the asset keys (paths) it defines."""
     found = deployment.query(_LOCATION)["repositoriesOrError"]
     if found["__typename"] != "RepositoryConnection":
@@ -153,26 +170,73 @@ def _location_of(deployment: Deployment, job: str) -> tuple[dict[str, str], list
 def submit_backup(deployment: Deployment, database: str, triggered_by: str) -> tuple[str, str]:
     """Queue today's backup of `database`; returns (run id, partition)."""
     day = utc_today()
-    params = {
-        "selector": _backup_selector(deployment, database),
-        "runConfigData": {},
-        "executionMetadata": {
-            "tags": [
-                {"key": "dagster/partition", "value": day},
-                {"key": "backup_pipelines/triggered_by", "value": triggered_by},
-            ]
-        },
-    }
+    selector = _backup_selector(deployment, database)
+    return submit_run(deployment, selector, triggered_by, partition=day, what=repr(database)), day
+
+
+def submit_job(
+    deployment: Deployment, job: str, triggered_by: str, partition: str | None = None
+) -> str:
+    """Queue a whole job (of one day, for a partitioned one); returns the run id."""
+    location, _ = location_of(deployment, job)
+    selector = {**location, "jobName": job}
+    return submit_run(deployment, selector, triggered_by, partition=partition, what=job)
+
+
+def submit_run(
+    deployment: Deployment,
+    selector: dict[str, Any],
+    triggered_by: str,
+    *,
+    partition: str | None,
+    what: str,
+) -> str:
+    tags = [{"key": "backup_pipelines/triggered_by", "value": triggered_by}]
+    if partition is not None:
+        tags.append({"key": "dagster/partition", "value": partition})
+    params = {"selector": selector, "runConfigData": {}, "executionMetadata": {"tags": tags}}
     launched = deployment.query(_LAUNCH, {"executionParams": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
         detail = launched.get("message") or "; ".join(
             error["message"] for error in launched.get("errors", [])
         )
         raise RemoteError(
-            f"{deployment.shown} refused the backup of {database!r}: "
+            f"{deployment.shown} refused the run of {what}: "
             f"{launched['__typename']}: {detail.strip().splitlines()[0] if detail else ''}"
         )
-    return launched["run"]["runId"], day
+    return launched["run"]["runId"]
+
+
+def wait_until_serving(deployment: Deployment, job: str, timeout_seconds: float) -> None:
+    """Wait until the deployment answers and its code location serves `job`."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            location_of(deployment, job)
+            return
+        except RemoteError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def runs_of(deployment: Deployment, job: str, partition: str) -> dict[str, DagsterRunStatus]:
+    """Every run of `job` for `partition`, by run id."""
+    run_filter = {"pipelineName": job, "tags": [{"key": "dagster/partition", "value": partition}]}
+    found = deployment.query(_RUNS, {"filter": run_filter})["runsOrError"]
+    if found["__typename"] != "Runs":
+        raise RemoteError(f"{deployment.shown}: {found['__typename']}: {found.get('message')}")
+    return {run["runId"]: DagsterRunStatus(run["status"]) for run in found["results"]}
+
+
+def sensor_has_ticked(deployment: Deployment, job: str, sensor: str) -> bool:
+    """Whether `sensor` (of the code location serving `job`) has evaluated at least once."""
+    location, _ = location_of(deployment, job)
+    selector = {**location, "sensorName": sensor}
+    found = deployment.query(_SENSOR_TICKS, {"selector": selector})["sensorOrError"]
+    if found["__typename"] != "Sensor":
+        raise RemoteError(f"{deployment.shown}: {found['__typename']}: {found.get('message')}")
+    return bool(found["sensorState"]["ticks"])
 
 
 def run_status(deployment: Deployment, run_id: str) -> DagsterRunStatus:

@@ -22,7 +22,7 @@ from backup_pipelines.core.snapshots import (
     verify_snapshot,
 )
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, per_day_check_spec
+from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
 from backup_pipelines.storage import S3Store, source_bucket_store
 
 
@@ -53,16 +53,18 @@ def bucket_assets(name: str, partitions: PartitionsDefinition) -> list[AssetsDef
             source, store, name, context.partition_key, dt.datetime.now(dt.UTC)
         )
         return MaterializeResult(
-            metadata={
-                "source": manifest.source,
-                "manifest_uri": MetadataValue.path(
-                    store.uri(f"{name}/{manifest.day}/manifest.json")
-                ),
-                "objects": len(manifest.entries),
-                "copied": manifest.copied,
-                "referenced": manifest.referenced,
-                "bytes_copied": manifest.bytes_copied,
-            }
+            metadata=readable(
+                {
+                    "source": manifest.source,
+                    "manifest_uri": MetadataValue.path(
+                        store.uri(f"{name}/{manifest.day}/manifest.json")
+                    ),
+                    "objects": len(manifest.entries),
+                    "copied": manifest.copied,
+                    "referenced": manifest.referenced,
+                    "copied_bytes": manifest.bytes_copied,
+                }
+            )
         )
 
     @asset(
@@ -95,7 +97,7 @@ def bucket_assets(name: str, partitions: PartitionsDefinition) -> list[AssetsDef
         except SnapshotError as error:
             raise Failure(str(error)) from None
         return MaterializeResult(
-            metadata={"checks_failed": [o.name for o in outcomes if not o.passed]},
+            metadata=readable({"checks_failed": [o.name for o in outcomes if not o.passed]}),
             check_results=[check_result(outcome, verification) for outcome in outcomes],
         )
 

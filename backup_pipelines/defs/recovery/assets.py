@@ -9,6 +9,7 @@ from backup_pipelines import names
 from backup_pipelines.core.runbook import RUNBOOK_KEY, render_runbook, runbook_entry
 from backup_pipelines.defs.records import latest_check_record
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.shared import readable
 
 
 def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
@@ -34,16 +35,18 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
         page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC))
         archive.write_bytes(RUNBOOK_KEY, page.encode())
         return MaterializeResult(
-            metadata={
-                "uri": MetadataValue.path(archive.uri(RUNBOOK_KEY)),
-                "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
-                "databases_without_verified_archive": [
-                    e.database for e in entries if e.manifest is None
-                ],
-                "restore_tested": [
-                    e.database for e in entries if e.restore_test and e.restore_test.passed
-                ],
-            }
+            metadata=readable(
+                {
+                    "uri": MetadataValue.path(archive.uri(RUNBOOK_KEY)),
+                    "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
+                    "databases_without_verified_archive": [
+                        e.database for e in entries if e.manifest is None
+                    ],
+                    "restore_tested": [
+                        e.database for e in entries if e.restore_test and e.restore_test.passed
+                    ],
+                }
+            )
         )
 
     return recovery_runbook

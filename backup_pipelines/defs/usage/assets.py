@@ -6,7 +6,7 @@ from backup_pipelines import names
 from backup_pipelines.core.usage import check_capacity
 from backup_pipelines.core.usage import storage_usage as measure_storage
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result
+from backup_pipelines.defs.shared import check_result, readable
 
 
 def storage_usage_asset(
@@ -37,7 +37,7 @@ def storage_usage_asset(
             metadata[f"{database}_objects"] = used.objects
         checks = [check_capacity(total_bytes, capacity_gb)] if capacity_gb else []
         return MaterializeResult(
-            metadata=metadata,
+            metadata=readable(metadata),
             check_results=[
                 check_result(outcome, names.key(names.STORAGE_USAGE)) for outcome in checks
             ],

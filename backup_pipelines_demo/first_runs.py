@@ -1,0 +1,84 @@
+"""The first runs of a fresh deployment, as the demo (and the browser tests) make them."""
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from dagster import DagsterRunStatus
+
+from backup_pipelines import names
+from backup_pipelines.core.config import load_config
+from backup_pipelines.core.dump import utc_today
+from backup_pipelines.trigger.remote import (
+    FINISHED,
+    Deployment,
+    RemoteError,
+    runs_of,
+    sensor_has_ticked,
+    submit_job,
+    wait_for_run,
+    wait_until_serving,
+)
+
+RUN_TIMEOUT = 1800.0
+T = TypeVar("T")
+
+
+def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
+    """Back up today, restore-test what was backed up, write the runbook: each a run submitted
+    to the deployment (or, for the restore tests, launched by its sensor), waited for."""
+    today = utc_today()
+    by_sensor = load_config(config).restore_test.test_each_new_archive
+    wait_until_serving(deployment, names.DAILY_BACKUP_JOB, timeout_seconds=300)
+    if by_sensor:  # the sensor restore-tests archives verified after its first evaluation
+        _wait("the new-archive sensor's first evaluation", lambda: _sensor_ready(deployment))
+    print(f"backing up every sample database for {today} (UTC)")
+    if not _succeeded(
+        deployment, submit_job(deployment, names.DAILY_BACKUP_JOB, submitted_by, today)
+    ):
+        return _failed("the backup")
+    if by_sensor:
+        print(f"restore-testing every archive ({names.NEW_ARCHIVE_RESTORE_TEST_SENSOR})")
+        tests = _wait("the restore tests", lambda: _finished_runs(deployment, today))
+        passed = all(status == DagsterRunStatus.SUCCESS for status in tests.values())
+    else:
+        print("restore-testing every archive")
+        run_id = submit_job(deployment, names.RESTORE_TEST_JOB, submitted_by, today)
+        passed = _succeeded(deployment, run_id)
+    if not passed:
+        return _failed("a restore test")
+    print("writing the recovery runbook")
+    if not _succeeded(deployment, submit_job(deployment, names.RUNBOOK_JOB, submitted_by)):
+        return _failed("the runbook")
+    return 0
+
+
+def _sensor_ready(deployment: Deployment) -> bool:
+    return sensor_has_ticked(
+        deployment, names.RESTORE_TEST_JOB, names.NEW_ARCHIVE_RESTORE_TEST_SENSOR
+    )
+
+
+def _finished_runs(deployment: Deployment, day: str) -> dict[str, DagsterRunStatus] | None:
+    runs = runs_of(deployment, names.RESTORE_TEST_JOB, day)
+    return runs if runs and set(runs.values()) <= FINISHED else None
+
+
+def _wait(what: str, done: Callable[[], T | None], timeout: float = 300.0) -> T:
+    deadline = time.monotonic() + timeout
+    while not (result := done()):
+        if time.monotonic() > deadline:
+            raise RemoteError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(2)
+    return result
+
+
+def _succeeded(deployment: Deployment, run_id: str) -> bool:
+    return wait_for_run(deployment, run_id, RUN_TIMEOUT) == DagsterRunStatus.SUCCESS
+
+
+def _failed(what: str) -> int:
+    print(f"{what} failed; see the run in the UI (Runs page)", file=sys.stderr)
+    return 1
