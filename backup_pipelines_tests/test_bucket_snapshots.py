@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from dagster import AssetCheckEvaluation, AssetKey, build_sensor_context, materialize
+from dagster import AssetKey, build_sensor_context, materialize
 
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.snapshots import (
@@ -18,7 +18,12 @@ from backup_pipelines.core.snapshots import (
     verify_snapshot,
 )
 from backup_pipelines.storage import S3Store, source_bucket_store, stores_from_config
-from backup_pipelines_tests.helpers import definitions_for, failure_messages, today
+from backup_pipelines_tests.helpers import (
+    definitions_for,
+    failure_messages,
+    record_check_evaluations,
+    today,
+)
 
 OBJECTS = 2000
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
@@ -152,15 +157,12 @@ def test_retention_never_deletes_an_object_a_kept_snapshot_references(
     for n, day in enumerate(days):
         s3.put_object(Bucket=small, Key="f00", Body=f"changed on day {n}".encode())
         take_snapshot(source, store, "media", day, now())
-        for check in ("snapshot_manifest", "snapshot_objects"):
-            instance.report_runless_asset_event(
-                AssetCheckEvaluation(
-                    asset_key=AssetKey(["s3", "media", "verification"]),
-                    check_name=check,
-                    passed=True,
-                    partition=day,
-                )
-            )
+        record_check_evaluations(
+            instance,
+            AssetKey(["s3", "media", "verification"]),
+            ("snapshot_manifest", "snapshot_objects"),
+            day,
+        )
     expected = contents(source)
     defs = definitions_for(config)
     sensor = defs.resolve_sensor_def("retention_sensor")

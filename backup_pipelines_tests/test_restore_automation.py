@@ -3,7 +3,6 @@
 import datetime as dt
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetKey,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -14,6 +13,7 @@ from dagster import (
 from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,
+    record_check_evaluations,
     run_backup,
     run_restore_test_job,
     today,
@@ -54,15 +54,10 @@ def test_weekly_schedule_restore_tests_each_newest_verified_archive(write_config
     assert evaluate().run_requests == []  # nothing verified yet: nothing to test
     # langfuse's newest verified archive is yesterday's (as recorded; dumps are only taken
     # today), agentic's today's: one run per day.
-    for check in ("archive_checksum", "archive_contents"):
-        instance.report_runless_asset_event(
-            AssetCheckEvaluation(
-                asset_key=AssetKey(["postgres", "langfuse", "verification"]),
-                check_name=check,
-                passed=True,
-                partition=yesterday(),
-            )
-        )
+    langfuse = AssetKey(["postgres", "langfuse", "verification"])
+    record_check_evaluations(
+        instance, langfuse, ("archive_checksum", "archive_contents"), yesterday()
+    )
     assert run_backup(defs, instance, databases=("agentic",)).success
     older, newer = sorted(evaluate().run_requests, key=lambda request: request.partition_key)
     assert (older.partition_key, restore_tests_requested(older)) == (yesterday(), ["langfuse"])

@@ -6,7 +6,7 @@ import time
 
 import boto3
 import pytest
-from dagster import AssetCheckEvaluation, AssetKey, SkipReason, build_sensor_context
+from dagster import AssetKey, SkipReason, build_sensor_context
 
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
@@ -15,7 +15,13 @@ from backup_pipelines.defs.retention.jobs import plan_all
 from backup_pipelines.names import VERIFYING_CHECKS
 from backup_pipelines.storage import stores_from_config
 from backup_pipelines_demo.synthetic_history import synthetic_objects, write_synthetic_history
-from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup, today
+from backup_pipelines_tests.helpers import (
+    definitions_for,
+    failure_messages,
+    record_check_evaluations,
+    run_backup,
+    today,
+)
 
 TODAY = dt.datetime.now(dt.UTC).date()
 DB = "agentic"
@@ -27,16 +33,9 @@ def days_back(count: int, start: int = 0) -> list[dt.date]:
 
 
 def report_verification(instance, outcomes: dict[dt.date, bool]) -> None:
+    key = AssetKey(["postgres", DB, "verification"])
     for day, passed in outcomes.items():
-        for check in VERIFYING_CHECKS:
-            instance.report_runless_asset_event(
-                AssetCheckEvaluation(
-                    asset_key=AssetKey(["postgres", DB, "verification"]),
-                    check_name=check,
-                    passed=passed,
-                    partition=day.isoformat(),
-                )
-            )
+        record_check_evaluations(instance, key, VERIFYING_CHECKS, day.isoformat(), passed)
 
 
 def everything(stores) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from dagster import (
     AssetCheckResult,
@@ -17,7 +17,10 @@ from dagster import (
     MetadataValue,
     PartitionsDefinition,
     PreviewWarning,
+    RunRequest,
     ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
 )
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
@@ -42,6 +45,7 @@ TREND_FIGURES = frozenset(
     }
 )
 _TREND_SUFFIXES = ("_bytes", "_objects")  # sizes and object counts of stores, by name
+ScheduleResult = RunRequest | SkipReason | Iterator[RunRequest | SkipReason]
 _UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
@@ -118,15 +122,16 @@ def utc_schedule(
     job: JobDefinition | UnresolvedAssetJobDefinition,
     cron: str,
     description: str,
-    run_config: dict[str, object] | None = None,
+    evaluate: Callable[[ScheduleEvaluationContext], ScheduleResult] | None = None,
 ) -> ScheduleDefinition:
-    """A schedule that is on from the start, in UTC."""
+    """A schedule that is on from the start, in UTC; `evaluate` decides each tick's runs
+    (default: one run of `job`)."""
     return ScheduleDefinition(
         name=name,
         cron_schedule=cron,
         execution_timezone="UTC",
         job=job,
-        run_config=run_config,
+        execution_fn=evaluate,
         default_status=DefaultScheduleStatus.RUNNING,
         description=f"{description} ('{cron}', UTC)",
     )
