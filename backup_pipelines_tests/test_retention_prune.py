@@ -1,7 +1,11 @@
 """Retention against storage: the hourly sensor's plan, the prune job, and each safety rule."""
 
+import dataclasses
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import boto3
@@ -9,6 +13,7 @@ import pytest
 from dagster import AssetKey, SkipReason, build_sensor_context
 
 from backup_pipelines.core.config import load_config
+from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.defs.recovery.audit import audit_table
 from backup_pipelines.defs.retention.jobs import plan_all
@@ -108,7 +113,13 @@ def test_sensor_plans_and_the_prune_job_deletes_exactly_the_plan(history, instan
 
     before = everything(stores)
     listed = {uri for d in planned for uri in d["objects"]}
-    assert listed <= before
+    tombstones = {d["objects"][-1] for d in planned if d["scope"] == "backup"}
+    assert all(
+        f"/pruning/{d['partition']}.json" in d["objects"][-1]
+        for d in planned
+        if d["scope"] == "backup"
+    )
+    assert listed - tombstones <= before  # a tombstone is written when its deletion begins
     result = run_prune(defs, instance, request.run_config)
     assert result.success, failure_messages(result)
     assert everything(stores) == before - listed
@@ -255,3 +266,61 @@ def test_sensor_plans_twenty_thousand_objects(write_config, s3_endpoint, bucket,
     planned = deletions_of(request.run_config)
     assert len(planned) == 500  # one run takes at most 500 backups; the next tick the rest
     assert all(d["scope"] == "backup" for d in planned)
+
+
+# A prune process that dies (SIGKILL) before its deletion number `survive` + 1: the crash a
+# power cut or an OOM kill causes. The stores are the real local folders.
+KILLED_PRUNE = """
+import json, os, signal, sys
+from backup_pipelines.core.config import load_config
+from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
+from backup_pipelines.core.prune import Deletion, delete_objects
+from backup_pipelines.storage import LocalStore, stores_from_config
+
+config, planned, survive = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+really_delete, done = LocalStore.delete, []
+
+def delete_or_die(store, key):
+    if len(done) == survive:
+        os.kill(os.getpid(), signal.SIGKILL)
+    done.append(key)
+    really_delete(store, key)
+
+LocalStore.delete = delete_or_die
+objects = tuple(tuple(pair) for pair in planned.pop("objects"))
+delete_objects(stores_from_config(load_config(config)), Deletion(**planned, objects=objects))
+"""
+
+
+def test_a_prune_killed_between_any_two_deletions_is_finished_by_the_next(history, instance):
+    defs, stores, _ = history(count=40)
+    settings = defs.resources["settings"]
+    (plan,) = plan_all(settings, instance, [DB])
+    victim = next(  # day 3 failed its verification and still has its dump: 7 objects
+        d for d in plan.deletions if d.scope == "backup" and any(n == "dumps" for n, _ in d.objects)
+    )
+    before = everything(stores)
+    expired = {uri for d in plan.deletions for uri in object_uris(stores, d)}
+    for survive in range(len(victim.objects)):
+        if survive:  # the previous round deleted the expired days: write them again
+            write_synthetic_history(stores, DB, days_back(40), dump_days=days_back(5))
+        assert everything(stores) == before
+        planned = json.dumps({**dataclasses.asdict(victim), "objects": victim.objects})
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_PRUNE, settings.config_path, planned, str(survive)],
+            capture_output=True,
+            text=True,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert stores.refs.exists(tombstone_key(DB, victim.day))
+
+        (replan,) = plan_all(settings, instance, [DB])
+        assert victim.day not in replan.kept  # never "the only copy"
+        (finishing,) = [d for d in replan.deletions if d.day == victim.day]
+        assert finishing.scope == "backup" and "interrupted" in finishing.reason
+        assert {(d.day, d.scope) for d in replan.deletions} == {
+            (d.day, d.scope) for d in plan.deletions
+        }
+        for deletion in replan.deletions:
+            delete_objects(stores, deletion)
+        assert everything(stores) == before - expired, f"killed after {survive} deletions"

@@ -9,6 +9,7 @@ varied text and nested jsonb each), then times, one after the other on the same 
   read limit  pg_dump -Fc -Z0 > /dev/null          (the server backend alone)
   dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage
   chain       dump -> archive -> verification, as the scheduled `daily_backup` job runs it
+  verification  the verification step alone: the archive read back, hashed and decoded whole
 
 and prints wall-time ratios and the peak RSS of every process involved (sampled from /proc).
 Then, for restores:
@@ -208,6 +209,10 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
             "-m",
             "backup_pipelines.definitions",
         ],
+        bench_env,
+    )
+    results["verification step (every byte)"] = measure(
+        [sys.executable, str(Path(__file__).with_name("verification_step.py")), database],
         bench_env,
     )
 

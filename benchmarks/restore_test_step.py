@@ -1,4 +1,4 @@
-"""A restore test alone, as the restore_test job runs it: `python restore_test_step.py DB OUT`.
+"""A restore test alone, as the restore_test asset runs it: `python restore_test_step.py DB OUT`.
 
 Reads the configuration file named by BACKUP_PIPELINES_CONFIG and writes the report's check
 metadata to OUT as JSON; run by backup_throughput.py.
@@ -8,7 +8,7 @@ import json
 import sys
 
 from backup_pipelines.core.config import config_path_from_env
-from backup_pipelines.defs.postgres.checks import restore_test_report
+from backup_pipelines.defs.postgres.restore_tests import restore_test_report
 from backup_pipelines.defs.resources import BackupSettings
 
 

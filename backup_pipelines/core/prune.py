@@ -1,14 +1,18 @@
 """Pruning: what exists in storage, which of it the retention policy expires, deleting it whole.
 
 A plan is computed from what storage actually holds (paginated listings) and from which
-archives passed verification. Deleting a backup removes its manifests first, so from the first
-deletion on it no longer counts as a backup; objects a crash leaves behind without a manifest
-are found and removed by a later plan.
+archives passed verification. Deleting a backup first writes its tombstone
+(refs: postgres/<db>/pruning/<day>.json), then removes its manifests, then the rest, the
+tombstone last: from the tombstone on the day no longer counts as a backup, and a plan that
+finds a tombstone finishes that deletion, whatever a crash left (so a dump whose archive copy
+was already deleted is never mistaken for "the only copy"). Objects a crash leaves behind
+without a manifest are found and removed by a later plan.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
 SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PRUNING = "pruning"  # refs/postgres/<db>/pruning/<day>.json: that day's deletion has begun
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
 _INCOMPLETE_AFTER = dt.timedelta(days=2)
 
@@ -44,6 +49,11 @@ class DayObjects:
     def dumped(self) -> bool:
         return any(o.key.endswith(f"/{MANIFEST_NAME}") for o in self.dumps)
 
+    @property
+    def pruning(self) -> bool:
+        """A prune of this day began (and was interrupted): it is no backup any more."""
+        return any(f"/{_PRUNING}/" in o.key for o in self.refs)
+
     def stored(self, *stores: str) -> list[tuple[str, StoredObject]]:
         """(store, object) pairs of the given stores, each store's manifest first."""
         pairs = []
@@ -52,6 +62,10 @@ class DayObjects:
             ordered = sorted(objects, key=lambda o: not o.key.endswith(f"/{MANIFEST_NAME}"))
             pairs += [(name, stored) for stored in ordered]
         return pairs
+
+
+def tombstone_key(database: str, day: str) -> str:
+    return f"postgres/{database}/{_PRUNING}/{day}.json"
 
 
 def inventory(stores: BackupStores, database: str) -> dict[str, DayObjects]:
@@ -99,7 +113,7 @@ def plan_database(
     statuses = [
         BackupStatus(dt.date.fromisoformat(day), verified.get(day))
         for day, objects in days.items()
-        if objects.archived
+        if objects.archived and not objects.pruning
     ]
     decisions = decide(statuses, _policy(rules))
     if sum(bool(status.verified) for status in statuses) < rules.min_keep:
@@ -113,11 +127,13 @@ def plan_database(
         if decision.keep or lock:
             kept[day] = decision.reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
             continue
-        objects = days[day].stored("archive", "dumps", "refs")
-        deletions.append(_deletion(database, day, SCOPE_BACKUP, decision.reasons[0], objects))
+        deletions.append(_backup_deletion(database, day, days[day], decision.reasons[0]))
     for day, objects in sorted(days.items()):
         age = today - dt.date.fromisoformat(day)
-        if day in kept and objects.dumps and age.days >= rules.dump_days and verified.get(day):
+        if objects.pruning:
+            reason = "finishing a deletion that was interrupted (its tombstone is there)"
+            deletions.append(_backup_deletion(database, day, objects, reason))
+        elif day in kept and objects.dumps and age.days >= rules.dump_days and verified.get(day):
             reason = f"dump older than dump_days {rules.dump_days}; its verified archive is kept"
             dump_refs = [(n, o) for n, o in objects.stored("refs") if "/dump/" in o.key]
             pairs = objects.stored("dumps") + dump_refs
@@ -141,6 +157,14 @@ def _deletion(
     return Deletion(database, day, scope, reason, tuple((name, o.key) for name, o in pairs))
 
 
+def _backup_deletion(database: str, day: str, objects: DayObjects, reason: str) -> Deletion:
+    """Every object of the day, manifests first and the tombstone last."""
+    tombstone = tombstone_key(database, day)
+    stored = objects.stored("archive", "dumps", "refs")
+    keys = [(name, o.key) for name, o in stored if o.key != tombstone]
+    return Deletion(database, day, SCOPE_BACKUP, reason, (*keys, ("refs", tombstone)))
+
+
 def _locked_until(stores: BackupStores, objects: DayObjects) -> dt.datetime | None:
     locks = [stores.archive.locked_until(o.key) for o in objects.archive]
     return max((lock for lock in locks if lock), default=None)
@@ -151,7 +175,13 @@ def object_uris(stores: BackupStores, deletion: Deletion) -> list[str]:
 
 
 def delete_objects(stores: BackupStores, deletion: Deletion) -> None:
-    """Delete in the planned order: manifests first, so a half-done deletion is no backup."""
+    """Delete in the planned order, manifests first, so a half-done deletion is no backup; a
+    whole backup's deletion is announced by its tombstone first (deleted last)."""
+    if deletion.scope == SCOPE_BACKUP:
+        record = {"reason": deletion.reason, "objects": [key for _, key in deletion.objects]}
+        stores.refs.write_bytes(
+            tombstone_key(deletion.database, deletion.day), json.dumps(record).encode()
+        )
     for name, key in deletion.objects:
         getattr(stores, name).delete(key)
 

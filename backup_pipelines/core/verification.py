@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import statistics
+import subprocess
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class ArchiveInspection:
     digest: StreamDigest | None  # None when reading stopped after the table of contents
     toc: TableOfContents | None  # None when pg_restore could not read the archive
     problem: str | None
+    # Of decoding every byte (read_all): the first stage that failed, None when all passed.
+    decode_problem: str | None = None
 
 
 def inspect_archive(
@@ -72,37 +75,58 @@ def inspect_archive(
     hash it all.
 
     With `read_all=False` reading stops once pg_restore has its table of contents, which
-    sits at the front of the archive.
+    sits at the front of the archive. With `read_all=True` the same bytes also go, whole,
+    through a second decoding into `pg_restore --file=/dev/null`, which reads every data block:
+    each stage's own integrity check (age's authentication, zstd's frame checksums, gzip's
+    CRC, pg_restore's block structure) then covers every byte.
     """
     problem = key_problem(manifest, key)
     if problem:
         return ArchiveInspection(digest_chunks(chunks) if read_all else None, None, problem)
-    with decoding_stages(manifest, key) as (decoding, pass_fds):
-        stages = [*decoding, ("pg_restore", [tools.program("pg_restore"), "--list"])]
-        pipeline = Pipeline(stages, feed=True, pass_fds=pass_fds)
+    pg_restore = tools.program("pg_restore")
+    with contextlib.ExitStack() as stack:
+        decoding, pass_fds = stack.enter_context(decoding_stages(manifest, key))
+        listing_stages = [*decoding, ("pg_restore --list", [pg_restore, "--list"])]
+        pipelines = [Pipeline(listing_stages, feed=True, pass_fds=pass_fds)]
+        if read_all:
+            decoding, pass_fds = stack.enter_context(decoding_stages(manifest, key))
+            every_block = [*decoding, ("pg_restore", [pg_restore, "--file=/dev/null"])]
+            pipelines.append(
+                Pipeline(every_block, feed=True, output=subprocess.DEVNULL, pass_fds=pass_fds)
+            )
+    listing_pipeline = pipelines[0]
     listing: list[bytes] = []
-    reader = threading.Thread(target=lambda: listing.extend(pipeline.read_chunks()), daemon=True)
+    reader = threading.Thread(
+        target=lambda: listing.extend(listing_pipeline.read_chunks()), daemon=True
+    )
     reader.start()
-    counter, fed_all = HashingCounter(), True
+    counter, fed_all = HashingCounter(), [True] * len(pipelines)
     try:
         with contextlib.closing(iter(chunks)) as source:  # type: ignore[type-var]
             for chunk in source:
                 counter.update(chunk)
-                if not _feed(pipeline, chunk):
-                    fed_all = False
-                    if not read_all:
-                        break
-        with contextlib.suppress(BrokenPipeError):
-            pipeline.stdin.close()
+                for number, pipeline in enumerate(pipelines):
+                    if fed_all[number] and not _feed(pipeline, chunk):
+                        fed_all[number] = False
+                if not read_all and not fed_all[0]:
+                    break
+        for pipeline in pipelines:
+            with contextlib.suppress(BrokenPipeError):
+                pipeline.stdin.close()
     except BaseException:
-        pipeline.kill()
+        for pipeline in pipelines:
+            pipeline.kill()
         raise
     reader.join()
-    results = pipeline.wait()
+    results = [pipeline.wait() for pipeline in pipelines]
+    listed = results[0][-1][1] == 0
     return ArchiveInspection(
         digest=counter.digest() if read_all else None,
-        toc=parse_toc(b"".join(listing).decode(errors="replace")) if results[-1][1] == 0 else None,
-        problem=_first_problem(results, fed_all),
+        toc=parse_toc(b"".join(listing).decode(errors="replace")) if listed else None,
+        problem=_first_problem(results[0], fed_all[0]),
+        decode_problem=_first_problem(results[1], fed_all[1], early_end_ok=False)
+        if read_all
+        else None,
     )
 
 
@@ -114,12 +138,24 @@ def _feed(pipeline: Pipeline, chunk: bytes) -> bool:
         return False
 
 
-def _first_problem(results: list[tuple[str, int, str]], fed_all: bool) -> str | None:
+def _first_problem(
+    results: list[tuple[str, int, str]], fed_all: bool, *, early_end_ok: bool = True
+) -> str | None:
+    """The first stage that failed. A decompressor cut off because pg_restore had read all it
+    wanted (the table of contents) did not fail, unless every byte had to be decoded."""
     pg_restore_ok = results[-1][1] == 0
-    for name, code, stderr in results:
-        if code == 0 or (pg_restore_ok and code == _SIGPIPE_EXIT and not fed_all):
-            continue
+    failed = [
+        (name, code, stderr)
+        for name, code, stderr in results
+        if code != 0
+        and not (early_end_ok and pg_restore_ok and code == _SIGPIPE_EXIT and not fed_all)
+    ]
+    # A stage killed by SIGPIPE only tells that a later one gave up: name that one.
+    failed.sort(key=lambda stage: stage[1] == _SIGPIPE_EXIT)
+    for name, code, stderr in failed[:1]:
         return f"{name} exited with {code}: {stderr or 'no message'}"
+    if not fed_all and not early_end_ok:
+        return f"{results[-1][0]} stopped reading before the end of the archive"
     return None
 
 
@@ -153,15 +189,23 @@ def _toc_outcome(
     )
     if look_alike:
         return CheckOutcome(name, False, f"{where}: {look_alike}", evidence)
+    if inspection.decode_problem:
+        return CheckOutcome(
+            name,
+            False,
+            f"{where} cannot be decoded whole: {inspection.decode_problem}",
+            evidence,
+        )
     if missing:
         names = ", ".join(f"{r.qualified_name} ({r.rows} rows)" for r in missing[:20])
         return CheckOutcome(name, False, f"{where} lacks the data of {names}", evidence)
     if inspection.toc.entries == 0:
         return CheckOutcome(name, False, f"{where} is an empty archive", evidence)
+    whole = "every byte decoded and every data block read; " if inspection.digest else ""
     return CheckOutcome(
         name,
         True,
-        f"pg_restore reads {where}; all {len(manifest.relations)} relations have their data",
+        f"pg_restore reads {where}; {whole}all {len(manifest.relations)} relations have their data",
         evidence,
     )
 
