@@ -1,9 +1,11 @@
 """What the tests share besides fixtures: the test passwords, configuration URLs, running a
 backup as the UI would, and comparing restored data with its source."""
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
+import signal
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -136,6 +138,22 @@ def serve_definitions(program: list[str], port: int, env: dict[str, str]) -> sub
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop(process: subprocess.Popen, grace: float = 30.0, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds (a loaded machine can
+    slow a graceful shutdown); with `group`, its whole process group."""
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
 
 
 def sha256_of(path: Path) -> str:

@@ -22,6 +22,7 @@ from backup_pipelines_tests.helpers import (
     production_instance_env,
     run_backup,
     serve_definitions,
+    stop,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +116,7 @@ def test_workspaces_load(write_config, tmp_path):
         done = validate(REPO / "docker" / "workspace.grpc.yaml", grpc_env)
         assert done.returncode == 0, done.stderr[-2000:]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
 
 def instance_with(snippet: str, home: Path, **overrides) -> DagsterInstance:

@@ -27,6 +27,7 @@ from backup_pipelines_tests.helpers import (
     production_instance_env,
     scratch_url,
     serve_definitions,
+    stop,
     today,
 )
 
@@ -91,9 +92,7 @@ def webserver(cluster, s3_endpoint, tmp_path_factory) -> Iterator[tuple[str, dic
         yield url, env, home
     finally:
         for process in (server, daemon):
-            process.terminate()
-        for process in (server, daemon):
-            process.wait(timeout=60)
+            stop(process, grace=60)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -4,8 +4,6 @@ way the demo submits them. Each test saves a screenshot under ui-screenshots/ (i
 """
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +17,14 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from backup_pipelines import names
 from backup_pipelines.core.dump import utc_today
 from backup_pipelines.trigger.remote import Deployment, location_of
+from backup_pipelines_demo.cluster import free_port
 from backup_pipelines_demo.first_runs import first_runs
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
     config_document,
+    stop,
 )
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "ui-screenshots"
@@ -38,12 +38,6 @@ class RunningDeployment:
     url: str
     location: str
     archive: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +76,7 @@ def deployment(cluster, tmp_path_factory) -> Iterator[RunningDeployment]:
             remote.url, location["repositoryLocationName"], root / "backups" / "archive"
         )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop(server, group=True)
 
 
 @pytest.fixture(scope="module")
