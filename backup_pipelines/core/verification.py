@@ -152,7 +152,8 @@ def _first_problem(
     ]
     # A stage killed by SIGPIPE only tells that a later one gave up: name that one.
     failed.sort(key=lambda stage: stage[1] == _SIGPIPE_EXIT)
-    for name, code, stderr in failed[:1]:
+    if failed:
+        name, code, stderr = failed[0]
         return f"{name} exited with {code}: {stderr or 'no message'}"
     if not fed_all and not early_end_ok:
         return f"{results[-1][0]} stopped reading before the end of the archive"

@@ -20,8 +20,6 @@ from dagster import (
 from backup_pipelines import names
 from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
 
-# Checks that alert when their newest evaluation failed, by the asset they are on.
-WATCHED_CHECKS = names.DATABASE_CHECKS
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
 _ERROR_LINES = 3
 _ASSETS_NAMED = 4  # in a failed run's title; the link shows the rest
@@ -44,7 +42,7 @@ def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> 
     watched = [
         (names.database_key(db, step), check)
         for db in databases
-        for step, checks in WATCHED_CHECKS.items()
+        for step, checks in names.DATABASE_CHECKS.items()
         for check in checks
     ]
     for key, check in [*watched, STORAGE_CHECK]:

@@ -12,7 +12,6 @@ import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines import names
-from backup_pipelines.defs.alerts.health import WATCHED_CHECKS
 from backup_pipelines.defs.records import newest_by_day
 
 AUDIT_CSV_KEY = "audit/audit_report.csv"
@@ -70,13 +69,13 @@ def audit_table(
     ]
     rows = []
     for database in databases:
-        keys = {step: names.database_key(database, step) for step in WATCHED_CHECKS}
+        keys = {step: names.database_key(database, step) for step in names.DATABASE_CHECKS}
         dumps = _materializations(instance, keys[names.DUMP])
         archives = _materializations(instance, names.database_key(database, names.ARCHIVE))
         checks = {
             check: newest_by_day(instance, keys[step], check)
-            for step, names in WATCHED_CHECKS.items()
-            for check in names
+            for step, step_checks in names.DATABASE_CHECKS.items()
+            for check in step_checks
         }
         retention = _retention_notes(instance, database)
         for day in days:
