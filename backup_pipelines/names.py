@@ -107,3 +107,45 @@ REF_IO_MANAGER = "backup_ref_io_manager"
 def dump_pool(server: str) -> str:
     """The pool of one database server (`host:port` or the configured `server:`)."""
     return "pg_dump_" + re.sub(r"[^A-Za-z0-9_]+", "_", server).strip("_")
+
+
+# --- servers (point-in-time recovery) ----------------------------------------------------------
+SERVER_PREFIX = "pg_server"  # pg_server/<server>/<step>
+BASE_BACKUP = "base_backup"
+GLOBALS = "globals"
+WAL_ARCHIVE = "wal_archive"
+PITR_RESTORE_TEST = "pitr_restore_test"
+SERVER_BACKUP_STEPS = (BASE_BACKUP, GLOBALS)  # what a server's backup run materializes
+BASE_BACKUP_VERIFIED = "base_backup_verified"
+WAL_CONTINUOUS = "wal_continuous"
+ARCHIVE_LAG = "archive_lag_within_limit"
+ARCHIVING_SUCCEEDS = "archiving_succeeds"
+PITR_RESTORE_PROVEN = "pitr_restore_proven"
+SERVER_CHECKS = {
+    BASE_BACKUP: (BASE_BACKUP_VERIFIED, WAL_CONTINUOUS),
+    WAL_ARCHIVE: (ARCHIVE_LAG, ARCHIVING_SUCCEEDS),
+    PITR_RESTORE_TEST: (PITR_RESTORE_PROVEN,),
+}
+SERVER_BACKUP_JOB = "server_backup"
+WAL_ARCHIVE_JOB = "observe_wal_archive"
+PITR_RESTORE_TEST_JOB = "pitr_restore_test"
+RESTORE_SERVER_JOB = "restore_server"
+WAL_ARCHIVE_SCHEDULE = "wal_archive_schedule"
+NEW_FULL_BACKUP_PITR_TEST_SENSOR = "pitr_restore_test_new_full_backup_sensor"
+BASE_BACKUP_POOL = "pgbackrest"  # one pgBackRest backup or restore test at a time, per deployment
+
+
+def server_key(server: str, step: str) -> AssetKey:
+    return key(SERVER_PREFIX, server, step)
+
+
+def server_group(server: str) -> str:
+    return f"{SERVER_PREFIX}_{server}"
+
+
+def server_backup_schedule(server: str) -> str:
+    return f"{server}_base_backup_schedule"  # each server's own backup_schedule cron
+
+
+def pitr_restore_test_schedule(server: str) -> str:
+    return f"{server}_pitr_restore_test_schedule"

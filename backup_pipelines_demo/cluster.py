@@ -137,3 +137,30 @@ def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCl
                 return cluster
         time.sleep(0.2)
     raise RuntimeError(f"PostgreSQL at {root} did not start; see {root / 'server.log'}")
+
+
+def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict[str, str]) -> Path:
+    """Make `cluster` a database host that archives its WAL with pgBackRest: a pgbackrest.conf
+    readable only by the server's user (it holds the repository's keys, as on any database host)
+    and archive_command pushing each segment. Takes effect at the next start."""
+    config = cluster.root / "pgbackrest.conf"
+    lines = [
+        "[global]",
+        *(f"repo1-{name}={value}" for name, value in repository.items()),
+        "log-level-console=warn",
+        "log-level-file=off",
+        f"[{stanza}]",
+        f"pg1-path={cluster.data_dir}",
+        f"pg1-port={cluster.port}",
+        f"pg1-socket-path={cluster.root}",
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    config.chmod(0o600)
+    _give_to_server_user(config)
+    with (cluster.data_dir / "postgresql.conf").open("a") as settings:
+        settings.write(
+            "\n# WAL archiving with pgBackRest (backup_pipelines_demo)\n"
+            "archive_mode = on\nwal_level = replica\narchive_timeout = 60\n"
+            f"archive_command = 'pgbackrest --config={config} --stanza={stanza} archive-push %p'\n"
+        )
+    return config

@@ -269,6 +269,81 @@ class EncryptionConfig(_Strict):
         return self
 
 
+class PgBackRestS3Config(_Strict):
+    """A pgBackRest repository in S3. pgBackRest speaks HTTPS only."""
+
+    bucket: str | None = None  # default: storage.s3.bucket
+    prefix: str | None = None  # default: pgbackrest/<server>
+    endpoint: str | None = None  # host[:port]; default: s3.<region>.amazonaws.com
+    region: str = "us-east-1"
+    uri_style: Literal["host", "path"] = "host"
+    ca_file: str | None = None  # trust this CA (a private endpoint)
+    verify_tls: bool = True
+    # Default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the environment, else the
+    # instance's role. Use ${VAR}.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class PgBackRestConfig(_Strict):
+    """Where pgBackRest keeps a server's base backups and WAL: a folder or S3."""
+
+    path: str | None = None
+    s3: PgBackRestS3Config | None = None
+    cipher_pass: str | None = None  # repository encryption (aes-256-cbc); use ${VAR}
+    stanza: str | None = None  # default: the server's name
+    # Small files bundled into few objects: far fewer requests against S3.
+    bundle: bool = True
+    compress_type: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
+    process_max: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PgBackRestConfig:
+        if (self.path is None) == (self.s3 is None):
+            raise ValueError("give exactly one of pgbackrest.path or pgbackrest.s3")
+        if self.cipher_pass is not None and not _ENV_REFERENCE.fullmatch(self.cipher_pass):
+            raise ValueError(
+                "cipher_pass must be an environment reference such as "
+                "${PGBACKREST_CIPHER_PASS}: a passphrase does not belong in the file"
+            )
+        return self
+
+
+class PitrRestoreTestConfig(_Strict):
+    schedule: str = "0 4 * * 0"
+    after_full_backup: bool = True  # also test after each new full backup
+    port: int | None = Field(default=None, ge=1024, le=65535)  # default: a free port
+    scratch_dir: str | None = None  # default: the system temp folder; needs room for a copy
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
+
+
+class ServerConfig(_Strict):
+    """A PostgreSQL server (cluster) with WAL archiving: point-in-time recovery."""
+
+    url: str = Field(min_length=1, description="libpq URL of a role that may run backups")
+    data_directory: str = Field(min_length=1)
+    # pgBackRest reaches PostgreSQL over its Unix socket; default: the URL's host when it is
+    # a folder, else /var/run/postgresql.
+    socket_directory: str | None = None
+    pgbackrest: PgBackRestConfig
+    backup_schedule: str = "0 1 * * *"  # a base backup each day
+    full_backup: str = "0 1 * * 0"  # days this cron falls on take a full, others a diff
+    archive_lag_alert_minutes: float = Field(default=15, gt=0)
+    base_backup_max_age_days: float = Field(default=2, gt=0)
+    # Full backups kept (GFS rules, as for dumps); WAL is kept back to the oldest kept one.
+    retention: RetentionOverride | None = None
+    restore_test: PitrRestoreTestConfig = PitrRestoreTestConfig()
+
+    @field_validator("backup_schedule", "full_backup")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
+
+
 class AuditConfig(_Strict):
     days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
 
@@ -287,10 +362,11 @@ class BackupConfig(_Strict):
     alerts: AlertsConfig = AlertsConfig()
     audit: AuditConfig = AuditConfig()
     buckets: dict[str, BucketConfig] = {}
+    servers: dict[str, ServerConfig] = {}
     encryption: EncryptionConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
-    @field_validator("databases", "buckets")
+    @field_validator("databases", "buckets", "servers")
     @classmethod
     def _database_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
@@ -337,6 +413,9 @@ class BackupConfig(_Strict):
         days = lock.days or max(self.retention_for(database).daily, 1)
         start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
         return start + dt.timedelta(days=days)
+
+    def server_retention_for(self, name: str) -> RetentionRules:
+        return self.retention.overridden(self.servers[name].retention)
 
     def bucket_retention_for(self, name: str) -> RetentionRules:
         return self.retention.overridden(self.buckets[name].retention)

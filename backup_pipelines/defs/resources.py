@@ -4,6 +4,8 @@ Only the file's path is Dagster config; its `${VAR}` values are expanded inside 
 no secret reaches run config, the definitions or the UI.
 """
 
+from pathlib import Path
+
 from dagster import (
     ConfigurableIOManager,
     ConfigurableResource,
@@ -20,6 +22,8 @@ from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env, 
 from backup_pipelines.core.dump import DumpSettings
 from backup_pipelines.core.encryption import ArchiveKey, key_from_config
 from backup_pipelines.core.manifest import BackupRef
+from backup_pipelines.core.pgbackrest import Engine, engine_from_config
+from backup_pipelines.core.pitr import ScratchPlace
 from backup_pipelines.core.postgres import (
     ClientTools,
     Connection,
@@ -99,6 +103,23 @@ class BackupSettings(ConfigurableResource):
         if self._archive_key is None:
             self._archive_key = key_from_config(encryption)
         return self._archive_key
+
+    def server_connection(self, server: str) -> Connection:
+        url = expand_env(self.config().servers[server].url, f"servers.{server}.url")
+        return Connection.from_url(server, url)
+
+    def server_engine(self, server: str) -> Engine:
+        return engine_from_config(self.config(), server, self.server_connection(server))
+
+    def scratch_place(self, server: str) -> ScratchPlace:
+        """Where `server`'s PITR restore test runs its throw-away copy."""
+        settings = self.config().servers[server].restore_test
+        where = f"servers.{server}.restore_test.scratch_dir"
+        return ScratchPlace(
+            Path(expand_env(settings.scratch_dir, where)) if settings.scratch_dir else None,
+            settings.port,
+            self.client_tools().bin_dir,
+        )
 
     def client_tools(self) -> ClientTools:
         return find_client_tools(self.config().pg_bin_dir)

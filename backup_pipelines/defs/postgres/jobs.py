@@ -124,7 +124,7 @@ def restore_from_archive(
     archive = settings.stores().archive
     audit: dict[str, object] = {
         "event": "restore",
-        "triggered_by": _triggered_by(context.run.tags),
+        "triggered_by": triggered_by(context.run.tags),
         "run_id": context.run_id,
         "run_host": socket.gethostname(),
         "target_server": target.server,
@@ -196,7 +196,7 @@ def _target_connection(config: RestoreJobRequest) -> Connection:
         raise Failure(f"restore_database: target_url: {error}") from None
 
 
-def _triggered_by(tags: dict[str, str]) -> str:
+def triggered_by(tags: dict[str, str]) -> str:
     for tag, label in _TRIGGER_TAGS:
         if tag in tags:
             return f"{label} {tags[tag]}"

@@ -1,0 +1,391 @@
+"""The physical-backup engine: pgBackRest, behind this one module (WAL-G could replace it here).
+
+Everything pgBackRest is told comes from environment variables (`PGBACKREST_*`), never from
+argv or a file this project writes: the repository keys and the cipher passphrase stay out of
+`ps` and logs. It runs as the owner of the data directory, as pgBackRest requires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import pwd
+import re
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env
+from backup_pipelines.core.postgres import Connection, redact
+
+PGBACKREST = "pgbackrest"
+BACKUP_KINDS = ("full", "diff", "incr")
+_OWN_SETTINGS = ("PGBACKREST_", "PGPASSWORD", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE")
+
+
+class PgBackRestError(RuntimeError):
+    """pgBackRest refused or failed; the message names the server and what to do."""
+
+
+@dataclass(frozen=True)
+class Repository:
+    """Where pgBackRest keeps base backups and WAL: pgBackRest's `repo1-*` options (without the
+    prefix, e.g. {"path": "/srv/pitr"} or {"type": "s3", ...}) and the secret ones apart."""
+
+    options: Mapping[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.options.get("type") == "s3":
+            return (
+                f"s3://{self.options['s3-bucket']}{self.options.get('path', '/')} "
+                f"at {self.options['s3-endpoint']}"
+            )
+        return self.options["path"]
+
+    @property
+    def encrypted(self) -> bool:
+        return "cipher-pass" in self.secrets
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """One base backup as `pgbackrest info` lists it."""
+
+    label: str
+    kind: str  # full, diff or incr
+    started: dt.datetime
+    stopped: dt.datetime  # the backup is consistent from here: the earliest recovery target
+    start_lsn: str
+    stop_lsn: str
+    wal_start: str
+    wal_stop: str
+    database_bytes: int
+    repository_bytes: int  # this set's own files in the repository (compressed)
+    prior: str | None  # the backup a diff/incr builds on
+
+    @property
+    def seconds(self) -> float:
+        return (self.stopped - self.started).total_seconds()
+
+    @classmethod
+    def from_info(cls, entry: Mapping) -> BackupSet:
+        def moment(seconds: int) -> dt.datetime:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+        return cls(
+            label=entry["label"],
+            kind=entry["type"],
+            started=moment(entry["timestamp"]["start"]),
+            stopped=moment(entry["timestamp"]["stop"]),
+            start_lsn=entry["lsn"]["start"],
+            stop_lsn=entry["lsn"]["stop"],
+            wal_start=entry["archive"]["start"],
+            wal_stop=entry["archive"]["stop"],
+            database_bytes=entry["info"]["size"],
+            repository_bytes=entry["info"]["repository"]["delta"],
+            prior=entry.get("prior"),
+        )
+
+
+@dataclass(frozen=True)
+class RepositoryInfo:
+    """What the repository holds for one stanza: its backups (oldest first) and WAL range."""
+
+    backups: list[BackupSet]
+    wal_min: str | None
+    wal_max: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where a restore stops: a time, a named restore point, or the end of the archived WAL."""
+
+    kind: str  # "time", "name" or "latest"
+    value: str | None = None
+
+    def options(self) -> dict[str, str]:
+        if self.kind == "latest":
+            return {"TYPE": "default"}
+        return {"TYPE": self.kind, "TARGET": str(self.value), "TARGET_ACTION": "promote"}
+
+    def describe(self) -> str:
+        return "the latest archived WAL" if self.kind == "latest" else f"{self.kind} {self.value}"
+
+
+@dataclass(frozen=True)
+class Engine:
+    """pgBackRest for one PostgreSQL server (one stanza)."""
+
+    server: str  # the configured name, used in messages
+    stanza: str
+    data_directory: Path
+    port: int
+    socket_directory: str | None
+    user: str
+    password: str | None
+    repository: Repository
+    process_max: int = 2
+    timeout_seconds: int = 6 * 3600
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)}
+        options = {
+            "CONFIG": "/dev/null",  # only what this engine says; not /etc/pgbackrest.conf
+            "STANZA": self.stanza,
+            "PG1_PATH": str(self.data_directory),
+            "PG1_PORT": str(self.port),
+            "PG1_USER": self.user,
+            "PROCESS_MAX": str(self.process_max),
+            "LOG_LEVEL_CONSOLE": "warn",
+            "LOG_LEVEL_STDERR": "error",
+            "LOG_LEVEL_FILE": "off",
+            # Retention is applied by `expire --set` from this project's plan, never implicitly.
+            "REPO1_RETENTION_FULL": "9999999",
+            **({"PG1_SOCKET_PATH": self.socket_directory} if self.socket_directory else {}),
+            **{f"REPO1_{_env_name(k)}": v for k, v in self.repository.options.items()},
+            **{f"REPO1_{_env_name(k)}": v for k, v in self.repository.secrets.items()},
+            **extra,
+        }
+        env.update({f"PGBACKREST_{name}": value for name, value in options.items()})
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def run(self, command: str, *args: str, **options: str) -> str:
+        """Run one pgBackRest command as the data directory's owner; returns its stdout."""
+        self.require_data_directory()
+        argv = [*_as_owner_of(self.data_directory), PGBACKREST, command, *args]
+        with _process_group(argv, self.environment(**options)) as process:
+            try:
+                out, err = process.communicate(timeout=self.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                raise PgBackRestError(
+                    f"server {self.server!r}: pgbackrest {command} did not finish within "
+                    f"{self.timeout_seconds} s"
+                ) from None
+        if process.returncode != 0:
+            raise PgBackRestError(self._explain(command, process.returncode, err or out))
+        return out
+
+    def require_data_directory(self) -> None:
+        if not self.data_directory.is_dir():
+            raise PgBackRestError(
+                f"server {self.server!r}: data_directory {self.data_directory} does not exist "
+                f"here; set servers.{self.server}.data_directory to the server's data folder "
+                "(SHOW data_directory)"
+            )
+
+    def _explain(self, command: str, code: int, output: str) -> str:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        message = " ".join(lines[-4:]) or f"exit status {code}"
+        message = redact(message, [self.password, *self.repository.secrets.values()])
+        hint = _hint(message, self)
+        return f"server {self.server!r}: pgbackrest {command} failed: {message}{hint}"
+
+    # --- commands -----------------------------------------------------------------------------
+    def create_stanza(self) -> None:
+        """Initialise the repository for this server (safe to repeat)."""
+        folder = self.repository.options.get("path")
+        if self.repository.options.get("type", "posix") == "posix" and folder:
+            _make_owned_folder(Path(folder), self.data_directory)
+        self.run("stanza-create")
+
+    def check(self) -> None:
+        """Prove that archive_command pushes WAL into the repository (forces a segment switch)."""
+        self.run("check")
+
+    def backup(self, kind: str) -> BackupSet:
+        if kind not in BACKUP_KINDS:
+            raise PgBackRestError(
+                f"server {self.server!r}: backup kind {kind!r} is not one of "
+                f"{', '.join(BACKUP_KINDS)}"
+            )
+        before = {backup.label for backup in self.info().backups}
+        self.run("backup", f"--type={kind}")
+        new = [backup for backup in self.info().backups if backup.label not in before]
+        if not new:
+            raise PgBackRestError(
+                f"server {self.server!r}: pgbackrest backup reported success "
+                "but the repository lists no new backup"
+            )
+        return new[-1]
+
+    def info(self) -> RepositoryInfo:
+        stanzas = json.loads(self.run("info", "--output=json") or "[]")
+        stanza = next((s for s in stanzas if s.get("name") == self.stanza), None)
+        if stanza is None:
+            return RepositoryInfo([], None, None, "no stanza")
+        archives = [a for a in stanza.get("archive", []) if a.get("min")]
+        return RepositoryInfo(
+            backups=[BackupSet.from_info(entry) for entry in stanza.get("backup", [])],
+            wal_min=min((a["min"] for a in archives), default=None),
+            wal_max=max((a["max"] for a in archives), default=None),
+            status=stanza["status"]["message"],
+        )
+
+    def verify(self) -> list[str]:
+        """Check every file in the repository (checksums, WAL gaps); returns the problems."""
+        try:
+            self.run("verify", LOG_LEVEL_CONSOLE="info")
+        except PgBackRestError as error:
+            return [str(error)]
+        return []
+
+    def restore(self, target_directory: Path, target: RecoveryTarget) -> None:
+        """Restore into `target_directory` (empty or absent), set to recover to `target`."""
+        self.run("restore", PG1_PATH=str(target_directory), **target.options())
+
+    def expire(self, labels: list[str], *, dry_run: bool) -> list[str]:
+        """Expire the given full backups (with the backups built on them, and the WAL no kept
+        backup needs); returns pgBackRest's own account of what it removes (or would)."""
+        removed: list[str] = []
+        for label in labels:
+            args = ["--dry-run"] if dry_run else []
+            out = self.run("expire", f"--set={label}", *args, LOG_LEVEL_CONSOLE="info")
+            removed += [_expire_line(line) for line in out.splitlines() if _is_removal(line)]
+        return removed
+
+
+_REMOVAL = re.compile(r"(expire|remove) (adhoc |full |diff |incr )?(backup|archive|WAL)", re.I)
+
+
+def _is_removal(line: str) -> bool:
+    return bool(_REMOVAL.search(line))
+
+
+def _expire_line(line: str) -> str:
+    return re.sub(r"^.*?INFO: (\[DRY-RUN\] )?", "", line).strip()
+
+
+def _env_name(option: str) -> str:
+    return option.upper().replace("-", "_")
+
+
+_HINTS = (
+    ("unable to find primary cluster", ": is the server running and reachable on its socket?"),
+    ("archive_mode", ": set archive_mode=on and wal_level=replica (or logical) on the server"),
+    ("archive-push", ": archive_command must run `pgbackrest ... archive-push %p`"),
+    ("cipher", ": is the repository's cipher passphrase (cipher_pass) the right one?"),
+    ("unable to decrypt", ": is the repository's cipher passphrase (cipher_pass) the right one?"),
+    ("does not exist", ": check data_directory and the repository settings"),
+    ("was not archived before", ": archive_command is not pushing WAL to this repository"),
+)
+
+
+def _hint(message: str, engine: Engine) -> str:
+    lowered = message.lower()
+    for needle, hint in _HINTS:
+        if needle in lowered:
+            return hint
+    return f" (repository {engine.repository.describe()})"
+
+
+def _as_owner_of(path: Path) -> list[str]:
+    """pgBackRest must run as the data directory's owner; as root, switch to that user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    except FileNotFoundError:
+        return []
+    return [] if owner == "root" else ["runuser", "-u", owner, "--"]
+
+
+def _make_owned_folder(folder: Path, data_directory: Path) -> None:
+    """A local repository folder, owned like the data directory (pgBackRest writes it)."""
+    if folder.exists():
+        return
+    folder.mkdir(parents=True)
+    if os.geteuid() == 0:
+        owner = data_directory.stat()
+        os.chown(folder, owner.st_uid, owner.st_gid)
+
+
+@contextlib.contextmanager
+def _process_group(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """A child in a session of its own: on cancellation (any exception) the whole group is
+    killed, pgBackRest's worker processes included, not only `runuser`."""
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+        start_new_session=True,
+    )
+    try:
+        yield process
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def repository_from_config(config: BackupConfig, server: str) -> Repository:
+    """The `repo1-*` options for `server`'s `pgbackrest:` section; secrets expanded from the
+    environment into their own mapping."""
+    settings = config.servers[server].pgbackrest
+    where = f"servers.{server}.pgbackrest"
+    options = {
+        "bundle": "y" if settings.bundle else "n",
+        "compress-type": settings.compress_type,
+    }
+    secrets: dict[str, str] = {}
+    if settings.cipher_pass is not None:
+        options["cipher-type"] = "aes-256-cbc"
+        secrets["cipher-pass"] = expand_env(settings.cipher_pass, f"{where}.cipher_pass")
+    if settings.path is not None:
+        path = config.local_path(expand_env(settings.path, f"{where}.path"))
+        return Repository({**options, "path": str(path)}, secrets)
+    s3 = settings.s3
+    assert s3 is not None
+    bucket = s3.bucket or (config.storage.s3.bucket if config.storage.s3 else None)
+    if bucket is None:
+        raise ConfigError(f"{where}.s3.bucket: give a bucket (storage is not S3)")
+    host, _, port = (s3.endpoint or f"s3.{s3.region}.amazonaws.com").partition(":")
+    options |= {
+        "type": "s3",
+        "path": "/" + (s3.prefix if s3.prefix is not None else f"pgbackrest/{server}").strip("/"),
+        "s3-bucket": bucket,
+        "s3-endpoint": host.removeprefix("https://"),
+        "s3-region": s3.region,
+        "s3-uri-style": s3.uri_style,
+        "storage-verify-tls": "y" if s3.verify_tls else "n",
+        **({"storage-port": port} if port else {}),
+        **({"storage-ca-file": s3.ca_file} if s3.ca_file else {}),
+    }
+    key_id = s3.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
+    key_secret = s3.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and key_secret:
+        secrets["s3-key"] = expand_env(key_id, f"{where}.s3.access_key_id")
+        secrets["s3-key-secret"] = expand_env(key_secret, f"{where}.s3.secret_access_key")
+    else:
+        options["s3-key-type"] = "auto"  # the instance's IAM role
+    return Repository(options, secrets)
+
+
+def engine_from_config(config: BackupConfig, server: str, connection: Connection) -> Engine:
+    settings = config.servers[server]
+    host = connection.params.get("host", "")
+    socket_directory = settings.socket_directory or (host if host.startswith("/") else None)
+    return Engine(
+        server=server,
+        stanza=settings.pgbackrest.stanza or server,
+        data_directory=Path(
+            expand_env(settings.data_directory, f"servers.{server}.data_directory")
+        ),
+        port=int(connection.params.get("port", "5432")),
+        socket_directory=socket_directory,
+        user=connection.params.get("user", "postgres"),
+        password=connection.password,
+        repository=repository_from_config(config, server),
+        process_max=settings.pgbackrest.process_max,
+    )

@@ -1,0 +1,783 @@
+"""Point-in-time recovery of a whole PostgreSQL server: its WAL archiving observed, its recovery
+window, base backups, and restores to a moment, proven on a throw-away copy.
+
+The engine (pgBackRest) is core/pgbackrest.py; this module only asks it for backups, the
+repository's contents and restores, so another engine could take its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from backup_pipelines import names
+from backup_pipelines.core.pgbackrest import (
+    BackupSet,
+    Engine,
+    RecoveryTarget,
+    RepositoryInfo,
+)
+from backup_pipelines.core.postgres import ClientTools, Connection, PostgresError
+from backup_pipelines.core.verification import CheckOutcome
+
+MARKER_TABLE = "backup_pipelines_pitr_marker"
+ARCHIVE_WAIT_SECONDS = 120
+PROMOTION_WAIT_SECONDS = 600
+
+
+class PitrError(RuntimeError):
+    """A server cannot be backed up or recovered as asked; the message says which and why."""
+
+
+# --- the server's archiving -------------------------------------------------------------------
+_ARCHIVER = """
+SELECT current_setting('archive_mode'), current_setting('wal_level'),
+       current_setting('archive_command'), (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout'),
+       a.archived_count, a.last_archived_wal, a.last_archived_time,
+       a.failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset,
+       clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()),
+       (pg_walfile_name_offset(pg_current_wal_lsn())).file_offset
+FROM pg_stat_archiver a
+"""
+
+
+@dataclass(frozen=True)
+class ArchiverStatus:
+    """What pg_stat_archiver and the settings say about a server's WAL archiving."""
+
+    archive_mode: str
+    wal_level: str
+    archive_command: str
+    archive_timeout_seconds: int
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_time: dt.datetime | None
+    failed_count: int
+    last_failed_wal: str | None
+    last_failed_time: dt.datetime | None
+    stats_reset: dt.datetime
+    measured_at: dt.datetime
+    current_wal: str
+    current_wal_offset: int
+
+    @property
+    def lag_seconds(self) -> float:
+        """How old the oldest WAL not yet in the archive is, at most (the measured RPO): 0 when
+        everything up to the segment being written is archived and nothing has been written
+        into that segment yet; else the time since the last successful archive."""
+        caught_up = (
+            self.last_archived_wal is not None
+            and _next_segment(self.last_archived_wal) == self.current_wal
+            and self.current_wal_offset == 0
+        )
+        if caught_up:
+            return 0.0
+        since = self.last_archived_time or self.stats_reset
+        return max((self.measured_at - since).total_seconds(), 0.0)
+
+    @property
+    def failing(self) -> bool:
+        """The newest archive attempt failed (a failure after the last success)."""
+        if self.last_failed_time is None:
+            return False
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+def _next_segment(name: str) -> str:
+    timeline, log, seg = name[:8], int(name[8:16], 16), int(name[16:24], 16)
+    seg += 1
+    if seg > 0xFF:
+        log, seg = log + 1, 0
+    return f"{timeline}{log:08X}{seg:08X}"
+
+
+def archiver_status(connection: Connection) -> ArchiverStatus:
+    with connection.connect(autocommit=True) as conn:
+        row = conn.execute(_ARCHIVER).fetchone()
+    assert row is not None
+    return ArchiverStatus(*row)
+
+
+def require_archiving(server: str, status: ArchiverStatus) -> None:
+    """Refuse a server whose WAL is not archived: a base backup of it could not be recovered
+    to any moment but its own end."""
+    problems = []
+    if status.archive_mode not in ("on", "always"):
+        problems.append(f"archive_mode is {status.archive_mode!r} (set archive_mode = on)")
+    if status.wal_level not in ("replica", "logical"):
+        problems.append(f"wal_level is {status.wal_level!r} (set wal_level = replica)")
+    if "archive-push" not in status.archive_command:
+        problems.append(
+            f"archive_command is {status.archive_command or 'empty'!r}, not pgBackRest's "
+            "archive-push (set archive_command = 'pgbackrest --stanza=<stanza> archive-push %p')"
+        )
+    if problems:
+        raise PitrError(
+            f"server {server!r} does not archive its WAL: {'; '.join(problems)}; then restart "
+            "PostgreSQL"
+        )
+
+
+# --- the recovery window ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecoveryWindow:
+    """Every moment between `start` (the oldest backup became consistent) and `end` (the newest
+    archived WAL) can be restored to."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def contains(self, moment: dt.datetime) -> bool:
+        return self.start <= moment <= self.end
+
+    def describe(self) -> str:
+        return f"{_iso(self.start)} to {_iso(self.end)}"
+
+
+def recovery_window(info: RepositoryInfo, status: ArchiverStatus) -> RecoveryWindow | None:
+    if not info.backups:
+        return None
+    newest_stop = info.backups[-1].stopped
+    end = max(filter(None, [status.last_archived_time, newest_stop]))
+    return RecoveryWindow(info.backups[0].stopped, end)
+
+
+def backup_for(info: RepositoryInfo, moment: dt.datetime) -> BackupSet | None:
+    """The backup a restore to `moment` starts from: the newest one consistent before it."""
+    usable = [backup for backup in info.backups if backup.stopped <= moment]
+    return usable[-1] if usable else None
+
+
+def require_in_window(server: str, window: RecoveryWindow | None, moment: dt.datetime) -> None:
+    if window is None:
+        raise PitrError(
+            f"server {server!r} has no base backup in its repository yet: take one "
+            "(materialize its base_backup) before restoring to a time"
+        )
+    if not window.contains(moment):
+        raise PitrError(
+            f"server {server!r} cannot be restored to {_iso(moment)}: its recovery window is "
+            f"{window.describe()}; choose a time inside it"
+        )
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(sep=" ", timespec="seconds")
+
+
+# --- base backups -----------------------------------------------------------------------------
+def backup_kind(info: RepositoryInfo, full_today: bool) -> str:
+    """Full when the full-backup schedule falls on the day or no full backup exists; else a
+    differential against the newest full."""
+    has_full = any(backup.kind == "full" for backup in info.backups)
+    return "full" if full_today or not has_full else "diff"
+
+
+def wal_gaps(info: RepositoryInfo, verify_problems: list[str]) -> list[str]:
+    """Why WAL from the oldest kept backup to the newest archived segment is not all there."""
+    gaps = [problem for problem in verify_problems if "missing" in problem.lower()]
+    if info.backups and info.wal_min is None:
+        gaps.append("the repository holds no WAL at all")
+    elif info.backups and info.wal_min is not None:
+        oldest = info.backups[0]
+        if info.wal_min[8:] > oldest.wal_start[8:]:
+            gaps.append(
+                f"WAL from {oldest.wal_start} (start of backup {oldest.label}) is gone; "
+                f"the archive starts at {info.wal_min}"
+            )
+        if info.wal_max is not None and info.wal_max[8:] < info.backups[-1].wal_stop[8:]:
+            gaps.append(f"WAL after {info.wal_max} is missing")
+    return gaps
+
+
+def dump_globals(connection: Connection, tools: ClientTools) -> Iterator[bytes]:
+    """`pg_dumpall --globals-only` (roles, memberships, tablespaces), streamed; without role
+    passwords unless the role may read them (a superuser)."""
+    with connection.connect(autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    superuser = bool(row and row[0])
+    argv = [tools.program("pg_dumpall"), "--globals-only", f"--dbname={connection.dsn}"]
+    if not superuser:
+        argv.append("--no-role-passwords")
+    process = subprocess.Popen(
+        argv,
+        env=connection.client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        while chunk := process.stdout.read(1 << 16):
+            yield chunk
+        error = process.stderr.read().decode(errors="replace")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+    if process.returncode != 0:
+        raise PitrError(
+            connection.redact(
+                f"server {connection.database!r}: pg_dumpall --globals-only failed: {error.strip()}"
+            )
+        )
+
+
+# --- markers: what a PITR test proves ---------------------------------------------------------
+@dataclass(frozen=True)
+class MarkerPair:
+    """Two rows written around `target`: `before` committed before it, `after` after it."""
+
+    before: str
+    after: str
+    target: dt.datetime
+    wal: str  # the segment holding both, switched out so it is archived
+
+
+def write_markers(connection: Connection, label: str) -> MarkerPair:
+    """Commit a row, take the server's clock as the target, commit another, then switch the WAL
+    segment so both reach the archive."""
+    before, after = f"{label} before", f"{label} after"
+    with connection.connect(autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (label text PRIMARY KEY, "
+            "written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+        conn.execute(f"INSERT INTO {MARKER_TABLE} (label) VALUES (%s)", (before,))
+        target = _scalar(conn, "SELECT clock_timestamp()")
+        time.sleep(0.2)  # the next commit is stamped clearly after the target
+        conn.execute(f"INSERT INTO {MARKER_TABLE} (label) VALUES (%s)", (after,))
+        wal = _scalar(conn, "SELECT pg_walfile_name(pg_switch_wal())")
+    return MarkerPair(before, after, target, wal)
+
+
+def wait_until_archived(
+    server: str, connection: Connection, segment: str, timeout: float = ARCHIVE_WAIT_SECONDS
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = archiver_status(connection)
+        if status.last_archived_wal and status.last_archived_wal[8:] >= segment[8:]:
+            return
+        if time.monotonic() > deadline:
+            raise PitrError(
+                f"server {server!r}: WAL segment {segment} was not archived within {timeout:.0f}"
+                f" s (last archived: {status.last_archived_wal or 'none'}, failed attempts: "
+                f"{status.failed_count}); archive_command is not pushing to the repository"
+            )
+        time.sleep(0.5)
+
+
+def _scalar(conn: psycopg.Connection, sql: str) -> object:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+# --- a restored copy --------------------------------------------------------------------------
+@dataclass
+class RestoredServer:
+    """A restored data directory running on a scratch port, reached through its own socket."""
+
+    directory: Path
+    port: int
+    connection: Connection  # the source server's credentials, pointed at the copy
+    restore_seconds: float = 0.0
+    start_seconds: float = 0.0
+
+    def databases(self) -> list[str]:
+        with self.connection.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                "ORDER BY datname"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+
+def require_free_port(server: str, port: int) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise PitrError(
+                f"server {server!r}: scratch port {port} is in use by another process; choose "
+                "another port (or leave it unset to pick a free one)"
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ScratchPlace:
+    """Where a restored copy may live and run."""
+
+    parent: Path | None  # default: the system temp folder
+    port: int | None  # default: a free one
+    bin_dir: Path  # pg_ctl of the server's major version
+
+
+@contextlib.contextmanager
+def restored_copy(
+    engine: Engine, source: Connection, target: RecoveryTarget, place: ScratchPlace
+) -> Iterator[RestoredServer]:
+    """Restore `engine`'s server to `target` into a throw-away directory, start it on a scratch
+    port and wait until it is promoted; stopped and deleted on leaving, whatever happened."""
+    port = place.port or free_port()
+    require_free_port(engine.server, port)
+    if place.parent is not None and not place.parent.is_dir():
+        raise PitrError(f"server {engine.server!r}: scratch folder {place.parent} does not exist")
+    holder = Path(tempfile.mkdtemp(prefix=f"pitr-{engine.stanza}-", dir=place.parent))
+    directory = holder / "data"
+    try:
+        _give_to_owner_of(holder, engine.data_directory)
+        started = time.monotonic()
+        engine.restore(directory, target)
+        restore_seconds = time.monotonic() - started
+        copy = RestoredServer(directory, port, _scratch_connection(source, holder, port))
+        copy.restore_seconds = restore_seconds
+        _start(engine, copy, holder, place.bin_dir)
+        copy.start_seconds = time.monotonic() - started - restore_seconds
+        yield copy
+    finally:
+        _stop(engine, directory, place.bin_dir)
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def _scratch_connection(source: Connection, socket_dir: Path, port: int) -> Connection:
+    params = {**source.params, "host": str(socket_dir), "port": str(port)}
+    return Connection(source.database, params, source.password)
+
+
+def _start(engine: Engine, copy: RestoredServer, holder: Path, bin_dir: Path) -> None:
+    # archive_mode off: the copy must never push WAL into the source's repository.
+    options = (
+        f"-p {copy.port} -k {holder} -c listen_addresses='' -c archive_mode=off -c hot_standby=on"
+    )
+    log = holder / "server.log"
+    done = subprocess.run(
+        [
+            *_as_owner(engine.data_directory),
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(copy.directory),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-t",
+            str(PROMOTION_WAIT_SECONDS),
+            "-w",
+            "start",
+        ],
+        # restore_command (pgbackrest archive-get) reads the repository from this environment,
+        # so no file holds its keys; it is only needed until the copy is promoted.
+        env=engine.environment(PG1_PATH=str(copy.directory)),
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    if done.returncode != 0:
+        raise PitrError(f"server {engine.server!r}: the restored copy did not start: {_tail(log)}")
+    _wait_for_promotion(engine.server, copy, log)
+
+
+def _wait_for_promotion(server: str, copy: RestoredServer, log: Path) -> None:
+    deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            with copy.connection.connect(autocommit=True) as conn:
+                if not _scalar(conn, "SELECT pg_is_in_recovery()"):
+                    return
+        except PostgresError:
+            if "recovery ended before configured recovery target" in _tail(log):
+                break
+        time.sleep(0.3)
+    raise PitrError(
+        f"server {server!r}: the restored copy was not promoted within "
+        f"{PROMOTION_WAIT_SECONDS} s: {_tail(log)}"
+    )
+
+
+def _stop(engine: Engine, directory: Path, bin_dir: Path) -> None:
+    if (directory / "postmaster.pid").exists():
+        subprocess.run(
+            [
+                *_as_owner(engine.data_directory),
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(directory),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            capture_output=True,
+            cwd="/",
+        )
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    """The server log's reasons (FATAL/PANIC/ERROR lines first), else its last lines."""
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "no server log"
+    reasons = [line for line in text if any(f" {level}: " in line for level in _SEVERE)]
+    return " | ".join((reasons or text)[-lines:]) or "empty server log"
+
+
+_SEVERE = ("FATAL", "PANIC", "ERROR")
+
+
+def _as_owner(path: Path) -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    owner = pwd.getpwuid(path.stat().st_uid).pw_name
+    return [] if owner == "root" else ["runuser", "-u", owner, "--"]
+
+
+def _give_to_owner_of(path: Path, data_directory: Path) -> None:
+    if os.geteuid() == 0:
+        stat = data_directory.stat()
+        os.chown(path, stat.st_uid, stat.st_gid)
+    path.chmod(0o700)
+
+
+# --- proving a restored copy ------------------------------------------------------------------
+@dataclass
+class CopyProof:
+    """What a restored copy was found to hold."""
+
+    achieved: dt.datetime | None  # the last transaction replayed
+    replayed_lsn: str | None
+    databases: dict[str, int] = field(default_factory=dict)  # database -> tables read
+    unreadable: list[str] = field(default_factory=list)
+    markers: set[str] = field(default_factory=set)
+
+
+def examine(copy: RestoredServer) -> CopyProof:
+    with copy.connection.connect(autocommit=True) as conn:
+        achieved = _scalar(conn, "SELECT pg_last_xact_replay_timestamp()")
+        replayed = _scalar(conn, "SELECT pg_last_wal_replay_lsn()::text")
+        exists = _scalar(conn, f"SELECT to_regclass('{MARKER_TABLE}') IS NOT NULL")
+        markers = (
+            {row[0] for row in conn.execute(f"SELECT label FROM {MARKER_TABLE}")}
+            if exists
+            else set()
+        )
+    proof = CopyProof(achieved, replayed, markers=markers)  # type: ignore[arg-type]
+    for database in copy.databases():
+        _read_tables(copy.connection.for_database(database), database, proof)
+    return proof
+
+
+def _read_tables(connection: Connection, database: str, proof: CopyProof) -> None:
+    """Every table of `database` answers a read of its first row."""
+    try:
+        with connection.connect(autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND c.relpersistence = 'p'"
+            ).fetchall()
+            for (table,) in tables:
+                try:
+                    conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+                except psycopg.Error as error:
+                    proof.unreadable.append(f"{database}.{table}: {str(error).strip()}")
+            proof.databases[database] = len(tables)
+    except PostgresError as error:
+        proof.unreadable.append(f"{database}: {error}")
+
+
+# --- the PITR restore test --------------------------------------------------------------------
+@dataclass
+class PitrTestReport:
+    server: str
+    markers: MarkerPair
+    window: RecoveryWindow
+    backup: BackupSet
+    proof: CopyProof
+    restore_seconds: float  # pgbackrest restore
+    start_seconds: float  # start, replay and promotion
+    total_seconds: float  # from the restore's start to the copy examined: the RTO
+
+    @property
+    def wal_replayed_bytes(self) -> int:
+        """WAL replayed on top of the backup: from its start to the last record replayed."""
+        if self.proof.replayed_lsn is None:
+            return 0
+        return _lsn(self.proof.replayed_lsn) - _lsn(self.backup.start_lsn)
+
+    @property
+    def recovery_point_error_seconds(self) -> float | None:
+        """How far before the target the copy stopped (its last replayed commit)."""
+        if self.proof.achieved is None:
+            return None
+        return (self.markers.target - self.proof.achieved).total_seconds()
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.markers.before not in self.proof.markers:
+            found.append(
+                f"the row committed before the target ({self.markers.before!r}) is missing"
+            )
+        if self.markers.after in self.proof.markers:
+            found.append(f"the row committed after the target ({self.markers.after!r}) is present")
+        if not self.proof.databases:
+            found.append("no database answered")
+        return found + self.proof.unreadable
+
+
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def target_time(moment: dt.datetime) -> RecoveryTarget:
+    return RecoveryTarget("time", moment.astimezone(dt.UTC).isoformat(sep=" "))
+
+
+def run_pitr_restore_test(
+    engine: Engine, source: Connection, place: ScratchPlace
+) -> PitrTestReport:
+    """Write a row, note the moment, write another; restore the server to that moment on a
+    scratch port and prove the first row is there, the second is not and every table reads."""
+    require_archiving(engine.server, archiver_status(source))
+    markers = write_markers(source, f"pitr-test {dt.datetime.now(dt.UTC).isoformat()}")
+    wait_until_archived(engine.server, source, markers.wal)
+    info = engine.info()
+    window = recovery_window(info, archiver_status(source))
+    require_in_window(engine.server, window, markers.target)
+    assert window is not None
+    backup = backup_for(info, markers.target)
+    assert backup is not None
+    started = time.monotonic()
+    with restored_copy(engine, source, target_time(markers.target), place) as copy:
+        proof = examine(copy)
+        total = time.monotonic() - started
+    return PitrTestReport(
+        engine.server,
+        markers,
+        window,
+        backup,
+        proof,
+        copy.restore_seconds,
+        copy.start_seconds,
+        total,
+    )
+
+
+# --- a restore for real -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RestoreRequest:
+    target: RecoveryTarget
+    destination: Path
+    port: int | None  # start the copy here (None: leave it stopped)
+    confirm_overwrite: str | None  # the server's name, to restore over a stopped cluster
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    destination: Path
+    backup: BackupSet | None
+    port: int | None
+    seconds: float
+
+
+def restore_server(
+    engine: Engine, source: Connection, request: RestoreRequest, bin_dir: Path
+) -> RestoreOutcome:
+    """Restore `engine`'s server into `request.destination` (a new directory, or a stopped
+    cluster's when confirmed by name), optionally start it; never over a running server."""
+    destination = request.destination
+    _refuse_overwrite(engine.server, destination, request.confirm_overwrite)
+    info = engine.info()
+    backup = info.backups[-1] if info.backups else None
+    if request.target.kind == "time":
+        moment = _aware(engine.server, str(request.target.value))
+        require_in_window(engine.server, _window_from(info, source), moment)
+        backup = backup_for(info, moment)
+    if request.port is not None:
+        require_free_port(engine.server, request.port)
+    started = time.monotonic()
+    replacing = destination.exists() and any(destination.iterdir())
+    if not destination.exists():
+        destination.mkdir(mode=0o700, parents=True)
+        _give_to_owner_of(destination, engine.data_directory)
+    delta = ["--delta"] if replacing else []
+    engine.run("restore", *delta, PG1_PATH=str(destination), **request.target.options())
+    if request.port is not None:
+        copy = RestoredServer(
+            destination, request.port, _scratch_connection(source, destination, request.port)
+        )
+        _start(engine, copy, destination, bin_dir)
+    return RestoreOutcome(destination, backup, request.port, time.monotonic() - started)
+
+
+def _aware(server: str, value: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise PitrError(
+            f"server {server!r}: target time {value!r} is not an ISO 8601 time such as "
+            "2026-12-01 01:58:00+00:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise PitrError(
+            f"server {server!r}: target time {value!r} has no time zone; add one (e.g. "
+            "+00:00) so the moment is unambiguous"
+        )
+    return moment
+
+
+def _window_from(info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
+    """The window, its end from the server's archiver; if the server is down (the day of the
+    disaster), open-ended: the archive's end is then only known by replaying it."""
+    try:
+        return recovery_window(info, archiver_status(source))
+    except PostgresError:
+        if not info.backups:
+            return None
+        return RecoveryWindow(info.backups[0].stopped, dt.datetime.max.replace(tzinfo=dt.UTC))
+
+
+def _refuse_overwrite(server: str, destination: Path, confirm: str | None) -> None:
+    pid_file = destination / "postmaster.pid"
+    if pid_file.exists():
+        raise PitrError(
+            f"server {server!r}: {destination} holds a running PostgreSQL server (postmaster.pid "
+            "is present); stop it first: a restore never overwrites a running cluster"
+        )
+    if destination.exists() and any(destination.iterdir()) and confirm != server:
+        raise PitrError(
+            f"server {server!r}: {destination} is not empty; restore into a new directory, or "
+            f"set confirm_overwrite: {server} to replace the stopped cluster there"
+        )
+
+
+# --- check outcomes ---------------------------------------------------------------------------
+def window_metadata(window: RecoveryWindow | None) -> dict[str, object]:
+    if window is None:
+        return {"recovery_window": "none: no base backup yet"}
+    return {
+        "recovery_window": f"you can restore to any moment between {window.describe()}",
+        "recovery_window_start": _iso(window.start),
+        "recovery_window_end": _iso(window.end),
+    }
+
+
+def backup_verified(
+    server: str, backup: BackupSet, info: RepositoryInfo, problems: list[str]
+) -> CheckOutcome:
+    listed = any(entry.label == backup.label for entry in info.backups)
+    if not listed:
+        problems = [f"backup {backup.label} is not listed by the repository", *problems]
+    passed = not problems
+    return CheckOutcome(
+        names.BASE_BACKUP_VERIFIED,
+        passed,
+        f"pgbackrest verify found every file of {server}'s repository intact"
+        if passed
+        else f"{server}'s repository failed verification: {problems[0]}",
+        {"label": backup.label, "problems": problems, "backups_in_repository": len(info.backups)},
+    )
+
+
+def wal_continuity(server: str, info: RepositoryInfo, gaps: list[str]) -> CheckOutcome:
+    oldest = info.backups[0] if info.backups else None
+    return CheckOutcome(
+        names.WAL_CONTINUOUS,
+        not gaps,
+        f"WAL is continuous from {oldest.wal_start if oldest else '-'} (oldest backup) to "
+        f"{info.wal_max}"
+        if not gaps
+        else f"{server}'s WAL archive has a gap: {gaps[0]}",
+        {"wal_min": info.wal_min or "none", "wal_max": info.wal_max or "none", "gaps": gaps},
+    )
+
+
+def archive_lag(server: str, status: ArchiverStatus, limit_minutes: float) -> CheckOutcome:
+    lag = status.lag_seconds
+    passed = lag <= limit_minutes * 60
+    return CheckOutcome(
+        names.ARCHIVE_LAG,
+        passed,
+        f"the newest WAL not yet archived is at most {lag:.0f} s old (limit "
+        f"{limit_minutes:g} min): the measured RPO"
+        if passed
+        else f"{server}'s WAL archive lags {lag / 60:.1f} min behind (limit {limit_minutes:g} "
+        "min); WAL written since then would be lost with the server",
+        {
+            "archive_lag_seconds": round(lag, 1),
+            "limit_seconds": limit_minutes * 60,
+            "last_archived_wal": status.last_archived_wal or "none",
+            "last_archived_time": _iso(status.last_archived_time)
+            if status.last_archived_time
+            else "never",
+            "current_wal": status.current_wal,
+        },
+    )
+
+
+def archiving_succeeds(server: str, status: ArchiverStatus) -> CheckOutcome:
+    passed = not status.failing
+    return CheckOutcome(
+        names.ARCHIVING_SUCCEEDS,
+        passed,
+        f"archive_command succeeded last ({status.archived_count} segments archived, "
+        f"{status.failed_count} failures since {_iso(status.stats_reset)})"
+        if passed
+        else f"{server}'s archive_command is failing: segment {status.last_failed_wal} failed "
+        f"at {_iso(status.last_failed_time) if status.last_failed_time else '?'}; see the "
+        "PostgreSQL log",
+        {
+            "archived_count": status.archived_count,
+            "failed_count": status.failed_count,
+            "last_failed_wal": status.last_failed_wal or "none",
+        },
+    )
+
+
+def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
+    problems = report.problems()
+    error = report.recovery_point_error_seconds
+    metadata = {
+        "target_time": _iso(report.markers.target),
+        "achieved_recovery_point": _iso(report.proof.achieved) if report.proof.achieved else "?",
+        "recovery_point_error_seconds": round(error, 3) if error is not None else "?",
+        "restore_duration_seconds": round(report.total_seconds, 3),
+        "pgbackrest_restore_seconds": round(report.restore_seconds, 3),
+        "replay_and_promotion_seconds": round(report.start_seconds, 3),
+        "restored_from_backup": report.backup.label,
+        "wal_replayed_bytes": report.wal_replayed_bytes,
+        "databases": [
+            f"{name}: {tables} tables read" for name, tables in report.proof.databases.items()
+        ],
+        "problems": problems,
+        **window_metadata(report.window),
+    }
+    return CheckOutcome(
+        names.PITR_RESTORE_PROVEN,
+        not problems,
+        f"{report.server} restored to {_iso(report.markers.target)} in "
+        f"{report.total_seconds:.1f} s: the row committed before the target is there, the one "
+        f"after it is not, {len(report.proof.databases)} databases answer"
+        if not problems
+        else f"PITR restore test of {report.server} failed: {problems[0]}",
+        metadata,
+    )

@@ -1,0 +1,217 @@
+"""Per server: pg_server/<server>/base_backup (pgBackRest full/diff by schedule, verified, WAL
+continuity), globals (roles and tablespaces, for logical restores onto a new server) and
+wal_archive (the continuous archive observed: lag, failures, the recovery window).
+
+The backup logic is core/pitr.py and core/pgbackrest.py; this is the Dagster wiring.
+"""
+
+import datetime as dt
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    asset,
+)
+from dagster._utils.schedules import cron_string_iterator
+
+from backup_pipelines import names
+from backup_pipelines.core import pitr
+from backup_pipelines.core.pgbackrest import BACKUP_KINDS, PgBackRestError
+from backup_pipelines.core.postgres import PostgresError
+from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
+
+GLOBALS_PREFIX = "servers"  # servers/<server>/globals/<day>.sql in the dump store
+
+
+class BaseBackupConfig(Config):
+    """`auto`: full on the days servers.<server>.full_backup falls on (or when none exists),
+    else differential. Or force `full`, `diff` or `incr`."""
+
+    kind: str = "auto"
+
+
+def full_backup_day(cron: str, day: str) -> bool:
+    """Does `cron` (UTC) fire during `day`?"""
+    start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+    first = next(cron_string_iterator(start.timestamp() - 1, cron, "UTC"))
+    return first < start + dt.timedelta(days=1)
+
+
+def _fail(server: str, error: Exception) -> Failure:
+    return Failure(str(error) if str(error).startswith("server") else f"server {server!r}: {error}")
+
+
+def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefinition:
+    key = names.server_key(server, names.BASE_BACKUP)
+
+    @asset(
+        key=key,
+        group_name=names.server_group(server),
+        partitions_def=partitions,
+        pool=names.BASE_BACKUP_POOL,
+        kinds={"postgres", "pgbackrest"},
+        description=f"A pgBackRest base backup of server {server} (full on the days its "
+        "full_backup schedule falls on, else differential). With the archived WAL it can be "
+        "restored to any moment after it.",
+        check_specs=[
+            per_day_check_spec(
+                names.BASE_BACKUP_VERIFIED,
+                key,
+                partitions,
+                "pgbackrest verify read every file of the repository (checksums, sizes) and the "
+                "new backup is listed.",
+            ),
+            per_day_check_spec(
+                names.WAL_CONTINUOUS,
+                key,
+                partitions,
+                "Archived WAL runs without a gap from the oldest kept backup to the newest "
+                "segment: every moment in the window can be reached.",
+            ),
+        ],
+    )
+    def base_backup(
+        context: AssetExecutionContext, config: BaseBackupConfig, settings: BackupSettings
+    ) -> MaterializeResult:
+        engine = settings.server_engine(server)
+        try:
+            connection = settings.server_connection(server)
+            pitr.require_archiving(server, pitr.archiver_status(connection))
+            engine.create_stanza()
+            kind = _kind(config.kind, server, settings, engine.info(), context.partition_key)
+            context.log.info(f"taking a {kind} backup of server {server!r}")
+            backup = engine.backup(kind)
+            info = engine.info()
+            problems = engine.verify()
+            window = pitr.recovery_window(info, pitr.archiver_status(connection))
+        except (PgBackRestError, PostgresError, pitr.PitrError) as error:
+            raise _fail(server, error) from None
+        return MaterializeResult(
+            metadata=readable(
+                {
+                    "label": backup.label,
+                    "kind": backup.kind,
+                    "size_bytes": backup.database_bytes,
+                    "repository_bytes": backup.repository_bytes,
+                    "backup_seconds": round(backup.seconds, 1),
+                    "started": backup.started.isoformat(sep=" "),
+                    "stopped": backup.stopped.isoformat(sep=" "),
+                    "start_lsn": backup.start_lsn,
+                    "stop_lsn": backup.stop_lsn,
+                    "wal_start": backup.wal_start,
+                    "wal_stop": backup.wal_stop,
+                    "builds_on": backup.prior or "none (full)",
+                    "repository": engine.repository.describe(),
+                    **pitr.window_metadata(window),
+                }
+            ),
+            check_results=[
+                check_result(pitr.backup_verified(server, backup, info, problems), key),
+                check_result(pitr.wal_continuity(server, info, pitr.wal_gaps(info, problems)), key),
+            ],
+        )
+
+    return base_backup
+
+
+def _kind(requested: str, server: str, settings: BackupSettings, info, day: str) -> str:
+    if requested == "auto":
+        cron = settings.config().servers[server].full_backup
+        return pitr.backup_kind(info, full_backup_day(cron, day))
+    if requested not in BACKUP_KINDS:
+        raise pitr.PitrError(
+            f"server {server!r}: backup kind {requested!r} is not auto, {', '.join(BACKUP_KINDS)}"
+        )
+    return requested
+
+
+def globals_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefinition:
+    @asset(
+        key=names.server_key(server, names.GLOBALS),
+        group_name=names.server_group(server),
+        partitions_def=partitions,
+        kinds={"postgres"},
+        description=f"Roles, memberships and tablespaces of server {server} (pg_dumpall "
+        "--globals-only; role passwords only when the backup role may read them): restore them "
+        "before a database's dump onto a new server, so no owner or grant is missing.",
+    )
+    def server_globals(
+        context: AssetExecutionContext, settings: BackupSettings
+    ) -> MaterializeResult:
+        connection = settings.server_connection(server)
+        store = settings.stores().dumps
+        object_key = f"{GLOBALS_PREFIX}/{server}/globals/{context.partition_key}.sql"
+        try:
+            digest = store.write_chunks(
+                object_key, pitr.dump_globals(connection, settings.client_tools())
+            )
+        except (PostgresError, pitr.PitrError) as error:
+            raise _fail(server, error) from None
+        return MaterializeResult(
+            metadata=readable(
+                {
+                    "uri": MetadataValue.path(store.uri(object_key)),
+                    "size_bytes": digest.size,
+                    "sha256": digest.sha256,
+                }
+            )
+        )
+
+    return server_globals
+
+
+def wal_archive_asset(server: str) -> AssetsDefinition:
+    key = names.server_key(server, names.WAL_ARCHIVE)
+
+    @asset(
+        key=key,
+        group_name=names.server_group(server),
+        kinds={"postgres", "pgbackrest"},
+        description=f"Server {server}'s continuous WAL archive as pg_stat_archiver and the "
+        "repository show it: the last archived segment, the archive lag (the measured RPO), "
+        "failed archive_command attempts and the recovery window.",
+        check_specs=[
+            AssetCheckSpec(
+                names.ARCHIVE_LAG,
+                asset=key,
+                description="The newest WAL not yet archived is younger than "
+                "archive_lag_alert_minutes.",
+            ),
+            AssetCheckSpec(
+                names.ARCHIVING_SUCCEEDS,
+                asset=key,
+                description="The newest archive_command attempt succeeded.",
+            ),
+        ],
+    )
+    def wal_archive(settings: BackupSettings) -> MaterializeResult:
+        limit = settings.config().servers[server].archive_lag_alert_minutes
+        try:
+            status = pitr.archiver_status(settings.server_connection(server))
+            window = pitr.recovery_window(settings.server_engine(server).info(), status)
+        except (PgBackRestError, PostgresError) as error:
+            raise _fail(server, error) from None
+        return MaterializeResult(
+            metadata=readable(
+                {
+                    "archive_lag_seconds": round(status.lag_seconds, 1),
+                    "last_archived_wal": status.last_archived_wal or "none",
+                    "archived_count": status.archived_count,
+                    "failed_count": status.failed_count,
+                    **pitr.window_metadata(window),
+                }
+            ),
+            check_results=[
+                check_result(pitr.archive_lag(server, status, limit), key),
+                check_result(pitr.archiving_succeeds(server, status), key),
+            ],
+        )
+
+    return wal_archive

@@ -1,0 +1,51 @@
+"""Point-in-time recovery, per server: base_backup, globals, wal_archive, pitr_restore_test;
+the server_backup, observe_wal_archive, pitr_restore_test and restore_server jobs; their
+schedules and the after-full-backup sensor."""
+
+from dagster import Definitions
+
+from backup_pipelines.defs.project import Project
+from backup_pipelines.defs.servers.assets import base_backup_asset, globals_asset, wal_archive_asset
+from backup_pipelines.defs.servers.jobs import (
+    pitr_restore_test_job,
+    restore_server_job,
+    server_backup_job,
+    wal_archive_job,
+)
+from backup_pipelines.defs.servers.restore_tests import pitr_restore_test_asset
+from backup_pipelines.defs.servers.schedules import (
+    new_full_backup_sensor,
+    server_schedules,
+    wal_archive_schedule,
+)
+
+
+def servers_definitions(project: Project) -> Definitions:
+    servers = project.config.servers
+    if not servers:
+        return Definitions()
+    names_ = list(servers)
+    backup_job, test_job = server_backup_job(names_), pitr_restore_test_job(names_)
+    archive_job = wal_archive_job(names_)
+    return Definitions(
+        assets=[
+            asset_def
+            for server in names_
+            for asset_def in (
+                base_backup_asset(server, project.partitions),
+                globals_asset(server, project.partitions),
+                wal_archive_asset(server),
+                pitr_restore_test_asset(server, project.partitions),
+            )
+        ],
+        jobs=[backup_job, archive_job, test_job, restore_server_job],
+        schedules=[
+            *(
+                schedule
+                for server, settings in servers.items()
+                for schedule in server_schedules(server, settings, backup_job, test_job)
+            ),
+            wal_archive_schedule(archive_job),
+        ],
+        sensors=[new_full_backup_sensor(servers, test_job)],
+    )

@@ -1,0 +1,163 @@
+"""The server jobs: `server_backup` takes each server's base backup and globals for a day,
+`observe_wal_archive` measures the archive, `pitr_restore_test` proves a restore to a moment,
+and `restore_server` is the day of the disaster: a server back to time T."""
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from dagster import (
+    AssetObservation,
+    AssetSelection,
+    Config,
+    Failure,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from pydantic import Field
+
+from backup_pipelines import names
+from backup_pipelines.core import pitr
+from backup_pipelines.core.pgbackrest import PgBackRestError, RecoveryTarget
+from backup_pipelines.core.postgres import PostgresError
+from backup_pipelines.defs.postgres.jobs import triggered_by
+from backup_pipelines.defs.resources import BackupSettings
+
+
+def _steps(servers: list[str], *steps: str) -> AssetSelection:
+    return AssetSelection.assets(
+        *(names.server_key(server, step) for server in servers for step in steps)
+    )
+
+
+def server_backup_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        names.SERVER_BACKUP_JOB,
+        selection=_steps(servers, *names.SERVER_BACKUP_STEPS),
+        description="Take each server's pgBackRest base backup (full or differential by its "
+        "schedule), verify the repository and WAL continuity, and save its globals, for one day.",
+    )
+
+
+def wal_archive_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        names.WAL_ARCHIVE_JOB,
+        selection=_steps(servers, names.WAL_ARCHIVE),
+        description="Measure each server's WAL archive: lag (the RPO), failures, recovery window.",
+    )
+
+
+def pitr_restore_test_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        names.PITR_RESTORE_TEST_JOB,
+        selection=_steps(servers, names.PITR_RESTORE_TEST),
+        description="Restore each selected server to a moment on a scratch port and prove it.",
+    )
+
+
+class RestoreServerRequest(Config):
+    server: str = Field(description="The configured server to restore.")
+    target_time: str | None = Field(
+        default=None,
+        description="Recover to this moment (ISO 8601 with a time zone, e.g. "
+        "'2026-12-01 01:58:00+00:00'). Give at most one of target_time and restore_point; "
+        "neither: the latest archived WAL.",
+    )
+    restore_point: str | None = Field(
+        default=None, description="Recover to this named restore point (pg_create_restore_point)."
+    )
+    data_directory: str = Field(
+        description="Where to restore: a new folder, or a stopped cluster's with confirm_overwrite."
+    )
+    port: int | None = Field(
+        default=None, description="Start the restored server on this port; unset: leave it stopped."
+    )
+    confirm_overwrite: str = Field(
+        default="",
+        description="The server's name, to restore over a stopped cluster's non-empty folder. "
+        "A running cluster is never overwritten.",
+    )
+
+
+def _target(config: RestoreServerRequest) -> RecoveryTarget:
+    if config.target_time and config.restore_point:
+        raise Failure(
+            f"restore_server {config.server!r}: give target_time or restore_point, not both"
+        )
+    if config.target_time:
+        return RecoveryTarget("time", config.target_time)
+    if config.restore_point:
+        return RecoveryTarget("name", config.restore_point)
+    return RecoveryTarget("latest")
+
+
+@op(out={}, description="Restore a server with pgBackRest to a moment, recorded as an audit event.")
+def restore_server_to_target(
+    context: OpExecutionContext, config: RestoreServerRequest, settings: BackupSettings
+) -> Iterator[AssetObservation]:
+    servers = settings.config().servers
+    if config.server not in servers:
+        raise Failure(
+            f"restore_server: unknown server {config.server!r}; configured servers: "
+            f"{', '.join(servers) or 'none'}"
+        )
+    target = _target(config)
+    audit: dict[str, object] = {
+        "event": "restore",
+        "triggered_by": triggered_by(context.run.tags),
+        "run_id": context.run_id,
+        "run_host": socket.gethostname(),
+        "target": target.describe(),
+        "data_directory": config.data_directory,
+        "port": str(config.port) if config.port else "not started",
+    }
+    request = pitr.RestoreRequest(
+        target, Path(config.data_directory), config.port, config.confirm_overwrite or None
+    )
+    try:
+        outcome = pitr.restore_server(
+            settings.server_engine(config.server),
+            settings.server_connection(config.server),
+            request,
+            settings.client_tools().bin_dir,
+        )
+    except (PgBackRestError, PostgresError, pitr.PitrError) as error:
+        yield _audit_record(config.server, None, {**audit, "outcome": f"failed: {error}"})
+        raise Failure(str(error)) from None
+    backup = outcome.backup
+    yield _audit_record(
+        config.server,
+        backup.stopped.date().isoformat() if backup else None,
+        {
+            **audit,
+            "outcome": "restored and promoted" if config.port else "restored (not started)",
+            "restored_from_backup": backup.label if backup else "?",
+            "restore_seconds": round(outcome.seconds, 3),
+        },
+    )
+
+
+def _audit_record(server: str, day: str | None, metadata: dict[str, object]) -> AssetObservation:
+    """The audit record of a server restore: an observation on the base backups it came from."""
+    return AssetObservation(
+        asset_key=names.server_key(server, names.BASE_BACKUP),
+        partition=day,
+        description=f"restore at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
+        metadata=metadata,
+    )
+
+
+@job(
+    name=names.RESTORE_SERVER_JOB,
+    description="Restore a whole server with pgBackRest to a time, a named restore point or the "
+    "latest WAL, into a new folder (or a stopped cluster's, confirmed by name), optionally "
+    "started on a port. Every restore is an audit event on pg_server/<server>/base_backup.",
+)
+def restore_server_job() -> None:
+    restore_server_to_target()

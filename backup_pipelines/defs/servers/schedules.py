@@ -1,0 +1,131 @@
+"""When the servers are backed up, observed and PITR-tested; and the test after a full backup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from dagster import (
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from backup_pipelines import names
+from backup_pipelines.core.config import ServerConfig
+from backup_pipelines.defs.records import latest_materialization_id
+from backup_pipelines.defs.shared import utc_schedule
+
+WAL_ARCHIVE_CRON = "*/15 * * * *"
+
+
+def _day_of(context: ScheduleEvaluationContext) -> str:
+    return context.scheduled_execution_time.astimezone(dt.UTC).date().isoformat()
+
+
+def server_schedules(
+    server: str,
+    settings: ServerConfig,
+    backup_job: UnresolvedAssetJobDefinition,
+    test_job: UnresolvedAssetJobDefinition,
+) -> list[ScheduleDefinition]:
+    """The server's base backup (its backup_schedule) and its PITR restore test (weekly)."""
+
+    def backup_today(context: ScheduleEvaluationContext) -> RunRequest:
+        day = _day_of(context)
+        return RunRequest(
+            run_key=f"{names.SERVER_BACKUP_JOB}_{server}_{day}",
+            partition_key=day,
+            asset_selection=[names.server_key(server, step) for step in names.SERVER_BACKUP_STEPS],
+        )
+
+    def test_today(context: ScheduleEvaluationContext) -> RunRequest:
+        day = _day_of(context)
+        return RunRequest(
+            run_key=f"{names.PITR_RESTORE_TEST_JOB}_{server}_{day}",
+            partition_key=day,
+            asset_selection=[names.server_key(server, names.PITR_RESTORE_TEST)],
+        )
+
+    return [
+        utc_schedule(
+            names.server_backup_schedule(server),
+            backup_job,
+            settings.backup_schedule,
+            f"Takes server {server}'s base backup (full when '{settings.full_backup}' falls on "
+            "the day, else differential) and its globals",
+            backup_today,
+        ),
+        utc_schedule(
+            names.pitr_restore_test_schedule(server),
+            test_job,
+            settings.restore_test.schedule,
+            f"Restores server {server} to a moment on a scratch port and proves it",
+            test_today,
+        ),
+    ]
+
+
+def wal_archive_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    return utc_schedule(
+        names.WAL_ARCHIVE_SCHEDULE,
+        job,
+        WAL_ARCHIVE_CRON,
+        "Measures every server's WAL archive lag, failures and recovery window",
+    )
+
+
+def new_full_backup_sensor(
+    servers: dict[str, ServerConfig], job: UnresolvedAssetJobDefinition
+) -> SensorDefinition:
+    """A PITR restore test after each new full backup (restore_test.after_full_backup)."""
+    watched = [
+        name for name, settings in servers.items() if settings.restore_test.after_full_backup
+    ]
+
+    @sensor(
+        name=names.NEW_FULL_BACKUP_PITR_TEST_SENSOR,
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Requests a PITR restore test of each server after each new full backup.",
+    )
+    def _sensor(context: SensorEvaluationContext) -> SensorResult:
+        seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        requests = []
+        for server in watched:
+            key = names.server_key(server, names.BASE_BACKUP)
+            if server not in seen:  # first look: only backups from now on count
+                seen[server] = latest_materialization_id(context.instance, key)
+                continue
+            records = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, after_storage_id=seen[server]),
+                limit=100,
+                ascending=True,
+            ).records
+            for record in records:
+                seen[server] = record.storage_id
+                metadata = (
+                    record.asset_materialization.metadata if record.asset_materialization else {}
+                )
+                kind = metadata.get("kind")
+                if record.partition_key and kind is not None and kind.value == "full":
+                    requests.append(
+                        RunRequest(
+                            run_key=f"{names.PITR_RESTORE_TEST_JOB}_{server}_{record.storage_id}",
+                            partition_key=record.partition_key,
+                            asset_selection=[names.server_key(server, names.PITR_RESTORE_TEST)],
+                        )
+                    )
+        return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+    return _sensor
