@@ -146,7 +146,7 @@ def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict
     config = cluster.root / "pgbackrest.conf"
     lines = [
         "[global]",
-        *(f"repo1-{name}={value}" for name, value in repository.items()),
+        *(f"{name}={value}" for name, value in repository.items()),
         "log-level-console=warn",
         "log-level-file=off",
         f"[{stanza}]",

@@ -4,6 +4,7 @@ repository: base backups through Dagster, restores to a moment proven row by row
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import socket
 import tempfile
@@ -192,3 +193,176 @@ def test_base_backups_restore_to_a_time_between_them_and_after_the_newest(env, a
     assert "just after the second target" not in found
     assert found["after incr, second batch"] == 3 and found["just after the first target"] == 3
     assert not copy.directory.exists()  # the throw-away copy is gone
+
+
+def test_pitr_restore_test_asset_proves_the_target_and_leaves_nothing(env, archiving, instance):
+    server, _ = archiving
+    defs = definitions_for(env)
+    backup = materialize_server(defs, instance, names.BASE_BACKUP)
+    assert backup.success, failure_messages(backup)
+    scratch_before = set(Path(tempfile.gettempdir()).glob(f"pitr-{SERVER}-*"))
+
+    result = materialize_server(defs, instance, names.PITR_RESTORE_TEST)
+
+    assert result.success, failure_messages(result)
+    evaluation = check_evaluations(result)[names.PITR_RESTORE_PROVEN]
+    assert evaluation.passed, evaluation.description
+    metadata = {name: value.value for name, value in evaluation.metadata.items()}
+    assert metadata["problems"] == "none"
+    # The copy stopped at the last commit before the target: the 'before' marker, 0.2 s earlier.
+    assert 0 <= float(metadata["recovery_point_error_seconds"]) < 1
+    assert metadata["restore_duration_seconds"] > 0
+    assert metadata["wal_replayed_bytes"] > 0
+    assert "postgres: " in metadata["databases"]
+    assert "you can restore to any moment between" in metadata["recovery_window"]
+    assert set(Path(tempfile.gettempdir()).glob(f"pitr-{SERVER}-*")) == scratch_before
+    with psycopg.connect(server.url()) as conn:
+        labels = [row[0] for row in conn.execute(f"SELECT label FROM {pitr.MARKER_TABLE}")]
+    assert any(label.endswith(" before") for label in labels)
+    assert any(label.endswith(" after") for label in labels)
+
+
+def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
+    env, archiving, instance, pitr_home
+):
+    server, _ = archiving
+    defs = definitions_for(env)
+    assert materialize_server(defs, instance, names.BASE_BACKUP).success
+    target = write_rows(server, "restore job: before")
+    write_rows(server, "restore job: after")
+    source = Connection.from_url(SERVER, server.url())
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    pitr.wait_until_archived(SERVER, source, segment)
+    destination = pitr_home / "restored"
+    port = _free_port()
+
+    result = run_restore_server(
+        defs, instance, target_time=target.isoformat(), data_directory=str(destination), port=port
+    )
+
+    assert result.success, failure_messages(result)
+    try:
+        copy = Connection.from_url(SERVER, server.url()).params | {"port": str(port)}
+        found = phases_in(make_conninfo(**copy, password=server.superuser_password))
+        assert found.get("restore job: before") == 3 and "restore job: after" not in found
+    finally:
+        pitr._stop(
+            BackupSettings(config_path=str(env)).server_engine(SERVER), destination, server.bin_dir
+        )
+    observations = result.asset_observations_for_node("restore_server_to_target")
+    assert observations and observations[0].metadata["outcome"].value == "restored and promoted"
+    assert observations[0].asset_key == names.server_key(SERVER, names.BASE_BACKUP)
+
+    # A second restore into the same folder: refused while it holds a cluster, by name.
+    again = run_restore_server(defs, instance, data_directory=str(destination))
+    assert not again.success
+    assert f"{destination} is not empty" in failure_messages(again)
+    assert "confirm_overwrite: main" in failure_messages(again)
+    shutil.rmtree(destination)
+
+
+def run_restore_server(defs: Definitions, instance: DagsterInstance, **request):
+    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
+    return job.execute_in_process(
+        run_config={"ops": {"restore_server_to_target": {"config": {"server": SERVER, **request}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def _with_server_settings(env: Path, tmp_path: Path, **changes) -> Path:
+    """A copy of the module's configuration with the server's settings changed."""
+    document = yaml.safe_load(env.read_text())
+    document["servers"][SERVER] = {**document["servers"][SERVER], **changes}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_server_without_wal_archiving_is_refused_by_name(env, cluster, tmp_path, instance):
+    plain = server_config(cluster, {"path": str(tmp_path / "repository")})[SERVER]
+    config = _with_server_settings(env, tmp_path, **plain)
+    os.environ[PASSWORD_ENV] = cluster.superuser_password
+
+    result = materialize_server(definitions_for(config), instance, names.BASE_BACKUP)
+
+    assert not result.success
+    message = failure_messages(result)
+    assert (
+        "server 'main' does not archive its WAL: archive_mode is 'off' (set archive_mode = on)"
+        in message
+    )
+    assert not (tmp_path / "repository").exists()  # nothing was written
+
+
+def test_restore_outside_the_window_says_the_window(env, archiving, instance, pitr_home):
+    defs = definitions_for(env)
+    assert materialize_server(defs, instance, names.BASE_BACKUP).success
+    destination = pitr_home / "never"
+
+    result = run_restore_server(
+        defs, instance, target_time="2020-01-01 00:00:00+00:00", data_directory=str(destination)
+    )
+
+    assert not result.success
+    message = failure_messages(result)
+    assert "server 'main' cannot be restored to 2020-01-01 00:00:00+00:00" in message
+    assert "its recovery window is 20" in message and "choose a time inside it" in message
+    assert not destination.exists()
+    no_zone = run_restore_server(
+        defs, instance, target_time="2026-12-01 01:00:00", data_directory=str(destination)
+    )
+    assert "has no time zone" in failure_messages(no_zone)
+
+
+def test_missing_data_directory_and_busy_scratch_port_are_named(env, archiving, tmp_path, instance):
+    server, _ = archiving
+    missing = _with_server_settings(env, tmp_path, data_directory=str(tmp_path / "nowhere"))
+    result = materialize_server(definitions_for(missing), instance, names.BASE_BACKUP)
+    assert f"data_directory {tmp_path / 'nowhere'} does not exist" in failure_messages(result)
+
+    busy = _with_server_settings(env, tmp_path, restore_test={"port": server.port})
+    result = materialize_server(definitions_for(busy), instance, names.PITR_RESTORE_TEST)
+    assert f"scratch port {server.port} is in use" in failure_messages(result)
+
+
+def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
+    pitr_home, cluster, instance, monkeypatch
+):
+    password = uuid.uuid4().hex
+    server = LocalCluster(pitr_home / "encrypted", _free_port(), password)
+    server.init()
+    try:
+        passphrase, wrong = f"right-{uuid.uuid4().hex}", f"wrong-{uuid.uuid4().hex}"
+        monkeypatch.setenv(PASSWORD_ENV, password)
+        monkeypatch.setenv("TEST_CIPHER_PASS", passphrase)
+        repository = {
+            "path": str(pitr_home / "encrypted-repo"),
+            "cipher_pass": "${TEST_CIPHER_PASS}",
+        }
+        document = config_document(
+            cluster,
+            {"local": {"path": str(pitr_home / "encrypted-backups")}},
+            servers=server_config(server, repository),
+        )
+        config = pitr_home / "encrypted.yaml"
+        config.write_text(yaml.safe_dump(document))
+        settings = repository_from_config(load_config(config), SERVER)
+        archive_with_pgbackrest(server, SERVER, {**settings.options, **settings.secrets})
+        server.start()
+        defs = definitions_for(config)
+        good = materialize_server(defs, instance, names.BASE_BACKUP)
+        assert good.success, failure_messages(good)
+
+        monkeypatch.setenv("TEST_CIPHER_PASS", wrong)
+        bad = materialize_server(definitions_for(config), instance, names.BASE_BACKUP)
+
+        message = failure_messages(bad)
+        assert not bad.success and "server 'main'" in message
+        assert "is cipher_pass the passphrase it was created with?" in message
+        events = "\n".join(str(record) for record in instance.all_logs(bad.run_id))
+        for secret in (passphrase, wrong, password):
+            assert secret not in message and secret not in events
+    finally:
+        server.destroy()

@@ -33,23 +33,23 @@ class PgBackRestError(RuntimeError):
 
 @dataclass(frozen=True)
 class Repository:
-    """Where pgBackRest keeps base backups and WAL: pgBackRest's `repo1-*` options (without the
-    prefix, e.g. {"path": "/srv/pitr"} or {"type": "s3", ...}) and the secret ones apart."""
+    """Where and how pgBackRest keeps base backups and WAL: its options by their own names
+    (e.g. {"repo1-path": "/srv/pitr", "compress-type": "zst"}), the secret ones apart."""
 
     options: Mapping[str, str]
     secrets: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        if self.options.get("type") == "s3":
+        if self.options.get("repo1-type") == "s3":
             return (
-                f"s3://{self.options['s3-bucket']}{self.options.get('path', '/')} "
-                f"at {self.options['s3-endpoint']}"
+                f"s3://{self.options['repo1-s3-bucket']}{self.options.get('repo1-path', '/')} "
+                f"at {self.options['repo1-s3-endpoint']}"
             )
-        return self.options["path"]
+        return self.options["repo1-path"]
 
     @property
     def encrypted(self) -> bool:
-        return "cipher-pass" in self.secrets
+        return "repo1-cipher-pass" in self.secrets
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,20 @@ class RecoveryTarget:
     def options(self) -> dict[str, str]:
         if self.kind == "latest":
             return {"TYPE": "default"}
-        return {"TYPE": self.kind, "TARGET": str(self.value), "TARGET_ACTION": "promote"}
+        target = _pgbackrest_time(str(self.value)) if self.kind == "time" else str(self.value)
+        return {"TYPE": self.kind, "TARGET": target, "TARGET_ACTION": "promote"}
 
     def describe(self) -> str:
         return "the latest archived WAL" if self.kind == "latest" else f"{self.kind} {self.value}"
+
+
+def _pgbackrest_time(value: str) -> str:
+    """An ISO time as pgBackRest reads it: UTC, milliseconds (rounded up: the target never
+    falls before a commit made in the same millisecond before it)."""
+    moment = dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    if moment.microsecond % 1000:
+        moment += dt.timedelta(microseconds=1000 - moment.microsecond % 1000)
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}+00"
 
 
 @dataclass(frozen=True)
@@ -148,8 +158,8 @@ class Engine:
             # Retention is applied by `expire --set` from this project's plan, never implicitly.
             "REPO1_RETENTION_FULL": "9999999",
             **({"PG1_SOCKET_PATH": self.socket_directory} if self.socket_directory else {}),
-            **{f"REPO1_{_env_name(k)}": v for k, v in self.repository.options.items()},
-            **{f"REPO1_{_env_name(k)}": v for k, v in self.repository.secrets.items()},
+            **{_env_name(k): v for k, v in self.repository.options.items()},
+            **{_env_name(k): v for k, v in self.repository.secrets.items()},
             **extra,
         }
         env.update({f"PGBACKREST_{name}": value for name, value in options.items()})
@@ -183,16 +193,18 @@ class Engine:
 
     def _explain(self, command: str, code: int, output: str) -> str:
         lines = [line.strip() for line in output.splitlines() if line.strip()]
-        message = " ".join(lines[-4:]) or f"exit status {code}"
+        errors = [line for line in lines if line.startswith(("ERROR:", "ASSERT:"))]
+        message = " ".join((errors or lines)[-2:]) or f"exit status {code}"
         message = redact(message, [self.password, *self.repository.secrets.values()])
-        hint = _hint(message, self)
-        return f"server {self.server!r}: pgbackrest {command} failed: {message}{hint}"
+        return (
+            f"server {self.server!r}: pgbackrest {command} failed: {message}{_hint(message, self)}"
+        )
 
     # --- commands -----------------------------------------------------------------------------
     def create_stanza(self) -> None:
         """Initialise the repository for this server (safe to repeat)."""
-        folder = self.repository.options.get("path")
-        if self.repository.options.get("type", "posix") == "posix" and folder:
+        folder = self.repository.options.get("repo1-path")
+        if self.repository.options.get("repo1-type", "posix") == "posix" and folder:
             _make_owned_folder(Path(folder), self.data_directory)
         self.run("stanza-create")
 
@@ -271,15 +283,22 @@ _HINTS = (
     ("unable to find primary cluster", ": is the server running and reachable on its socket?"),
     ("archive_mode", ": set archive_mode=on and wal_level=replica (or logical) on the server"),
     ("archive-push", ": archive_command must run `pgbackrest ... archive-push %p`"),
-    ("cipher", ": is the repository's cipher passphrase (cipher_pass) the right one?"),
-    ("unable to decrypt", ": is the repository's cipher passphrase (cipher_pass) the right one?"),
     ("does not exist", ": check data_directory and the repository settings"),
     ("was not archived before", ": archive_command is not pushing WAL to this repository"),
 )
 
 
+_WRONG_KEY = ("unable to load info file", "cipher", "decrypt")
+
+
 def _hint(message: str, engine: Engine) -> str:
     lowered = message.lower()
+    if engine.repository.encrypted and any(sign in lowered for sign in _WRONG_KEY):
+        # pgBackRest cannot tell a wrong passphrase from damage: it decrypts into garbage.
+        return (
+            ": the repository is encrypted; is cipher_pass the passphrase it was created with? "
+            f"(repository {engine.repository.describe()})"
+        )
     for needle, hint in _HINTS:
         if needle in lowered:
             return hint
@@ -317,6 +336,7 @@ def _process_group(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",  # a wrong passphrase can make pgBackRest print undecodable bytes
         cwd="/",
         start_new_session=True,
     )
@@ -335,40 +355,41 @@ def repository_from_config(config: BackupConfig, server: str) -> Repository:
     settings = config.servers[server].pgbackrest
     where = f"servers.{server}.pgbackrest"
     options = {
-        "bundle": "y" if settings.bundle else "n",
+        "repo1-bundle": "y" if settings.bundle else "n",
         "compress-type": settings.compress_type,
     }
     secrets: dict[str, str] = {}
     if settings.cipher_pass is not None:
-        options["cipher-type"] = "aes-256-cbc"
-        secrets["cipher-pass"] = expand_env(settings.cipher_pass, f"{where}.cipher_pass")
+        options["repo1-cipher-type"] = "aes-256-cbc"
+        secrets["repo1-cipher-pass"] = expand_env(settings.cipher_pass, f"{where}.cipher_pass")
     if settings.path is not None:
         path = config.local_path(expand_env(settings.path, f"{where}.path"))
-        return Repository({**options, "path": str(path)}, secrets)
+        return Repository({**options, "repo1-path": str(path)}, secrets)
     s3 = settings.s3
     assert s3 is not None
     bucket = s3.bucket or (config.storage.s3.bucket if config.storage.s3 else None)
     if bucket is None:
         raise ConfigError(f"{where}.s3.bucket: give a bucket (storage is not S3)")
     host, _, port = (s3.endpoint or f"s3.{s3.region}.amazonaws.com").partition(":")
+    prefix = s3.prefix if s3.prefix is not None else f"pgbackrest/{server}"
     options |= {
-        "type": "s3",
-        "path": "/" + (s3.prefix if s3.prefix is not None else f"pgbackrest/{server}").strip("/"),
-        "s3-bucket": bucket,
-        "s3-endpoint": host.removeprefix("https://"),
-        "s3-region": s3.region,
-        "s3-uri-style": s3.uri_style,
-        "storage-verify-tls": "y" if s3.verify_tls else "n",
-        **({"storage-port": port} if port else {}),
-        **({"storage-ca-file": s3.ca_file} if s3.ca_file else {}),
+        "repo1-type": "s3",
+        "repo1-path": "/" + prefix.strip("/"),
+        "repo1-s3-bucket": bucket,
+        "repo1-s3-endpoint": host.removeprefix("https://"),
+        "repo1-s3-region": s3.region,
+        "repo1-s3-uri-style": s3.uri_style,
+        "repo1-storage-verify-tls": "y" if s3.verify_tls else "n",
+        **({"repo1-storage-port": port} if port else {}),
+        **({"repo1-storage-ca-file": s3.ca_file} if s3.ca_file else {}),
     }
     key_id = s3.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
     key_secret = s3.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key_id and key_secret:
-        secrets["s3-key"] = expand_env(key_id, f"{where}.s3.access_key_id")
-        secrets["s3-key-secret"] = expand_env(key_secret, f"{where}.s3.secret_access_key")
+        secrets["repo1-s3-key"] = expand_env(key_id, f"{where}.s3.access_key_id")
+        secrets["repo1-s3-key-secret"] = expand_env(key_secret, f"{where}.s3.secret_access_key")
     else:
-        options["s3-key-type"] = "auto"  # the instance's IAM role
+        options["repo1-s3-key-type"] = "auto"  # the instance's IAM role
     return Repository(options, secrets)
 
 

@@ -44,7 +44,8 @@ class PitrError(RuntimeError):
 # --- the server's archiving -------------------------------------------------------------------
 _ARCHIVER = """
 SELECT current_setting('archive_mode'), current_setting('wal_level'),
-       current_setting('archive_command'), (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout'),
+       current_setting('archive_command'),
+       (SELECT setting::int FROM pg_settings WHERE name = 'archive_timeout'),
        a.archived_count, a.last_archived_wal, a.last_archived_time,
        a.failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset,
        clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()),
@@ -173,8 +174,8 @@ def require_in_window(server: str, window: RecoveryWindow | None, moment: dt.dat
         )
 
 
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(sep=" ", timespec="seconds")
+def _iso(moment: dt.datetime, timespec: str = "seconds") -> str:
+    return moment.astimezone(dt.UTC).isoformat(sep=" ", timespec=timespec)
 
 
 # --- base backups -----------------------------------------------------------------------------
@@ -348,7 +349,7 @@ def restored_copy(
         restore_seconds = time.monotonic() - started
         copy = RestoredServer(directory, port, _scratch_connection(source, holder, port))
         copy.restore_seconds = restore_seconds
-        _start(engine, copy, holder, place.bin_dir)
+        _start(engine, copy, holder, place.bin_dir, private=True)
         copy.start_seconds = time.monotonic() - started - restore_seconds
         yield copy
     finally:
@@ -361,12 +362,16 @@ def _scratch_connection(source: Connection, socket_dir: Path, port: int) -> Conn
     return Connection(source.database, params, source.password)
 
 
-def _start(engine: Engine, copy: RestoredServer, holder: Path, bin_dir: Path) -> None:
-    # archive_mode off: the copy must never push WAL into the source's repository.
-    options = (
-        f"-p {copy.port} -k {holder} -c listen_addresses='' -c archive_mode=off -c hot_standby=on"
-    )
-    log = holder / "server.log"
+def _start(
+    engine: Engine, copy: RestoredServer, socket_dir: Path, bin_dir: Path, *, private: bool
+) -> None:
+    """Start a restored copy and wait for its promotion. archive_mode is off for this start:
+    a copy must not push a new timeline into the source's repository unasked. A `private` copy
+    (a test's) listens on its socket only."""
+    options = f"-p {copy.port} -k {socket_dir} -c archive_mode=off"
+    if private:
+        options += " -c listen_addresses=''"
+    log = socket_dir / "restore-start.log"
     done = subprocess.run(
         [
             *_as_owner(engine.data_directory),
@@ -625,7 +630,7 @@ def restore_server(
         copy = RestoredServer(
             destination, request.port, _scratch_connection(source, destination, request.port)
         )
-        _start(engine, copy, destination, bin_dir)
+        _start(engine, copy, destination, bin_dir, private=False)
     return RestoreOutcome(destination, backup, request.port, time.monotonic() - started)
 
 
@@ -757,8 +762,10 @@ def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
     problems = report.problems()
     error = report.recovery_point_error_seconds
     metadata = {
-        "target_time": _iso(report.markers.target),
-        "achieved_recovery_point": _iso(report.proof.achieved) if report.proof.achieved else "?",
+        "target_time": _iso(report.markers.target, "milliseconds"),
+        "achieved_recovery_point": _iso(report.proof.achieved, "milliseconds")
+        if report.proof.achieved
+        else "?",
         "recovery_point_error_seconds": round(error, 3) if error is not None else "?",
         "restore_duration_seconds": round(report.total_seconds, 3),
         "pgbackrest_restore_seconds": round(report.restore_seconds, 3),
@@ -776,7 +783,7 @@ def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
         not problems,
         f"{report.server} restored to {_iso(report.markers.target)} in "
         f"{report.total_seconds:.1f} s: the row committed before the target is there, the one "
-        f"after it is not, {len(report.proof.databases)} databases answer"
+        f"after it is not, every database answers ({', '.join(report.proof.databases)})"
         if not problems
         else f"PITR restore test of {report.server} failed: {problems[0]}",
         metadata,
