@@ -3,7 +3,10 @@ Helpers that tests import by name are in helpers.py."""
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import yaml
 from dagster import DagsterInstance, instance_for_test
 from moto.server import ThreadedMotoServer
 
-from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from backup_pipelines_demo.cluster import LocalCluster, free_port, start_cluster
 from backup_pipelines_demo.sample_databases import (
     create_backup_role,
     create_restore_test_role,
@@ -87,3 +90,83 @@ def write_config(
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def https_s3_endpoint(s3_endpoint: str) -> Iterator[tuple[str, Path]]:
+    """moto behind an nginx TLS terminator (pgBackRest speaks HTTPS only): `host:port` and the
+    CA file that verifies its certificate."""
+    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-tls-"))
+    home.chmod(0o755)
+    certificate, key = home / "cert.pem", home / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    certificate.chmod(0o644)
+    port = free_port()
+    (home / "nginx.conf").write_text(
+        f"""worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {home}/body;
+  proxy_temp_path {home}/proxy;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {certificate};
+    ssl_certificate_key {key};
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    location / {{
+      proxy_pass {s3_endpoint};
+      proxy_set_header Host $http_host;
+      proxy_http_version 1.1;
+    }}
+  }}
+}}
+"""
+    )
+    nginx = subprocess.Popen(
+        [
+            "nginx",
+            "-c",
+            str(home / "nginx.conf"),
+            "-g",
+            "daemon off;",
+            "-e",
+            str(home / "error.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        if nginx.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"nginx did not start: {(home / 'error.log').read_text()}")
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}", certificate
+    nginx.terminate()
+    nginx.wait(timeout=10)
+    shutil.rmtree(home, ignore_errors=True)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 import yaml
@@ -364,5 +365,50 @@ def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
         events = "\n".join(str(record) for record in instance.all_logs(bad.run_id))
         for secret in (passphrase, wrong, password):
             assert secret not in message and secret not in events
+    finally:
+        server.destroy()
+
+
+def test_s3_repository_over_https_backs_up_and_proves_a_restore(
+    https_s3_endpoint, s3_endpoint, bucket, pitr_home, cluster, instance, monkeypatch
+):
+    endpoint, ca_file = https_s3_endpoint
+    password = uuid.uuid4().hex
+    server = LocalCluster(pitr_home / "s3-server", _free_port(), password)
+    server.init()
+    try:
+        monkeypatch.setenv(PASSWORD_ENV, password)
+        repository = {
+            "s3": {
+                "bucket": bucket,
+                "endpoint": endpoint,
+                "uri_style": "path",
+                "ca_file": str(ca_file),
+            }
+        }
+        document = config_document(
+            cluster,
+            {"local": {"path": str(pitr_home / "s3-backups")}},
+            servers=server_config(server, repository),
+        )
+        config = pitr_home / "s3.yaml"
+        config.write_text(yaml.safe_dump(document))
+        settings = repository_from_config(load_config(config), SERVER)
+        archive_with_pgbackrest(server, SERVER, {**settings.options, **settings.secrets})
+        server.start()
+        defs = definitions_for(config)
+
+        backup = materialize_server(defs, instance, names.BASE_BACKUP)
+        assert backup.success, failure_messages(backup)
+        test = materialize_server(defs, instance, names.PITR_RESTORE_TEST)
+        assert test.success, failure_messages(test)
+        assert check_evaluations(test)[names.PITR_RESTORE_PROVEN].passed
+
+        listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+            Bucket=bucket, Prefix=f"pgbackrest/{SERVER}/"
+        )
+        keys = [item["Key"] for item in listed.get("Contents", [])]
+        assert any("/backup/main/" in key for key in keys)
+        assert any("/archive/main/" in key for key in keys)
     finally:
         server.destroy()
