@@ -73,6 +73,7 @@ def archiving(pitr_home: Path, cluster: LocalCluster) -> Iterator[tuple[LocalClu
         repository = repository_from_config(load_config(config_path), SERVER)
         archive_with_pgbackrest(server, SERVER, {**repository.options, **repository.secrets})
         server.start()
+        BackupSettings(config_path=str(config_path)).server_engine(SERVER).create_stanza()
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
         try:
@@ -412,3 +413,33 @@ def test_s3_repository_over_https_backs_up_and_proves_a_restore(
         assert any("/archive/main/" in key for key in keys)
     finally:
         server.destroy()
+
+
+def test_wal_archive_measures_the_lag_and_globals_keep_the_roles(env, archiving, instance):
+    server, config_path = archiving
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS pitr_app_owner")
+        conn.execute("CREATE ROLE pitr_app_owner LOGIN PASSWORD 'not-a-real-one'")
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+    defs = definitions_for(env)
+
+    observed = materialize(
+        assets=list(defs.assets or []),
+        selection=[names.server_key(SERVER, names.WAL_ARCHIVE)],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert observed.success, failure_messages(observed)
+    checks = check_evaluations(observed)
+    lag = checks[names.ARCHIVE_LAG]
+    assert lag.passed, lag.description
+    assert 0 <= lag.metadata["archive_lag_seconds"].value < 60
+    assert checks[names.ARCHIVING_SUCCEEDS].passed
+
+    saved = materialize_server(defs, instance, names.GLOBALS)
+    assert saved.success, failure_messages(saved)
+    text = next((config_path.parent / "backups").rglob(f"globals/{today()}.sql")).read_text()
+    assert "CREATE ROLE pitr_app_owner;" in text
+    assert "PASSWORD 'SCRAM-SHA-256$" in text  # a superuser may read them, so they are kept
