@@ -17,7 +17,7 @@ import boto3
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance, Definitions, materialize
+from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
@@ -25,6 +25,7 @@ from backup_pipelines.core import pitr
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.pgbackrest import repository_from_config
 from backup_pipelines.core.postgres import Connection
+from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
 from backup_pipelines_tests.helpers import config_document, definitions_for, failure_messages, today
@@ -443,3 +444,48 @@ def test_wal_archive_measures_the_lag_and_globals_keep_the_roles(env, archiving,
     text = next((config_path.parent / "backups").rglob(f"globals/{today()}.sql")).read_text()
     assert "CREATE ROLE pitr_app_owner;" in text
     assert "PASSWORD 'SCRAM-SHA-256$" in text  # a superuser may read them, so they are kept
+
+
+def test_alerts_and_metrics_cover_the_server(env, archiving, instance, tmp_path):
+    textfile = tmp_path / "metrics" / "backup_pipelines.prom"
+    document = yaml.safe_load(env.read_text())
+    document["alerts"] = {"metrics_textfile": str(textfile), "restore_test_max_age_days": 1}
+    config = tmp_path / "alerting.yaml"
+    config.write_text(yaml.safe_dump(document))
+    defs = definitions_for(config)
+    sensor = defs.resolve_sensor_def(names.ALERTS_SENSOR)
+    watching_since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).isoformat()
+    cursor = AlertState(watching_since=watching_since, runs_after=watching_since).to_cursor()
+
+    def open_problems() -> set[str]:
+        with build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            repository_def=defs.get_repository_def(),
+            resources=defs.resources,
+        ) as context:
+            result = sensor.evaluate_tick(context)
+        return set(AlertState.from_cursor(result.cursor, dt.datetime.now(dt.UTC)).open)
+
+    # Nothing ran for three days: no base backup and no PITR restore test are both alerts.
+    assert {f"base_backup_stale:{SERVER}", f"pitr_restore_test_overdue:{SERVER}"} <= open_problems()
+
+    for step in (names.BASE_BACKUP, names.PITR_RESTORE_TEST):
+        assert materialize_server(defs, instance, step).success
+    assert materialize(
+        assets=list(defs.assets or []),
+        selection=[names.server_key(SERVER, names.WAL_ARCHIVE)],
+        instance=instance,
+        resources=defs.resources,
+    ).success
+
+    assert not {p for p in open_problems() if p.endswith(f":{SERVER}")}
+    metrics = textfile.read_text()
+    for metric in (
+        "wal_archive_lag_seconds",
+        "recovery_window_start_timestamp_seconds",
+        "recovery_window_end_timestamp_seconds",
+        "last_pitr_restore_test_success",
+    ):
+        assert f'backup_pipelines_{metric}{{server="{SERVER}"}} ' in metrics
+    assert f'backup_pipelines_last_pitr_restore_test_success{{server="{SERVER}"}} 1' in metrics

@@ -7,4 +7,4 @@ from backup_pipelines.defs.project import Project
 
 
 def alerts_definitions(project: Project) -> Definitions:
-    return Definitions(sensors=[backup_alerts_sensor(project.databases)])
+    return Definitions(sensors=[backup_alerts_sensor(project.databases, project.config.servers)])

@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
+from backup_pipelines.core.config import ServerConfig
 from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
 
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
@@ -38,12 +39,22 @@ def asset_link(ui: str, key: AssetKey) -> str:
     return f"{ui.rstrip('/')}/assets/{'/'.join(key.path)}"
 
 
-def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> Iterator[Problem]:
+def check_problems(
+    instance: DagsterInstance, databases: list[str], servers: list[str], ui: str
+) -> Iterator[Problem]:
     watched = [
-        (names.database_key(db, step), check)
-        for db in databases
-        for step, checks in names.DATABASE_CHECKS.items()
-        for check in checks
+        *(
+            (names.database_key(db, step), check)
+            for db in databases
+            for step, checks in names.DATABASE_CHECKS.items()
+            for check in checks
+        ),
+        *(
+            (names.server_key(server, step), check)
+            for server in servers
+            for step, checks in names.SERVER_CHECKS.items()
+            for check in checks
+        ),
     ]
     for key, check in [*watched, STORAGE_CHECK]:
         history = check_history(instance, key, check)
@@ -51,7 +62,7 @@ def check_problems(instance: DagsterInstance, databases: list[str], ui: str) -> 
         if evaluation is None or evaluation.passed:
             continue
         day = f" for {evaluation.partition}" if evaluation.partition else ""
-        subject = key.path[1] if key.path[0] == names.DATABASE_PREFIX else "storage"
+        subject = "storage" if key == STORAGE_CHECK[0] else key.path[1]
         yield Problem(
             key=f"check:{'/'.join(key.path)}:{check}",
             title=f"{subject}: check {check} failed ({evaluation.severity.value}){day}",
@@ -120,6 +131,44 @@ def age_problems(
             )
 
 
+def server_age_problems(
+    instance: DagsterInstance,
+    servers: dict[str, ServerConfig],
+    *,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    restore_test_age: dt.timedelta,
+    ui: str,
+) -> Iterator[Problem]:
+    """Servers without a recent verified base backup or a recent passed PITR restore test."""
+    for server, settings in servers.items():
+        backup_key = names.server_key(server, names.BASE_BACKUP)
+        backups = check_history(instance, backup_key, names.BASE_BACKUP_VERIFIED, passed_only=True)
+        since = evaluated_at(backups[0]) if backups else watching_since
+        limit = dt.timedelta(days=settings.base_backup_max_age_days)
+        if now - since > limit:
+            yield Problem(
+                key=f"base_backup_stale:{server}",
+                title=f"{server}: no verified base backup for {_hours(now - since)} (limit "
+                f"{_hours(limit)})",
+                details=f"Check {names.server_backup_schedule(server)} and the daemon; a PITR "
+                "restore replays all WAL since the newest base backup, so the RTO grows.",
+                link=asset_link(ui, backup_key),
+            )
+        test_key = names.server_key(server, names.PITR_RESTORE_TEST)
+        tested = check_history(instance, test_key, names.PITR_RESTORE_PROVEN, passed_only=True)
+        tested_at = evaluated_at(tested[0]) if tested else watching_since
+        if now - tested_at > restore_test_age:
+            yield Problem(
+                key=f"pitr_restore_test_overdue:{server}",
+                title=f"{server}: no passed PITR restore test for {_hours(now - tested_at)} "
+                f"(limit {_hours(restore_test_age)})",
+                details=f"Run job {names.PITR_RESTORE_TEST_JOB}, or check "
+                f"{names.pitr_restore_test_schedule(server)}.",
+                link=asset_link(ui, test_key),
+            )
+
+
 def failed_runs(
     instance: DagsterInstance, after: dt.datetime, ui: str
 ) -> tuple[list[Problem], dt.datetime]:
@@ -170,7 +219,7 @@ def _what_ran(run: DagsterRun, failed_steps: list[str]) -> str:
 
 
 def _database_of(step_key: str) -> str:
-    if step_key.startswith(f"{names.DATABASE_PREFIX}__"):
+    if step_key.startswith((f"{names.DATABASE_PREFIX}__", f"{names.SERVER_PREFIX}__")):
         return step_key.split("__")[1]
     if "[" in step_key:
         return step_key.split("[", 1)[1].rstrip("]")

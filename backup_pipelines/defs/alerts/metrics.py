@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines import names
 from backup_pipelines.defs.alerts.health import last_restore_test, last_verified_at
+from backup_pipelines.defs.records import check_history
 
 _HELP = {
     "last_success_timestamp_seconds": "When an archive was last verified (Unix time).",
@@ -18,6 +20,16 @@ _HELP = {
     "last_restore_test_duration_seconds": "Restore duration (RTO) of the newest restore test.",
     "last_restore_test_success": "1 if the newest restore test passed, else 0.",
     "storage_bytes": "Bytes of dumps, archives and references in storage.",
+}
+# Per server (label server=): point-in-time recovery.
+_SERVER_HELP = {
+    "wal_archive_lag_seconds": "Age of the oldest WAL not yet archived, at the last look (RPO).",
+    "wal_archive_failed_count": "Failed archive_command attempts since the statistics reset.",
+    "recovery_window_start_timestamp_seconds": "Earliest moment the server can be restored to.",
+    "recovery_window_end_timestamp_seconds": "Latest moment the server can be restored to.",
+    "last_base_backup_size_bytes": "Database size of the newest base backup.",
+    "last_pitr_restore_test_success": "1 if the newest PITR restore test passed, else 0.",
+    "last_pitr_restore_test_duration_seconds": "RTO of the newest PITR restore test.",
 }
 
 
@@ -28,9 +40,14 @@ def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, obje
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def metric_values(instance: DagsterInstance, databases: list[str]) -> dict[str, dict[str, float]]:
-    """metric name -> database -> value, for what is known."""
-    values: dict[str, dict[str, float]] = {name: {} for name in _HELP}
+def metric_values(
+    instance: DagsterInstance, databases: list[str], servers: list[str]
+) -> dict[str, dict[str, float]]:
+    """metric name -> database (or server) -> value, for what is known."""
+    values: dict[str, dict[str, float]] = {name: {} for name in [*_HELP, *_SERVER_HELP]}
+    for server in servers:
+        for name, value in _server_values(instance, server).items():
+            values[name][server] = value
     storage = _latest_metadata(instance, names.key(names.STORAGE_USAGE))
     for db in databases:
         verified = last_verified_at(instance, db)
@@ -56,13 +73,45 @@ def metric_values(instance: DagsterInstance, databases: list[str]) -> dict[str, 
     return values
 
 
+def _server_values(instance: DagsterInstance, server: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    archive = _latest_metadata(instance, names.server_key(server, names.WAL_ARCHIVE))
+    for name, field in [
+        ("wal_archive_lag_seconds", "archive_lag_seconds"),
+        ("wal_archive_failed_count", "failed_count"),
+    ]:
+        if field in archive:
+            found[name] = float(str(archive[field]).replace(",", ""))
+    for edge in ("start", "end"):
+        moment = archive.get(f"recovery_window_{edge}")
+        if isinstance(moment, str):
+            found[f"recovery_window_{edge}_timestamp_seconds"] = dt.datetime.fromisoformat(
+                moment
+            ).timestamp()
+    backup = _latest_metadata(instance, names.server_key(server, names.BASE_BACKUP))
+    if isinstance(backup.get("size_bytes"), int):
+        found["last_base_backup_size_bytes"] = backup["size_bytes"]
+    test_key = names.server_key(server, names.PITR_RESTORE_TEST)
+    tested = check_history(instance, test_key, names.PITR_RESTORE_PROVEN)
+    if tested and tested[0].evaluation is not None:
+        evaluation = tested[0].evaluation
+        found["last_pitr_restore_test_success"] = float(evaluation.passed)
+        duration = evaluation.metadata.get("restore_duration_seconds")
+        if duration is not None:
+            found["last_pitr_restore_test_duration_seconds"] = float(duration.value)
+    return found
+
+
 def render(values: dict[str, dict[str, float]], open_problems: int) -> str:
     lines = []
-    for name, by_database in values.items():
+    for name, by_subject in values.items():
         metric = f"backup_pipelines_{name}"
-        lines += [f"# HELP {metric} {_HELP[name]}", f"# TYPE {metric} gauge"]
+        label = "server" if name in _SERVER_HELP else "database"
+        help_text = _SERVER_HELP.get(name) or _HELP[name]
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
         lines += [
-            f'{metric}{{database="{db}"}} {value:.15g}' for db, value in sorted(by_database.items())
+            f'{metric}{{{label}="{subject}"}} {value:.15g}'
+            for subject, value in sorted(by_subject.items())
         ]
     lines += [
         "# HELP backup_pipelines_open_problems Announced problems not cleared yet.",

@@ -13,21 +13,30 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.defs.alerts.health import age_problems, check_problems, failed_runs
+from backup_pipelines.core.config import ServerConfig
+from backup_pipelines.defs.alerts.health import (
+    age_problems,
+    check_problems,
+    failed_runs,
+    server_age_problems,
+)
 from backup_pipelines.defs.alerts.metrics import metric_values, render, write_textfile
 from backup_pipelines.defs.alerts.notifiers import notifiers_from_config
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 
 
-def backup_alerts_sensor(databases: list[str]) -> SensorDefinition:
+def backup_alerts_sensor(
+    databases: list[str], servers: dict[str, ServerConfig]
+) -> SensorDefinition:
     """Announce each problem once, and its recovery; rewrite the metrics textfile."""
 
     @sensor(
         name=names.ALERTS_SENSOR,
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Failed runs, failed checks, stale backups and overdue restore tests, sent "
+        description="Failed runs, failed checks (archive lag, failed archiving among them), "
+        "stale backups and base backups, overdue restore and PITR restore tests, sent "
         "to the configured webhook, Slack and email once each, with a recovery message.",
     )
     def _sensor(context: SensorEvaluationContext, settings: BackupSettings) -> SkipReason:
@@ -38,15 +47,25 @@ def backup_alerts_sensor(databases: list[str]) -> SensorDefinition:
             context.instance, dt.datetime.fromisoformat(state.runs_after), ui
         )
         state.runs_after = seen_until.isoformat()
+        watching_since = dt.datetime.fromisoformat(state.watching_since)
+        restore_test_age = dt.timedelta(days=alerts.restore_test_max_age_days)
         problems = [
-            *check_problems(context.instance, databases, ui),
+            *check_problems(context.instance, databases, list(servers), ui),
             *age_problems(
                 context.instance,
                 databases,
                 now=now,
-                watching_since=dt.datetime.fromisoformat(state.watching_since),
+                watching_since=watching_since,
                 freshness=dt.timedelta(hours=alerts.freshness_hours),
-                restore_test_age=dt.timedelta(days=alerts.restore_test_max_age_days),
+                restore_test_age=restore_test_age,
+                ui=ui,
+            ),
+            *server_age_problems(
+                context.instance,
+                servers,
+                now=now,
+                watching_since=watching_since,
+                restore_test_age=restore_test_age,
                 ui=ui,
             ),
             *runs,
@@ -56,7 +75,7 @@ def backup_alerts_sensor(databases: list[str]) -> SensorDefinition:
         for failure in state.deliver(notifiers):
             context.log.error(f"alert not delivered: {failure}")
         if alerts.metrics_textfile:
-            values = metric_values(context.instance, databases)
+            values = metric_values(context.instance, databases, list(servers))
             write_textfile(alerts.metrics_textfile, render(values, len(state.open)))
         context.update_cursor(state.to_cursor())
         return SkipReason(
