@@ -259,7 +259,8 @@ class RunbookParser(HTMLParser):
         if tag in {"link", "script", "img", "iframe"} or "src" in attributes:
             self.external.append(tag)
         if tag == "pre":
-            self._open = (attributes.get("class") or "", attributes.get("data-database") or "")
+            subject = attributes.get("data-database") or attributes.get("data-server") or ""
+            self._open = (attributes.get("class") or "", subject)
             self.blocks[self._open] = ""
 
     def handle_endtag(self, tag: str) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -28,7 +29,14 @@ from backup_pipelines.core.postgres import Connection
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
-from backup_pipelines_tests.helpers import config_document, definitions_for, failure_messages, today
+from backup_pipelines_tests.helpers import (
+    RunbookParser,
+    config_document,
+    definitions_for,
+    failure_messages,
+    materialize_runbook,
+    today,
+)
 
 SERVER = "main"
 PASSWORD_ENV = "TEST_PITR_SUPERUSER_PASSWORD"
@@ -489,3 +497,55 @@ def test_alerts_and_metrics_cover_the_server(env, archiving, instance, tmp_path)
     ):
         assert f'backup_pipelines_{metric}{{server="{SERVER}"}} ' in metrics
     assert f'backup_pipelines_last_pitr_restore_test_success{{server="{SERVER}"}} 1' in metrics
+
+
+def test_runbook_commands_restore_the_server_without_this_project(
+    env, archiving, instance, pitr_home
+):
+    server, _ = archiving
+    defs = definitions_for(env)
+    assert materialize_server(defs, instance, names.BASE_BACKUP).success
+    target = write_rows(server, "runbook: before")
+    write_rows(server, "runbook: after")
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+
+    materialize_runbook(defs, instance)
+    page = next((env.parent / "backups").rglob("recovery_runbook.html")).read_text()
+    parser = RunbookParser()
+    parser.feed(page)
+    commands = parser.blocks[("pitr-restore", SERVER)]
+    assert "you can restore" not in commands and "any moment between" in page
+    assert server.superuser_password not in page
+
+    destination, port = pitr_home / "by-hand", _free_port()
+    shell_env = {
+        "PATH": os.environ["PATH"],
+        "TARGET_TIME": pitr.target_time(target).value,
+        "RESTORE_DIR": str(destination),
+        "RESTORE_PORT": str(port),
+    }
+    done = subprocess.run(["bash", "-c", commands], env=shell_env, capture_output=True, text=True)
+    try:
+        assert done.returncode == 0, done.stderr
+        restored = make_conninfo(server.url(), port=str(port))
+        found = phases_in(restored)
+        assert found.get("runbook: before") == 3 and "runbook: after" not in found
+    finally:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(server.bin_dir / "pg_ctl"),
+                "-D",
+                str(destination),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
+        shutil.rmtree(destination, ignore_errors=True)

@@ -158,11 +158,11 @@ class Engine:
             # Retention is applied by `expire --set` from this project's plan, never implicitly.
             "REPO1_RETENTION_FULL": "9999999",
             **({"PG1_SOCKET_PATH": self.socket_directory} if self.socket_directory else {}),
-            **{_env_name(k): v for k, v in self.repository.options.items()},
-            **{_env_name(k): v for k, v in self.repository.secrets.items()},
             **extra,
         }
         env.update({f"PGBACKREST_{name}": value for name, value in options.items()})
+        settings = {**self.repository.options, **self.repository.secrets}
+        env.update({option_variable(name): value for name, value in settings.items()})
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         return env
@@ -275,8 +275,9 @@ def _expire_line(line: str) -> str:
     return re.sub(r"^.*?INFO: (\[DRY-RUN\] )?", "", line).strip()
 
 
-def _env_name(option: str) -> str:
-    return option.upper().replace("-", "_")
+def option_variable(option: str) -> str:
+    """The variable pgBackRest reads an option from: repo1-path -> PGBACKREST_REPO1_PATH."""
+    return "PGBACKREST_" + option.upper().replace("-", "_")
 
 
 _HINTS = (

@@ -615,7 +615,7 @@ def restore_server(
     backup = info.backups[-1] if info.backups else None
     if request.target.kind == "time":
         moment = _aware(engine.server, str(request.target.value))
-        require_in_window(engine.server, _window_from(info, source), moment)
+        require_in_window(engine.server, window_for(info, source), moment)
         backup = backup_for(info, moment)
     if request.port is not None:
         require_free_port(engine.server, request.port)
@@ -650,7 +650,7 @@ def _aware(server: str, value: str) -> dt.datetime:
     return moment
 
 
-def _window_from(info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
+def window_for(info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
     """The window, its end from the server's archiver; if the server is down (the day of the
     disaster), open-ended: the archive's end is then only known by replaying it."""
     try:

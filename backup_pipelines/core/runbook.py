@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from backup_pipelines import names
 from backup_pipelines.core.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.pgbackrest import BackupSet, Repository, option_variable
+from backup_pipelines.core.pitr import RecoveryWindow
 from backup_pipelines.core.streams import file_suffix
 from backup_pipelines.core.verification import CheckRecord
 from backup_pipelines.storage import ObjectStore
@@ -56,6 +59,56 @@ def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> Run
             restore_test=lookup(database, day, names.RESTORE_TEST, names.RESTORED_DATA_MATCHES),
         )
     return RunbookEntry(database, len(days), None, None, None, None)
+
+
+@dataclass(frozen=True)
+class ServerRunbookEntry:
+    """A server recoverable to a moment: its repository, backups, window and newest test."""
+
+    server: str
+    stanza: str
+    repository: Repository
+    pg_ctl: str
+    backups: list[BackupSet]
+    window: RecoveryWindow | None
+    pitr_test: CheckRecord | None
+    problem: str | None = None  # the repository could not be read when the page was written
+
+
+def pitr_restore_commands(entry: ServerRunbookEntry) -> str:
+    """Shell commands (as root) that restore the server with pgBackRest alone to $TARGET_TIME
+    into $RESTORE_DIR and start it on $RESTORE_PORT. Secrets come from the environment."""
+    settings = {"config": "/dev/null", "stanza": entry.stanza, **entry.repository.options}
+    exports = [
+        f"export {option_variable(name)}={shlex.quote(value)}" for name, value in settings.items()
+    ]
+    exports += [
+        f'export {option_variable(name)}="${{{_secret_variable(name)}}}"'
+        for name in entry.repository.secrets
+    ]
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            *exports,
+            'mkdir -m 700 "$RESTORE_DIR" && chown postgres:postgres "$RESTORE_DIR"',
+            'runuser -u postgres -- pgbackrest restore --pg1-path="$RESTORE_DIR" '
+            '--type=time "--target=$TARGET_TIME" --target-action=promote',
+            f'runuser -u postgres -- {entry.pg_ctl} -D "$RESTORE_DIR" '
+            '-l "$RESTORE_DIR/restore.log" -o "-p $RESTORE_PORT -c archive_mode=off" -w -t 3600 '
+            "start",
+        ]
+    )
+
+
+_SECRET_VARIABLES = {
+    "repo1-cipher-pass": "PITR_CIPHER_PASS",
+    "repo1-s3-key": "AWS_ACCESS_KEY_ID",
+    "repo1-s3-key-secret": "AWS_SECRET_ACCESS_KEY",
+}
+
+
+def _secret_variable(option: str) -> str:
+    return _SECRET_VARIABLES.get(option, option_variable(option))
 
 
 def archive_file_name(manifest: Manifest) -> str:
@@ -126,8 +179,15 @@ pre { background: #f3f4f7; padding: .8rem; overflow-x: auto; border-radius: 4px;
 """
 
 
-def render_runbook(entries: list[RunbookEntry], *, generated_at: dt.datetime) -> str:
-    sections = "\n".join(_database_section(entry) for entry in entries)
+def render_runbook(
+    entries: list[RunbookEntry],
+    *,
+    generated_at: dt.datetime,
+    servers: tuple[ServerRunbookEntry, ...] = (),
+) -> str:
+    sections = "\n".join(
+        [*(_database_section(entry) for entry in entries), *(_server_section(s) for s in servers)]
+    )
     missing = [entry.database for entry in entries if entry.manifest is None]
     banner = (
         f'<p class="bad">No verified archive for: {html.escape(", ".join(missing))}.</p>'
@@ -215,3 +275,54 @@ def _restore_test_cell(record: CheckRecord | None) -> str:
     rows = record.metadata.get("rows_compared")
     compared = f", {rows:,} rows compared" if isinstance(rows, int) else ""
     return f'<span class="ok">passed</span> on {when}{took}{compared}'
+
+
+def _server_section(entry: ServerRunbookEntry) -> str:
+    name = html.escape(entry.server)
+    anchor = f"server-{name}"
+    if entry.problem or not entry.backups:
+        why = entry.problem or "no base backup in the repository yet"
+        return (
+            f'<h2 id="{anchor}">Server {name}: point-in-time recovery</h2>\n'
+            f'<p class="bad">Not recoverable to a moment: {html.escape(why)}.</p>'
+        )
+    window = f"any moment between {entry.window.describe()}" if entry.window else "unknown"
+    backups = "\n".join(
+        f"<tr><td><code>{html.escape(b.label)}</code></td><td>{b.kind}</td>"
+        f"<td>{b.stopped:%Y-%m-%d %H:%M:%S} UTC</td><td>{b.database_bytes:,} bytes</td></tr>"
+        for b in reversed(entry.backups)
+    )
+    secrets = ", ".join(f"<code>{_secret_variable(n)}</code>" for n in entry.repository.secrets)
+    return f"""<h2 id="{anchor}">Server {name}: point-in-time recovery</h2>
+<table>
+<tr><th>Recovery window</th><td class="recovery-window">{html.escape(window)}</td></tr>
+<tr><th>Repository</th><td><code>{html.escape(entry.repository.describe())}</code>
+(pgBackRest stanza <code>{html.escape(entry.stanza)}</code>)</td></tr>
+<tr><th>PITR restore test</th><td>{_pitr_test_cell(entry.pitr_test)}</td></tr>
+</table>
+<table><tr><th>Base backup</th><th>Kind</th><th>Consistent from</th><th>Size</th></tr>
+{backups}</table>
+<h3>Restore to a moment with pgBackRest alone</h3>
+<p>As root on a machine with pgBackRest and PostgreSQL of the same major version, set the moment
+(inside the window), a new data folder and a free port{
+        ", and the secrets " + secrets + " from where you keep them" if secrets else ""
+    }:
+<code>export TARGET_TIME='2026-12-01 01:58:00+00' RESTORE_DIR=/var/lib/postgresql/restored
+RESTORE_PORT=5433</code>. For the newest moment instead, drop <code>--type=time</code> and
+<code>--target=…</code>. The server starts, replays WAL to the moment and is promoted; it does not
+archive (<code>archive_mode=off</code>) until you turn that on.</p>
+<pre class="pitr-restore" data-server="{name}">{html.escape(pitr_restore_commands(entry))}</pre>
+<p>Or launch job <code>{names.RESTORE_SERVER_JOB}</code> with <code>server: {name}</code>,
+<code>target_time</code>, <code>data_directory</code> and <code>port</code>.</p>
+"""
+
+
+def _pitr_test_cell(record: CheckRecord | None) -> str:
+    if record is None:
+        return '<span class="warn">never tested</span>'
+    when = f"{record.evaluated_at:%Y-%m-%d %H:%M} UTC"
+    if not record.passed:
+        return f'<span class="bad">FAILED</span> on {when}: {html.escape(record.description)}'
+    seconds = record.metadata.get("restore_duration_seconds")
+    took = f" in {seconds:.1f} s (RTO)" if isinstance(seconds, int | float) else ""
+    return f'<span class="ok">passed</span> on {when}{took}: {html.escape(record.description)}'

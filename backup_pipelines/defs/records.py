@@ -80,9 +80,10 @@ def newest_by_day(
 
 
 def latest_check_record(
-    instance: DagsterInstance, asset_key: AssetKey, check_name: str, partition: str
+    instance: DagsterInstance, asset_key: AssetKey, check_name: str, partition: str | None
 ) -> CheckRecord | None:
-    """The newest finished evaluation of one check for one day, or None if it never ran."""
+    """The newest finished evaluation of one check for one day (None: any day), or None if it
+    never ran."""
     history = check_history(instance, asset_key, check_name, partition=partition)
     if not history or history[0].evaluation is None or history[0].event is None:
         return None

@@ -3,23 +3,62 @@ report (per database and day, what was backed up, checked and restore-tested).""
 
 import datetime as dt
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DagsterInstance,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from backup_pipelines import names
-from backup_pipelines.core.runbook import RUNBOOK_KEY, render_runbook, runbook_entry
+from backup_pipelines.core.pgbackrest import PgBackRestError
+from backup_pipelines.core.pitr import window_for
+from backup_pipelines.core.runbook import (
+    RUNBOOK_KEY,
+    ServerRunbookEntry,
+    render_runbook,
+    runbook_entry,
+)
 from backup_pipelines.defs.records import latest_check_record
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import readable
 
 
-def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
+def server_runbook_entry(
+    instance: DagsterInstance, settings: BackupSettings, server: str
+) -> ServerRunbookEntry:
+    """What the runbook says about `server`: read from its repository and its check history."""
+    engine = settings.server_engine(server)
+    test = latest_check_record(
+        instance, names.server_key(server, names.PITR_RESTORE_TEST), names.PITR_RESTORE_PROVEN, None
+    )
+    pg_ctl = settings.client_tools().program("pg_ctl")
+    try:
+        info = engine.info()
+    except PgBackRestError as error:
+        return ServerRunbookEntry(
+            server, engine.stanza, engine.repository, pg_ctl, [], None, test, str(error)
+        )
+    window = window_for(info, settings.server_connection(server))
+    return ServerRunbookEntry(
+        server, engine.stanza, engine.repository, pg_ctl, info.backups, window, test
+    )
+
+
+def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDefinition:
     @asset(
         key=names.RECOVERY_RUNBOOK,
         group_name=names.RECOVERY_GROUP,
-        deps=[names.database_key(database, names.RESTORE_TEST) for database in databases],
+        deps=[
+            *(names.database_key(database, names.RESTORE_TEST) for database in databases),
+            *(names.server_key(server, names.PITR_RESTORE_TEST) for server in servers),
+        ],
         kinds={"html"},
         description="A self-contained HTML page next to the archives: per database the newest "
-        "verified archive, its restore test, and how to restore it when this service is down.",
+        "verified archive, its restore test, and how to restore it when this service is down; "
+        "per server its recovery window and the pgBackRest commands to restore it to a moment.",
     )
     def recovery_runbook(
         context: AssetExecutionContext, settings: BackupSettings
@@ -32,7 +71,10 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
             )
 
         entries = [runbook_entry(archive, database, lookup) for database in databases]
-        page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC))
+        server_entries = tuple(
+            server_runbook_entry(context.instance, settings, server) for server in servers
+        )
+        page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC), servers=server_entries)
         archive.write_bytes(RUNBOOK_KEY, page.encode())
         return MaterializeResult(
             metadata=readable(
@@ -45,6 +87,7 @@ def recovery_runbook_asset(databases: list[str]) -> AssetsDefinition:
                     "restore_tested": [
                         e.database for e in entries if e.restore_test and e.restore_test.passed
                     ],
+                    "servers_with_recovery_window": [e.server for e in server_entries if e.window],
                 }
             )
         )

@@ -12,7 +12,7 @@ from backup_pipelines.defs.recovery.sensors import recovery_runbook_sensor
 def recovery_definitions(project: Project) -> Definitions:
     return Definitions(
         assets=[
-            recovery_runbook_asset(project.databases),
+            recovery_runbook_asset(project.databases, list(project.config.servers)),
             audit_report_asset(project.databases),
         ],
         jobs=[runbook_job, audit_report_job],
