@@ -130,7 +130,9 @@ SERVER_BACKUP_JOB = "server_backup"
 WAL_ARCHIVE_JOB = "observe_wal_archive"
 PITR_RESTORE_TEST_JOB = "pitr_restore_test"
 RESTORE_SERVER_JOB = "restore_server"
+PRUNE_SERVERS_JOB = "prune_server_backups"
 WAL_ARCHIVE_SCHEDULE = "wal_archive_schedule"
+SERVER_RETENTION_SCHEDULE = "server_retention_schedule"
 NEW_FULL_BACKUP_PITR_TEST_SENSOR = "pitr_restore_test_new_full_backup_sensor"
 BASE_BACKUP_POOL = "pgbackrest"  # one pgBackRest backup or restore test at a time, per deployment
 

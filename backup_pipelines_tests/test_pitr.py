@@ -549,3 +549,47 @@ def test_runbook_commands_restore_the_server_without_this_project(
             capture_output=True,
         )
         shutil.rmtree(destination, ignore_errors=True)
+
+
+def test_retention_expires_only_what_the_plan_lists_and_restores_still_work(
+    env, archiving, tmp_path, instance
+):
+    config = _with_server_settings(
+        env, tmp_path, retention={"daily": 1, "weekly": 0, "monthly": 0, "min_keep": 1}
+    )
+    defs = definitions_for(config)
+    full = asset_config(defs, names.BASE_BACKUP, kind="full")
+    for _ in range(2):
+        assert materialize_server(defs, instance, names.BASE_BACKUP, full).success
+    engine = BackupSettings(config_path=str(config)).server_engine(SERVER)
+    before = engine.info()
+    newest_full = [b for b in before.backups if b.kind == "full"][-1]
+    older_fulls = {b.label for b in before.backups if b.kind == "full"} - {newest_full.label}
+
+    planned = run_prune(defs, instance, dry_run=True)
+    assert engine.info().backups == before.backups  # a plan deletes nothing
+    plan = planned.metadata
+    assert plan["would_expire"].value.count("a newer full backup of the same day") == len(
+        older_fulls
+    )
+    assert newest_full.label in plan["kept"].value
+    assert all(label in plan["pgbackrest_plan"].value for label in older_fulls)
+
+    applied = run_prune(defs, instance, dry_run=False)
+    after = engine.info()
+    assert {b.label for b in after.backups if b.kind == "full"} == {newest_full.label}
+    assert all(b.label.startswith(newest_full.label) for b in after.backups)
+    assert after.wal_min is not None and after.wal_min[8:] >= newest_full.wal_start[8:]
+    assert all(label in applied.metadata["expired"].value for label in older_fulls)
+
+    proven = materialize_server(defs, instance, names.PITR_RESTORE_TEST)
+    assert proven.success, failure_messages(proven)
+
+
+def run_prune(defs: Definitions, instance: DagsterInstance, *, dry_run: bool):
+    result = defs.resolve_job_def(names.PRUNE_SERVERS_JOB).execute_in_process(
+        run_config={"ops": {"expire_server_backups": {"config": {"dry_run": dry_run}}}},
+        instance=instance,
+    )
+    (observation,) = result.asset_observations_for_node("expire_server_backups")
+    return observation

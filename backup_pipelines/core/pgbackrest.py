@@ -254,14 +254,22 @@ class Engine:
         self.run("restore", PG1_PATH=str(target_directory), **target.options())
 
     def expire(self, labels: list[str], *, dry_run: bool) -> list[str]:
-        """Expire the given full backups (with the backups built on them, and the WAL no kept
-        backup needs); returns pgBackRest's own account of what it removes (or would)."""
+        """Expire the given full backups with the backups built on them; returns pgBackRest's
+        own account of what it removes (or would)."""
         removed: list[str] = []
         for label in labels:
             args = ["--dry-run"] if dry_run else []
-            out = self.run("expire", f"--set={label}", *args, LOG_LEVEL_CONSOLE="info")
-            removed += [_expire_line(line) for line in out.splitlines() if _is_removal(line)]
+            removed += self._expire(f"--set={label}", *args)
         return removed
+
+    def expire_archive(self, full_backups: int) -> list[str]:
+        """Remove the WAL older than the oldest of the `full_backups` fulls in the repository
+        (all of them: no backup is expired by this, only WAL no backup needs)."""
+        return self._expire(REPO1_RETENTION_FULL=str(full_backups))
+
+    def _expire(self, *args: str, **options: str) -> list[str]:
+        out = self.run("expire", *args, LOG_LEVEL_CONSOLE="info", **options)
+        return [_expire_line(line) for line in out.splitlines() if _is_removal(line)]
 
 
 _REMOVAL = re.compile(r"(expire|remove) (adhoc |full |diff |incr )?(backup|archive|WAL)", re.I)

@@ -115,7 +115,7 @@ def plan_database(
         for day, objects in days.items()
         if objects.archived and not objects.pruning
     ]
-    decisions = decide(statuses, _policy(rules))
+    decisions = decide(statuses, policy_for(rules))
     if sum(bool(status.verified) for status in statuses) < rules.min_keep:
         # Too few good backups: every copy of anything may be needed, dumps included.
         return DatabasePlan(database, {d.day.isoformat(): d.reasons for d in decisions}, [])
@@ -147,7 +147,7 @@ def plan_database(
     return DatabasePlan(database, kept, deletions)
 
 
-def _policy(rules: RetentionRules) -> RetentionPolicy:
+def policy_for(rules: RetentionRules) -> RetentionPolicy:
     return RetentionPolicy(rules.daily, rules.weekly, rules.monthly, rules.yearly, rules.min_keep)
 
 
@@ -197,7 +197,7 @@ def plan_snapshots(
     snapshot is never deleted, wherever it lives."""
     days = snapshot_days(store, name)
     statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
-    decisions = decide(statuses, _policy(rules))  # keeps everything below min_keep verified
+    decisions = decide(statuses, policy_for(rules))  # keeps everything below min_keep verified
     kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
     needed = {
         entry.location

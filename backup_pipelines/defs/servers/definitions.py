@@ -8,6 +8,7 @@ from backup_pipelines.defs.project import Project
 from backup_pipelines.defs.servers.assets import base_backup_asset, globals_asset, wal_archive_asset
 from backup_pipelines.defs.servers.jobs import (
     pitr_restore_test_job,
+    prune_server_backups_job,
     restore_server_job,
     server_backup_job,
     wal_archive_job,
@@ -15,6 +16,7 @@ from backup_pipelines.defs.servers.jobs import (
 from backup_pipelines.defs.servers.restore_tests import pitr_restore_test_asset
 from backup_pipelines.defs.servers.schedules import (
     new_full_backup_sensor,
+    server_retention_schedule,
     server_schedules,
     wal_archive_schedule,
 )
@@ -38,7 +40,7 @@ def servers_definitions(project: Project) -> Definitions:
                 pitr_restore_test_asset(server, project.partitions),
             )
         ],
-        jobs=[backup_job, archive_job, test_job, restore_server_job],
+        jobs=[backup_job, archive_job, test_job, restore_server_job, prune_server_backups_job],
         schedules=[
             *(
                 schedule
@@ -46,6 +48,7 @@ def servers_definitions(project: Project) -> Definitions:
                 for schedule in server_schedules(server, settings, backup_job, test_job)
             ),
             wal_archive_schedule(archive_job),
+            server_retention_schedule(prune_server_backups_job),
         ],
         sensors=[new_full_backup_sensor(servers, test_job)],
     )

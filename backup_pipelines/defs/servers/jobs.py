@@ -26,8 +26,10 @@ from backup_pipelines import names
 from backup_pipelines.core import pitr
 from backup_pipelines.core.pgbackrest import PgBackRestError, RecoveryTarget
 from backup_pipelines.core.postgres import PostgresError
+from backup_pipelines.core.prune import policy_for
 from backup_pipelines.defs.postgres.jobs import triggered_by
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.shared import readable
 
 
 def _steps(servers: list[str], *steps: str) -> AssetSelection:
@@ -161,3 +163,51 @@ def _audit_record(server: str, day: str | None, metadata: dict[str, object]) -> 
 )
 def restore_server_job() -> None:
     restore_server_to_target()
+
+
+class ExpireRequest(Config):
+    dry_run: bool | None = Field(
+        default=None, description="Plan only; default: retention.dry_run from the configuration."
+    )
+
+
+@op(out={}, description="Expire the full backups each server's policy no longer keeps.")
+def expire_server_backups(
+    config: ExpireRequest, settings: BackupSettings
+) -> Iterator[AssetObservation]:
+    backup_config = settings.config()
+    dry_run = backup_config.retention.dry_run if config.dry_run is None else config.dry_run
+    for server in backup_config.servers:
+        engine = settings.server_engine(server)
+        try:
+            plan = pitr.plan_expiry(engine, policy_for(backup_config.server_retention_for(server)))
+            removed = [] if dry_run else pitr.apply_expiry(engine, plan)
+        except PgBackRestError as error:
+            raise Failure(str(error)) from None
+        yield AssetObservation(
+            asset_key=names.server_key(server, names.BASE_BACKUP),
+            description=f"retention {'plan (dry run)' if dry_run else 'applied'}: "
+            f"{len(plan.expire)} full backups to expire, {len(plan.keep)} kept",
+            metadata=readable(
+                {
+                    "event": "retention",
+                    "dry_run": dry_run,
+                    "kept": [f"{label}: {'; '.join(why)}" for label, why in plan.keep.items()],
+                    "expired" if not dry_run else "would_expire": [
+                        f"{label}: {why}" for label, why in plan.expire.items()
+                    ],
+                    "pgbackrest_plan": plan.engine_says,
+                    "pgbackrest_removed": removed,
+                }
+            ),
+        )
+
+
+@job(
+    name=names.PRUNE_SERVERS_JOB,
+    description="Apply each server's retention policy (GFS over its full backups) with "
+    "pgbackrest expire: the plan first (pgBackRest's own dry run, recorded on "
+    "pg_server/<server>/base_backup), then exactly that. Only pgBackRest deletes.",
+)
+def prune_server_backups_job() -> None:
+    expire_server_backups()

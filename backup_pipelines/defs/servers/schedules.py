@@ -8,6 +8,7 @@ import json
 from dagster import (
     AssetRecordsFilter,
     DefaultSensorStatus,
+    JobDefinition,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -26,6 +27,7 @@ from backup_pipelines.defs.records import latest_materialization_id
 from backup_pipelines.defs.shared import utc_schedule
 
 WAL_ARCHIVE_CRON = "*/15 * * * *"
+SERVER_RETENTION_CRON = "0 6 * * *"  # after the night's base backups
 
 
 def _day_of(context: ScheduleEvaluationContext) -> str:
@@ -81,6 +83,15 @@ def wal_archive_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinitio
         job,
         WAL_ARCHIVE_CRON,
         "Measures every server's WAL archive lag, failures and recovery window",
+    )
+
+
+def server_retention_schedule(job: JobDefinition) -> ScheduleDefinition:
+    return utc_schedule(
+        names.SERVER_RETENTION_SCHEDULE,
+        job,
+        SERVER_RETENTION_CRON,
+        "Expires the full backups each server's retention policy no longer keeps",
     )
 
 
