@@ -17,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backup_pipelines.core.config import load_config
+from backup_pipelines.core.pgbackrest import repository_from_config
 from backup_pipelines.trigger.remote import Deployment, RemoteError
-from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest, start_cluster
 from backup_pipelines_demo.first_runs import first_runs
 from backup_pipelines_demo.sample_databases import SAMPLE_DATABASES, seed
 
@@ -50,6 +52,17 @@ def _secret(name: str) -> str:
 def _prepare_databases(cluster: LocalCluster, passwords: dict[str, str]) -> None:
     print(f"preparing sample databases: {', '.join(SAMPLE_DATABASES)}")
     seed(cluster.url(), passwords["DEMO_BACKUP_PASSWORD"], passwords["DEMO_RESTORE_PASSWORD"])
+
+
+def _archive_wal(cluster: LocalCluster) -> None:
+    """The demo server archives its WAL into the local pgBackRest repository that
+    backup_pipelines.yaml names (servers.demo), so it can be recovered to any moment."""
+    for server in load_config(CONFIG).servers:
+        repository = repository_from_config(load_config(CONFIG), server)
+        if archive_with_pgbackrest(cluster, server, {**repository.options, **repository.secrets}):
+            print(f"turning on WAL archiving with pgBackRest (server {server})")
+            cluster.stop()
+            cluster.start()
 
 
 def _dagster_env(passwords: dict[str, str]) -> dict[str, str]:
@@ -119,7 +132,9 @@ def main() -> int:
         passwords = {
             "DEMO_BACKUP_PASSWORD": _secret("backup"),
             "DEMO_RESTORE_PASSWORD": _secret("restore_tester"),
+            "DEMO_SUPERUSER_PASSWORD": _secret("superuser"),
         }
+        _archive_wal(cluster)
         _prepare_databases(cluster, passwords)
         env = _dagster_env(passwords)
         ui = _start_deployment(env, options.ui_port)

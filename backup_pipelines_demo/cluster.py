@@ -139,10 +139,11 @@ def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCl
     raise RuntimeError(f"PostgreSQL at {root} did not start; see {root / 'server.log'}")
 
 
-def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict[str, str]) -> Path:
+def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict[str, str]) -> bool:
     """Make `cluster` a database host that archives its WAL with pgBackRest: a pgbackrest.conf
     readable only by the server's user (it holds the repository's keys, as on any database host)
-    and archive_command pushing each segment. Takes effect at the next start."""
+    and archive_command pushing each segment. Takes effect at the next start; returns whether
+    the settings were added now (False: the cluster archived already)."""
     config = cluster.root / "pgbackrest.conf"
     lines = [
         "[global]",
@@ -157,10 +158,16 @@ def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o600)
     _give_to_server_user(config)
-    with (cluster.data_dir / "postgresql.conf").open("a") as settings:
+    settings_file = cluster.data_dir / "postgresql.conf"
+    if _ARCHIVING_MARK in settings_file.read_text():
+        return False
+    with settings_file.open("a") as settings:
         settings.write(
-            "\n# WAL archiving with pgBackRest (backup_pipelines_demo)\n"
+            f"\n{_ARCHIVING_MARK}\n"
             "archive_mode = on\nwal_level = replica\narchive_timeout = 60\n"
             f"archive_command = 'pgbackrest --config={config} --stanza={stanza} archive-push %p'\n"
         )
-    return config
+    return True
+
+
+_ARCHIVING_MARK = "# WAL archiving with pgBackRest (backup_pipelines_demo)"

@@ -9,7 +9,7 @@ from typing import TypeVar
 from dagster import DagsterRunStatus
 
 from backup_pipelines import names
-from backup_pipelines.core.config import load_config
+from backup_pipelines.core.config import ServerConfig, load_config
 from backup_pipelines.core.dump import utc_today
 from backup_pipelines.trigger.remote import (
     FINISHED,
@@ -30,7 +30,8 @@ def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
     """Back up today, restore-test what was backed up, write the runbook: each a run submitted
     to the deployment (or, for the restore tests, launched by its sensor), waited for."""
     today = utc_today()
-    by_sensor = load_config(config).restore_test.test_each_new_archive
+    settings = load_config(config)
+    by_sensor = settings.restore_test.test_each_new_archive
     wait_until_serving(deployment, names.DAILY_BACKUP_JOB, timeout_seconds=300)
     if by_sensor:  # the sensor restore-tests archives verified after its first evaluation
         _wait("the new-archive sensor's first evaluation", lambda: _sensor_ready(deployment))
@@ -41,7 +42,9 @@ def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
         return _failed("the backup")
     if by_sensor:
         print(f"restore-testing every archive ({names.NEW_ARCHIVE_RESTORE_TEST_SENSOR})")
-        tests = _wait("the restore tests", lambda: _finished_runs(deployment, today))
+        tests = _wait(
+            "the restore tests", lambda: _finished_runs(deployment, names.RESTORE_TEST_JOB, today)
+        )
         passed = all(status == DagsterRunStatus.SUCCESS for status in tests.values())
     else:
         print("restore-testing every archive")
@@ -49,10 +52,45 @@ def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
         passed = _succeeded(deployment, run_id)
     if not passed:
         return _failed("a restore test")
+    if settings.servers and not _servers_proven(deployment, settings.servers, submitted_by, today):
+        return _failed("a server's base backup or PITR restore test")
     print("writing the recovery runbook")
     if not _succeeded(deployment, submit_job(deployment, names.RUNBOOK_JOB, submitted_by)):
         return _failed("the runbook")
     return 0
+
+
+def _servers_proven(
+    deployment: Deployment, servers: dict[str, ServerConfig], submitted_by: str, today: str
+) -> bool:
+    """Each server's base backup, then its PITR restore test (the after-full-backup sensor's,
+    or submitted here), then a look at its WAL archive: the group shows a recovery window."""
+    by_sensor = all(server.restore_test.after_full_backup for server in servers.values())
+    if by_sensor:
+        _wait(
+            "the PITR sensor's first evaluation",
+            lambda: sensor_has_ticked(
+                deployment, names.PITR_RESTORE_TEST_JOB, names.NEW_FULL_BACKUP_PITR_TEST_SENSOR
+            ),
+        )
+    print(f"taking a base backup of {', '.join(servers)} with pgBackRest")
+    if not _succeeded(
+        deployment, submit_job(deployment, names.SERVER_BACKUP_JOB, submitted_by, today)
+    ):
+        return False
+    if by_sensor:
+        print(f"proving a point-in-time restore ({names.NEW_FULL_BACKUP_PITR_TEST_SENSOR})")
+        tests = _wait(
+            "the PITR restore tests",
+            lambda: _finished_runs(deployment, names.PITR_RESTORE_TEST_JOB, today),
+        )
+        proven = all(status == DagsterRunStatus.SUCCESS for status in tests.values())
+    else:
+        print("proving a point-in-time restore")
+        run_id = submit_job(deployment, names.PITR_RESTORE_TEST_JOB, submitted_by, today)
+        proven = _succeeded(deployment, run_id)
+    archive = submit_job(deployment, names.WAL_ARCHIVE_JOB, submitted_by)
+    return proven and _succeeded(deployment, archive)
 
 
 def _sensor_ready(deployment: Deployment) -> bool:
@@ -61,8 +99,10 @@ def _sensor_ready(deployment: Deployment) -> bool:
     )
 
 
-def _finished_runs(deployment: Deployment, day: str) -> dict[str, DagsterRunStatus] | None:
-    runs = runs_of(deployment, names.RESTORE_TEST_JOB, day)
+def _finished_runs(
+    deployment: Deployment, job: str, day: str
+) -> dict[str, DagsterRunStatus] | None:
+    runs = runs_of(deployment, job, day)
     return runs if runs and set(runs.values()) <= FINISHED else None
 
 

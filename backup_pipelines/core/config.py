@@ -420,9 +420,9 @@ class BackupConfig(_Strict):
     def bucket_retention_for(self, name: str) -> RetentionRules:
         return self.retention.overridden(self.buckets[name].retention)
 
-    def local_path(self, path: str) -> Path:
-        """A storage path from the file, relative to the config file's folder."""
-        expanded = Path(expand_env(path, "storage.local.path")).expanduser()
+    def local_path(self, path: str, key: str = "storage.local.path") -> Path:
+        """A path from the file (`key` names its setting), relative to the file's folder."""
+        expanded = Path(expand_env(path, key)).expanduser()
         return expanded if expanded.is_absolute() else (self.base_dir / expanded).resolve()
 
 

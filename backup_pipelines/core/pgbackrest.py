@@ -372,7 +372,7 @@ def repository_from_config(config: BackupConfig, server: str) -> Repository:
         options["repo1-cipher-type"] = "aes-256-cbc"
         secrets["repo1-cipher-pass"] = expand_env(settings.cipher_pass, f"{where}.cipher_pass")
     if settings.path is not None:
-        path = config.local_path(expand_env(settings.path, f"{where}.path"))
+        path = config.local_path(settings.path, f"{where}.path")
         return Repository({**options, "repo1-path": str(path)}, secrets)
     s3 = settings.s3
     assert s3 is not None
@@ -404,14 +404,17 @@ def repository_from_config(config: BackupConfig, server: str) -> Repository:
 
 def engine_from_config(config: BackupConfig, server: str, connection: Connection) -> Engine:
     settings = config.servers[server]
+    where = f"servers.{server}"
     host = connection.params.get("host", "")
-    socket_directory = settings.socket_directory or (host if host.startswith("/") else None)
+    socket_directory = (
+        str(config.local_path(settings.socket_directory, f"{where}.socket_directory"))
+        if settings.socket_directory
+        else (host if host.startswith("/") else None)
+    )
     return Engine(
         server=server,
         stanza=settings.pgbackrest.stanza or server,
-        data_directory=Path(
-            expand_env(settings.data_directory, f"servers.{server}.data_directory")
-        ),
+        data_directory=config.local_path(settings.data_directory, f"{where}.data_directory"),
         port=int(connection.params.get("port", "5432")),
         socket_directory=socket_directory,
         user=connection.params.get("user", "postgres"),
