@@ -147,6 +147,9 @@ class RecoveryWindow:
     def describe(self) -> str:
         return f"{_iso(self.start)} to {_iso(self.end)}"
 
+    def between(self) -> str:
+        return f"between {_iso(self.start)} and {_iso(self.end)}"
+
 
 def recovery_window(info: RepositoryInfo, status: ArchiverStatus) -> RecoveryWindow | None:
     if not info.backups:
@@ -681,7 +684,7 @@ def window_metadata(window: RecoveryWindow | None) -> dict[str, object]:
     if window is None:
         return {"recovery_window": "none: no base backup yet"}
     return {
-        "recovery_window": f"you can restore to any moment between {window.describe()}",
+        "recovery_window": f"you can restore to any moment {window.between()}",
         "recovery_window_start": _iso(window.start),
         "recovery_window_end": _iso(window.end),
     }

@@ -286,7 +286,7 @@ def _server_section(entry: ServerRunbookEntry) -> str:
             f'<h2 id="{anchor}">Server {name}: point-in-time recovery</h2>\n'
             f'<p class="bad">Not recoverable to a moment: {html.escape(why)}.</p>'
         )
-    window = f"any moment between {entry.window.describe()}" if entry.window else "unknown"
+    window = f"any moment {entry.window.between()}" if entry.window else "unknown"
     backups = "\n".join(
         f"<tr><td><code>{html.escape(b.label)}</code></td><td>{b.kind}</td>"
         f"<td>{b.stopped:%Y-%m-%d %H:%M:%S} UTC</td><td>{b.database_bytes:,} bytes</td></tr>"
