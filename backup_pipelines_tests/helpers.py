@@ -7,6 +7,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -282,3 +283,35 @@ def materialize_runbook(defs, instance):
     )
     assert result.success, failure_messages(result)
     return result
+
+
+class CommandLineWatch:
+    """Reads every process's argv from /proc every few milliseconds while it runs."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+        self.programs_seen: set[str] = set()
+        self.leaks: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.005):
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                program = Path(argv[0].decode(errors="replace")).name
+                self.programs_seen.add(program)
+                text = b" ".join(argv).decode(errors="replace")
+                if any(secret in text for secret in self.secrets):
+                    self.leaks.append(text)
+
+    def __enter__(self) -> "CommandLineWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -3,9 +3,11 @@ repository: base backups through Dagster, restores to a moment proven row by row
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,12 +26,13 @@ from psycopg.conninfo import make_conninfo
 from backup_pipelines import names
 from backup_pipelines.core import pitr
 from backup_pipelines.core.config import load_config
-from backup_pipelines.core.pgbackrest import repository_from_config
+from backup_pipelines.core.pgbackrest import PgBackRestError, repository_from_config
 from backup_pipelines.core.postgres import Connection
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
 from backup_pipelines_tests.helpers import (
+    CommandLineWatch,
     RunbookParser,
     config_document,
     definitions_for,
@@ -363,11 +366,17 @@ def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
         archive_with_pgbackrest(server, SERVER, {**settings.options, **settings.secrets})
         server.start()
         defs = definitions_for(config)
-        good = materialize_server(defs, instance, names.BASE_BACKUP)
+        with CommandLineWatch((passphrase, password)) as watch:
+            good = materialize_server(defs, instance, names.BASE_BACKUP)
+            test = materialize_server(defs, instance, names.PITR_RESTORE_TEST)
         assert good.success, failure_messages(good)
+        assert test.success, failure_messages(test)  # the encrypted repository restores
+        assert {"pgbackrest", "pg_ctl"} <= watch.programs_seen and not watch.leaks
 
         monkeypatch.setenv("TEST_CIPHER_PASS", wrong)
-        bad = materialize_server(definitions_for(config), instance, names.BASE_BACKUP)
+        with CommandLineWatch((passphrase, wrong, password)) as watch:
+            bad = materialize_server(definitions_for(config), instance, names.BASE_BACKUP)
+        assert "pgbackrest" in watch.programs_seen and not watch.leaks
 
         message = failure_messages(bad)
         assert not bad.success and "server 'main'" in message
@@ -593,3 +602,156 @@ def run_prune(defs: Definitions, instance: DagsterInstance, *, dry_run: bool):
     )
     (observation,) = result.asset_observations_for_node("expire_server_backups")
     return observation
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A CA, the database host's server certificate (127.0.0.1) and the backup worker's client
+    certificate (CN backup-worker), readable by postgres only."""
+    folder.mkdir()
+    files = {
+        name: folder / f"{name}.pem"
+        for name in ("ca", "ca-key", "server", "server-key", "client", "client-key")
+    }
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(files["ca-key"]),
+        "-out",
+        str(files["ca"]),
+    )
+    for name, subject, extension in [
+        ("server", "/CN=127.0.0.1", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"),
+        ("client", "/CN=backup-worker", "extendedKeyUsage=clientAuth"),
+    ]:
+        request = folder / f"{name}.csr"
+        openssl(
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            str(files[f"{name}-key"]),
+            "-out",
+            str(request),
+        )
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(files["ca"]),
+            "-CAkey",
+            str(files["ca-key"]),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(folder / f"{name}.ext"),
+            "-out",
+            str(files[name]),
+        )
+    for path in [folder, *folder.iterdir()]:
+        shutil.chown(path, "postgres", "postgres")
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return files
+
+
+def test_backups_through_the_database_hosts_tls_server(
+    https_s3_endpoint, s3_endpoint, bucket, pitr_home, cluster, instance, monkeypatch
+):
+    """The production topology on one machine: archive-push on the database host into S3, the
+    backup driven from the worker through pgBackRest's TLS server on the database host."""
+    endpoint, ca_file = https_s3_endpoint
+    password = uuid.uuid4().hex
+    server = LocalCluster(pitr_home / "tls-server", _free_port(), password)
+    server.init()
+    tls = _certificates(pitr_home / "tls")
+    tls_port = _free_port()
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    repository = {
+        "s3": {"bucket": bucket, "endpoint": endpoint, "uri_style": "path", "ca_file": str(ca_file)}
+    }
+    worker = server_config(server, repository)
+    worker[SERVER]["pgbackrest_server"] = {
+        "host": "127.0.0.1",
+        "port": tls_port,
+        "ca_file": str(tls["ca"]),
+        "cert_file": str(tls["client"]),
+        "key_file": str(tls["client-key"]),
+    }
+    document = config_document(
+        cluster, {"local": {"path": str(pitr_home / "tls-backups")}}, servers=worker
+    )
+    config = pitr_home / "tls.yaml"
+    config.write_text(yaml.safe_dump(document))
+    settings = repository_from_config(load_config(config), SERVER)
+    database_host = archive_with_pgbackrest(
+        server,
+        SERVER,
+        {
+            **settings.options,
+            **settings.secrets,
+            "tls-server-address": "127.0.0.1",
+            "tls-server-port": str(tls_port),
+            "tls-server-ca-file": str(tls["ca"]),
+            "tls-server-cert-file": str(tls["server"]),
+            "tls-server-key-file": str(tls["server-key"]),
+            "tls-server-auth": f"backup-worker={SERVER}",
+        },
+    )
+    assert database_host
+    server.start()
+    tls_server = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "pgbackrest",
+            f"--config={server.root / 'pgbackrest.conf'}",
+            "server",
+        ],
+        env={"PATH": os.environ["PATH"], "PGPASSWORD": password},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", tls_port)) != 0:
+            assert time.monotonic() < deadline and tls_server.poll() is None
+            time.sleep(0.1)
+        defs = definitions_for(config)
+        backup = materialize_server(defs, instance, names.BASE_BACKUP)
+        assert backup.success, failure_messages(backup)
+        test = materialize_server(defs, instance, names.PITR_RESTORE_TEST)
+        assert test.success, failure_messages(test)
+        assert check_evaluations(test)[names.PITR_RESTORE_PROVEN].passed
+
+        # The backup really goes through the TLS server: without it, nothing proceeds.
+        os.killpg(tls_server.pid, signal.SIGTERM)
+        tls_server.wait(timeout=10)
+        engine = BackupSettings(config_path=str(config)).server_engine(SERVER)
+        with pytest.raises(PgBackRestError, match="server 'main': pgbackrest backup"):
+            dataclasses.replace(engine, timeout_seconds=15).backup("full")
+    finally:
+        if tls_server.poll() is None:
+            os.killpg(tls_server.pid, signal.SIGKILL)
+        server.destroy()

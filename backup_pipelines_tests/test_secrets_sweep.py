@@ -7,50 +7,23 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
-from backup_pipelines_tests.helpers import BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, backup_url, today
+from backup_pipelines_tests.helpers import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
+    CommandLineWatch,
+    backup_url,
+    today,
+)
 
 
 def new_age_identity() -> str:
     generated = subprocess.run(["age-keygen"], check=True, capture_output=True, text=True).stdout
     return next(line for line in generated.splitlines() if line.startswith("AGE-SECRET-KEY-"))
-
-
-class CommandLineWatch:
-    """Reads every process's argv from /proc every few milliseconds while it runs."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.secrets = secrets
-        self.programs_seen: set[str] = set()
-        self.leaks: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.005):
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    argv = cmdline.read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                program = Path(argv[0].decode(errors="replace")).name
-                self.programs_seen.add(program)
-                text = b" ".join(argv).decode(errors="replace")
-                if any(secret in text for secret in self.secrets):
-                    self.leaks.append(text)
-
-    def __enter__(self) -> "CommandLineWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def dagster_cli(home: Path, config: Path, *command: str) -> subprocess.CompletedProcess:

@@ -321,6 +321,17 @@ class PitrRestoreTestConfig(_Strict):
         return _require_cron(value)
 
 
+class PgBackRestServerConfig(_Strict):
+    """The database host's pgBackRest TLS server (`pgbackrest server`): backups are then driven
+    from this machine (a repository host) without access to the data directory."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=8432, ge=1, le=65535)
+    ca_file: str = Field(min_length=1)  # the CA that signed the server's certificate
+    cert_file: str = Field(min_length=1)  # this client's certificate (its CN is authorized)
+    key_file: str = Field(min_length=1)
+
+
 class ServerConfig(_Strict):
     """A PostgreSQL server (cluster) with WAL archiving: point-in-time recovery."""
 
@@ -330,6 +341,10 @@ class ServerConfig(_Strict):
     # a folder, else /var/run/postgresql.
     socket_directory: str | None = None
     pgbackrest: PgBackRestConfig
+    pgbackrest_server: PgBackRestServerConfig | None = None
+    # The OS user pgBackRest and pg_ctl run as; default: the data directory's owner (postgres
+    # with pgbackrest_server).
+    os_user: str | None = None
     backup_schedule: str = "0 1 * * *"  # a base backup each day
     full_backup: str = "0 1 * * 0"  # days this cron falls on take a full, others a diff
     archive_lag_alert_minutes: float = Field(default=15, gt=0)

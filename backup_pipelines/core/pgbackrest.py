@@ -142,8 +142,30 @@ class Engine:
     repository: Repository
     process_max: int = 2
     timeout_seconds: int = 6 * 3600
+    # pg1-host-* options when the data directory is reached through pgBackRest's TLS server on
+    # the database host; empty: the data directory is on this machine.
+    database_host: Mapping[str, str] = field(default_factory=dict)
+    os_user: str | None = None  # pgBackRest runs as this user (when this process is root)
 
-    def environment(self, **extra: str) -> dict[str, str]:
+    @property
+    def remote(self) -> bool:
+        return bool(self.database_host)
+
+    def as_user(self) -> list[str]:
+        """The prefix that runs a program as `os_user` (pgBackRest and pg_ctl refuse root)."""
+        if os.geteuid() != 0 or self.os_user in (None, "root"):
+            return []
+        return ["runuser", "-u", str(self.os_user), "--"]
+
+    def give(self, path: Path) -> None:
+        """Hand a folder this process made to `os_user`, who writes into it."""
+        if os.geteuid() == 0 and self.os_user not in (None, "root"):
+            entry = pwd.getpwnam(str(self.os_user))
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def environment(self, *, local: bool = False, **extra: str) -> dict[str, str]:
+        """pgBackRest's settings as PGBACKREST_* variables; `local`: for a command that works
+        on this machine's files (a restore), without the database host's TLS settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_SETTINGS)}
         options = {
             "CONFIG": "/dev/null",  # only what this engine says; not /etc/pgbackrest.conf
@@ -162,16 +184,18 @@ class Engine:
         }
         env.update({f"PGBACKREST_{name}": value for name, value in options.items()})
         settings = {**self.repository.options, **self.repository.secrets}
+        if not local:
+            settings |= self.database_host
         env.update({option_variable(name): value for name, value in settings.items()})
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         return env
 
-    def run(self, command: str, *args: str, **options: str) -> str:
-        """Run one pgBackRest command as the data directory's owner; returns its stdout."""
+    def run(self, command: str, *args: str, local: bool = False, **options: str) -> str:
+        """Run one pgBackRest command as `os_user`; returns its stdout."""
         self.require_data_directory()
-        argv = [*_as_owner_of(self.data_directory), PGBACKREST, command, *args]
-        with _process_group(argv, self.environment(**options)) as process:
+        argv = [*self.as_user(), PGBACKREST, command, *args]
+        with _process_group(argv, self.environment(local=local, **options)) as process:
             try:
                 out, err = process.communicate(timeout=self.timeout_seconds)
             except subprocess.TimeoutExpired:
@@ -184,7 +208,7 @@ class Engine:
         return out
 
     def require_data_directory(self) -> None:
-        if not self.data_directory.is_dir():
+        if not self.remote and not self.data_directory.is_dir():
             raise PgBackRestError(
                 f"server {self.server!r}: data_directory {self.data_directory} does not exist "
                 f"here; set servers.{self.server}.data_directory to the server's data folder "
@@ -205,7 +229,7 @@ class Engine:
         """Initialise the repository for this server (safe to repeat)."""
         folder = self.repository.options.get("repo1-path")
         if self.repository.options.get("repo1-type", "posix") == "posix" and folder:
-            _make_owned_folder(Path(folder), self.data_directory)
+            _make_owned_folder(Path(folder), self)
         self.run("stanza-create")
 
     def check(self) -> None:
@@ -251,7 +275,7 @@ class Engine:
 
     def restore(self, target_directory: Path, target: RecoveryTarget) -> None:
         """Restore into `target_directory` (empty or absent), set to recover to `target`."""
-        self.run("restore", PG1_PATH=str(target_directory), **target.options())
+        self.run("restore", local=True, PG1_PATH=str(target_directory), **target.options())
 
     def expire(self, labels: list[str], *, dry_run: bool) -> list[str]:
         """Expire the given full backups with the backups built on them; returns pgBackRest's
@@ -302,6 +326,13 @@ _WRONG_KEY = ("unable to load info file", "cipher", "decrypt")
 
 def _hint(message: str, engine: Engine) -> str:
     lowered = message.lower()
+    if engine.remote and "unable to find primary cluster" in lowered:
+        host = engine.database_host
+        return (
+            f": is the database host's pgBackRest TLS server (pgbackrest server) running at "
+            f"{host['pg1-host']}:{host['pg1-host-port']}, accepting this client's certificate, "
+            "and PostgreSQL running there?"
+        )
     if engine.repository.encrypted and any(sign in lowered for sign in _WRONG_KEY):
         # pgBackRest cannot tell a wrong passphrase from damage: it decrypts into garbage.
         return (
@@ -314,25 +345,20 @@ def _hint(message: str, engine: Engine) -> str:
     return f" (repository {engine.repository.describe()})"
 
 
-def _as_owner_of(path: Path) -> list[str]:
-    """pgBackRest must run as the data directory's owner; as root, switch to that user."""
-    if os.geteuid() != 0:
-        return []
+def owner_of(path: Path) -> str | None:
+    """The user owning `path` (None when it is not on this machine)."""
     try:
-        owner = pwd.getpwuid(path.stat().st_uid).pw_name
-    except FileNotFoundError:
-        return []
-    return [] if owner == "root" else ["runuser", "-u", owner, "--"]
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (FileNotFoundError, KeyError):
+        return None
 
 
-def _make_owned_folder(folder: Path, data_directory: Path) -> None:
-    """A local repository folder, owned like the data directory (pgBackRest writes it)."""
+def _make_owned_folder(folder: Path, engine: Engine) -> None:
+    """A local repository folder, owned by the user pgBackRest runs as."""
     if folder.exists():
         return
     folder.mkdir(parents=True)
-    if os.geteuid() == 0:
-        owner = data_directory.stat()
-        os.chown(folder, owner.st_uid, owner.st_gid)
+    engine.give(folder)
 
 
 @contextlib.contextmanager
@@ -411,14 +437,31 @@ def engine_from_config(config: BackupConfig, server: str, connection: Connection
         if settings.socket_directory
         else (host if host.startswith("/") else None)
     )
+    data_directory = config.local_path(settings.data_directory, f"{where}.data_directory")
+    tls = settings.pgbackrest_server
+    database_host = (
+        {
+            "pg1-host": tls.host,
+            "pg1-host-type": "tls",
+            "pg1-host-port": str(tls.port),
+            "pg1-host-ca-file": tls.ca_file,
+            "pg1-host-cert-file": tls.cert_file,
+            "pg1-host-key-file": tls.key_file,
+        }
+        if tls
+        else {}
+    )
+    default_user = "postgres" if tls else owner_of(data_directory)
     return Engine(
         server=server,
         stanza=settings.pgbackrest.stanza or server,
-        data_directory=config.local_path(settings.data_directory, f"{where}.data_directory"),
+        data_directory=data_directory,
         port=int(connection.params.get("port", "5432")),
         socket_directory=socket_directory,
         user=connection.params.get("user", "postgres"),
         password=connection.password,
         repository=repository_from_config(config, server),
         process_max=settings.pgbackrest.process_max,
+        database_host=database_host,
+        os_user=settings.os_user or default_user,
     )

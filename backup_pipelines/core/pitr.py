@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -347,7 +345,8 @@ def restored_copy(
     holder = Path(tempfile.mkdtemp(prefix=f"pitr-{engine.stanza}-", dir=place.parent))
     directory = holder / "data"
     try:
-        _give_to_owner_of(holder, engine.data_directory)
+        engine.give(holder)
+        holder.chmod(0o700)
         started = time.monotonic()
         engine.restore(directory, target)
         restore_seconds = time.monotonic() - started
@@ -378,7 +377,7 @@ def _start(
     log = socket_dir / "restore-start.log"
     done = subprocess.run(
         [
-            *_as_owner(engine.data_directory),
+            *engine.as_user(),
             str(bin_dir / "pg_ctl"),
             "-D",
             str(copy.directory),
@@ -393,7 +392,7 @@ def _start(
         ],
         # restore_command (pgbackrest archive-get) reads the repository from this environment,
         # so no file holds its keys; it is only needed until the copy is promoted.
-        env=engine.environment(PG1_PATH=str(copy.directory)),
+        env=engine.environment(local=True, PG1_PATH=str(copy.directory)),
         capture_output=True,
         text=True,
         cwd="/",
@@ -424,7 +423,7 @@ def _stop(engine: Engine, directory: Path, bin_dir: Path) -> None:
     if (directory / "postmaster.pid").exists():
         subprocess.run(
             [
-                *_as_owner(engine.data_directory),
+                *engine.as_user(),
                 str(bin_dir / "pg_ctl"),
                 "-D",
                 str(directory),
@@ -449,20 +448,6 @@ def _tail(log: Path, lines: int = 3) -> str:
 
 
 _SEVERE = ("FATAL", "PANIC", "ERROR")
-
-
-def _as_owner(path: Path) -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    owner = pwd.getpwuid(path.stat().st_uid).pw_name
-    return [] if owner == "root" else ["runuser", "-u", owner, "--"]
-
-
-def _give_to_owner_of(path: Path, data_directory: Path) -> None:
-    if os.geteuid() == 0:
-        stat = data_directory.stat()
-        os.chown(path, stat.st_uid, stat.st_gid)
-    path.chmod(0o700)
 
 
 # --- proving a restored copy ------------------------------------------------------------------
@@ -627,9 +612,9 @@ def restore_server(
     replacing = destination.exists() and any(destination.iterdir())
     if not destination.exists():
         destination.mkdir(mode=0o700, parents=True)
-        _give_to_owner_of(destination, engine.data_directory)
+        engine.give(destination)
     delta = ["--delta"] if replacing else []
-    engine.run("restore", *delta, PG1_PATH=str(destination), **request.target.options())
+    engine.run("restore", *delta, local=True, PG1_PATH=str(destination), **request.target.options())
     if request.port is not None:
         copy = RestoredServer(
             destination, request.port, _scratch_connection(source, destination, request.port)

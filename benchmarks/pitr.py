@@ -1,0 +1,275 @@
+"""Point-in-time recovery against bare pgBackRest, measured in one run:
+
+    .venv/bin/python benchmarks/pitr.py --scale 150 --load-seconds 120
+
+1. a full base backup through Dagster (the base_backup asset: backup, info, verify, the window)
+   vs bare `pgbackrest backup --type=full` with the same options (timed before and after);
+2. the PITR restore test (markers, restore, start, replay, promotion, validation, removal) vs
+   bare `pgbackrest restore --type=time` + `pg_ctl start` until promoted, to a target made the
+   same way; the RTO of the server;
+3. the archive lag (the RPO) sampled every second under `pgbench -T` load, with
+   archive_timeout = 60 s as the README recommends: median, p95, max.
+
+The pgbench database is built once in --home and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import yaml
+from dagster import DagsterInstance, materialize
+
+from backup_pipelines import names
+from backup_pipelines.core import pitr
+from backup_pipelines.core.config import load_config
+from backup_pipelines.core.dump import utc_today
+from backup_pipelines.core.pgbackrest import repository_from_config
+from backup_pipelines.core.postgres import Connection
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest, free_port
+
+SERVER = "bench"
+PASSWORD = "bench-superuser-password"
+
+
+def prepare(home: Path, scale: int) -> tuple[LocalCluster, Path]:
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    cluster = LocalCluster(home / "server", free_port(), PASSWORD)
+    config = home / "backup_pipelines.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"local": {"path": str(home / "backups")}},
+                "databases": {"pgbench": {"url": cluster.url("pgbench")}},
+                "servers": {
+                    SERVER: {
+                        "url": cluster.url(),
+                        "data_directory": str(cluster.data_dir),
+                        "socket_directory": str(cluster.root),
+                        "pgbackrest": {"path": str(home / "repository")},
+                    }
+                },
+            }
+        )
+    )
+    fresh = not cluster.initialized
+    if fresh:
+        cluster.init()
+    repository = repository_from_config(load_config(config), SERVER)
+    archive_with_pgbackrest(cluster, SERVER, {**repository.options, **repository.secrets})
+    cluster.start()
+    settings = BackupSettings(config_path=str(config))
+    settings.server_engine(SERVER).create_stanza()
+    if fresh:
+        print(f"building a scale-{scale} pgbench database (once; reused from {home})")
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE pgbench")
+        subprocess.run(
+            [
+                str(cluster.bin_dir / "pgbench"),
+                "-i",
+                "-q",
+                "-s",
+                str(scale),
+                cluster.url("pgbench"),
+            ],
+            check=True,
+        )
+    return cluster, config
+
+
+def timed(action) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def backup_figures(config: Path) -> dict[str, float]:
+    settings = BackupSettings(config_path=str(config))
+    engine = settings.server_engine(SERVER)
+    defs = build_definitions(load_config(config), str(config))
+    key = names.server_key(SERVER, names.BASE_BACKUP)
+    op_name = defs.resolve_assets_def(key).op.name
+
+    def through_dagster() -> None:
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize(
+                assets=list(defs.assets or []),
+                selection=[key],
+                partition_key=utc_today(),
+                instance=instance,
+                resources=defs.resources,
+                run_config={"ops": {op_name: {"config": {"kind": "full"}}}},
+            )
+            assert result.success
+
+    before = timed(lambda: engine.run("backup", "--type=full"))
+    dagster = timed(through_dagster)
+    after = timed(lambda: engine.run("backup", "--type=full"))
+    return {"bare_before": before, "dagster": dagster, "bare_after": after}
+
+
+def restore_figures(cluster: LocalCluster, config: Path) -> dict[str, float]:
+    settings = BackupSettings(config_path=str(config))
+    engine, source = settings.server_engine(SERVER), settings.server_connection(SERVER)
+    place = settings.scratch_place(SERVER)
+
+    started = time.monotonic()
+    report = pitr.run_pitr_restore_test(engine, source, place)
+    test_seconds = time.monotonic() - started
+    assert not report.problems(), report.problems()
+
+    markers = pitr.write_markers(source, f"bare {time.time()}")
+    pitr.wait_until_archived(SERVER, source, markers.wal)
+    bare_restore, bare_total = bare_restore_and_start(cluster, engine, markers)
+    return {
+        "test": test_seconds,
+        "test_rto": report.total_seconds,
+        "test_restore": report.restore_seconds,
+        "bare_restore": bare_restore,
+        "bare_total": bare_total,
+        "wal_replayed_mib": report.wal_replayed_bytes / 2**20,
+    }
+
+
+def bare_restore_and_start(
+    cluster: LocalCluster, engine, markers: pitr.MarkerPair
+) -> tuple[float, float]:
+    """pgbackrest restore + pg_ctl start, polled until promoted: what an operator runs."""
+    holder = Path(tempfile.mkdtemp(prefix="bench-bare-restore-"))
+    shutil.chown(holder, "postgres", "postgres")
+    target, port = holder / "data", free_port()
+    env = engine.environment(PG1_PATH=str(target))
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_postgres, str(cluster.bin_dir / "pg_ctl"), "-D", str(target)]
+    try:
+        started = time.monotonic()
+        subprocess.run(
+            [
+                *as_postgres,
+                "pgbackrest",
+                "restore",
+                "--type=time",
+                "--target-action=promote",
+                f"--target={pitr.target_time(markers.target).value}",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        restored = time.monotonic() - started
+        subprocess.run(
+            [
+                *pg_ctl,
+                "-l",
+                str(holder / "log"),
+                "-o",
+                f"-p {port} -k {holder} -c listen_addresses='' -c archive_mode=off",
+                "-w",
+                "start",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        url = f"postgresql://postgres:{PASSWORD}@/postgres?host={holder}&port={port}"
+        while True:
+            with psycopg.connect(url, autocommit=True) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    break
+            time.sleep(0.1)
+        return restored, time.monotonic() - started
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def lag_figures(cluster: LocalCluster, seconds: int) -> dict[str, float]:
+    source = Connection.from_url(SERVER, cluster.url())
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            samples.append(pitr.archiver_status(source).lag_seconds)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    subprocess.run(
+        [
+            str(cluster.bin_dir / "pgbench"),
+            "-T",
+            str(seconds),
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-n",
+            "-q",
+            cluster.url("pgbench"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    stop.set()
+    sampler.join()
+    ordered = sorted(samples)
+    return {
+        "samples": len(samples),
+        "median": statistics.median(ordered),
+        "p95": ordered[int(0.95 * (len(ordered) - 1))],
+        "max": ordered[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=150)
+    parser.add_argument("--load-seconds", type=int, default=120)
+    parser.add_argument("--home", type=Path, default=Path("/var/tmp/backup-pipelines-bench-pitr"))
+    options = parser.parse_args()
+    cluster, config = prepare(options.home, options.scale)
+    try:
+        with psycopg.connect(cluster.url("pgbench")) as conn:
+            size = conn.execute("SELECT pg_database_size('pgbench')").fetchone()[0]
+        print(f"pgbench scale {options.scale}: {size / 2**30:.2f} GiB")
+        backup = backup_figures(config)
+        bare = (backup["bare_before"] + backup["bare_after"]) / 2
+        print(
+            f"full base backup: bare pgbackrest {backup['bare_before']:.1f} s / "
+            f"{backup['bare_after']:.1f} s (before/after), "
+            f"through Dagster {backup['dagster']:.1f} s"
+            f" -> {backup['dagster'] / bare:.2f}x (goal <= 1.10x)"
+        )
+        restore = restore_figures(cluster, config)
+        print(
+            f"PITR restore test: {restore['test']:.1f} s in all (RTO measured by the test "
+            f"{restore['test_rto']:.1f} s, pgbackrest restore {restore['test_restore']:.1f} s, "
+            f"{restore['wal_replayed_mib']:.0f} MiB WAL replayed); "
+            "bare restore + start + promotion "
+            f"{restore['bare_total']:.1f} s (restore {restore['bare_restore']:.1f} s) -> "
+            f"{restore['test'] / restore['bare_total']:.2f}x (goal <= 1.20x)"
+        )
+        lag = lag_figures(cluster, options.load_seconds)
+        print(
+            f"archive lag under pgbench -T {options.load_seconds} -c 4 ({lag['samples']:.0f} "
+            f"samples): median {lag['median']:.1f} s, p95 {lag['p95']:.1f} s, max "
+            f"{lag['max']:.1f} s (goal: p95 < 60 s)"
+        )
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
