@@ -16,7 +16,8 @@ from backup_pipelines import names
 from backup_pipelines_tests.helpers import definitions_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.txt"
-# Every kind of definition appears: S3 storage (bucket snapshots), two servers, a capacity.
+# Every kind of definition appears: S3 storage (bucket snapshots), two database servers, a
+# capacity, a PITR server.
 CONFIG = {
     "storage": {"s3": {"bucket": "acme-backups", "prefix": "postgres"}, "capacity_gb": 100},
     "databases": {
@@ -25,6 +26,13 @@ CONFIG = {
     },
     "buckets": {"media": {"bucket": "acme-uploads"}},
     "restore_test": {"test_each_new_archive": True},
+    "servers": {
+        "db1": {
+            "url": "postgresql://backup_admin@db1:5432/postgres",
+            "data_directory": "/var/lib/postgresql/15/main",
+            "pgbackrest": {"s3": {"endpoint": "s3.eu-central-1.amazonaws.com"}},
+        }
+    },
 }
 
 
