@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import psycopg
+import pytest
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
@@ -24,8 +25,10 @@ from psycopg import sql
 
 from backup_pipelines import names
 from backup_pipelines.core.config import load_config
+from backup_pipelines.core.pgbackrest import repository_from_config
 from backup_pipelines.definitions import build_definitions
-from backup_pipelines_demo.cluster import LocalCluster
+from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
 
 # Distinctive, so a test can search every log line and event for it.
 BACKUP_PASSWORD = "Pw-7qZ1x-never-print-me"
@@ -315,3 +318,35 @@ class CommandLineWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+PITR_PASSWORD_ENV = "TEST_PITR_SUPERUSER_PASSWORD"
+
+
+def server_document(cluster: LocalCluster, repository: dict, name: str = "main") -> dict:
+    """A `servers:` entry for `cluster`: its superuser (password as ${TEST_PITR_…}), its data
+    directory and socket, the given pgBackRest repository."""
+    return {
+        name: {
+            "url": cluster.url().replace(cluster.superuser_password, f"${{{PITR_PASSWORD_ENV}}}"),
+            "data_directory": str(cluster.data_dir),
+            "socket_directory": str(cluster.root),
+            "pgbackrest": repository,
+        }
+    }
+
+
+def start_archiving(
+    cluster: LocalCluster, config: Path, name: str = "main", **database_host: str
+) -> None:
+    """Make `cluster` archive its WAL into the repository `config` gives server `name` (plus
+    any further pgBackRest options of the database host), start it and create the stanza."""
+    repository = repository_from_config(load_config(config), name)
+    options = {**repository.options, **repository.secrets, **database_host}
+    archive_with_pgbackrest(cluster, name, options)
+    cluster.start()
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        env.setenv(PITR_PASSWORD_ENV, cluster.superuser_password)
+        if not database_host:  # through a TLS server the stanza is made by the first backup
+            BackupSettings(config_path=str(config)).server_engine(name).create_stanza()

@@ -25,36 +25,26 @@ from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
 from backup_pipelines.core import pitr
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.pgbackrest import PgBackRestError, repository_from_config
+from backup_pipelines.core.pgbackrest import PgBackRestError, RepositoryInfo
 from backup_pipelines.core.postgres import Connection
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
+from backup_pipelines_demo.cluster import LocalCluster
 from backup_pipelines_tests.helpers import (
+    PITR_PASSWORD_ENV,
     CommandLineWatch,
     RunbookParser,
     config_document,
     definitions_for,
     failure_messages,
     materialize_runbook,
+    server_document,
+    start_archiving,
     today,
 )
 
 SERVER = "main"
-PASSWORD_ENV = "TEST_PITR_SUPERUSER_PASSWORD"
-
-
-def server_config(cluster: LocalCluster, repository: dict, **extra) -> dict:
-    return {
-        SERVER: {
-            "url": cluster.url().replace(cluster.superuser_password, f"${{{PASSWORD_ENV}}}"),
-            "data_directory": str(cluster.data_dir),
-            "socket_directory": str(cluster.root),
-            "pgbackrest": repository,
-            **extra,
-        }
-    }
+PASSWORD_ENV = PITR_PASSWORD_ENV
 
 
 @pytest.fixture(scope="module")
@@ -75,23 +65,16 @@ def archiving(pitr_home: Path, cluster: LocalCluster) -> Iterator[tuple[LocalClu
     document = config_document(
         cluster,
         {"local": {"path": str(pitr_home / "backups")}},
-        servers=server_config(server, {"path": str(pitr_home / "repository")}),
+        servers=server_document(server, {"path": str(pitr_home / "repository")}),
     )
     config_path.write_text(yaml.safe_dump(document))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(PASSWORD_ENV, password)
-        env.setenv("TEST_BACKUP_PASSWORD", "unused")
-        env.setenv("TEST_RESTORE_PASSWORD", "unused")
-        repository = repository_from_config(load_config(config_path), SERVER)
-        archive_with_pgbackrest(server, SERVER, {**repository.options, **repository.secrets})
-        server.start()
-        BackupSettings(config_path=str(config_path)).server_engine(SERVER).create_stanza()
-        with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
-        try:
-            yield server, config_path
-        finally:
-            server.destroy()
+    start_archiving(server, config_path)
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
+    try:
+        yield server, config_path
+    finally:
+        server.destroy()
 
 
 @pytest.fixture
@@ -100,6 +83,29 @@ def env(archiving, monkeypatch) -> Path:
     monkeypatch.setenv(PASSWORD_ENV, server.superuser_password)
     monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(config_path))
     return config_path
+
+
+def own_server(
+    monkeypatch: pytest.MonkeyPatch,
+    pitr_home: Path,
+    cluster: LocalCluster,
+    name: str,
+    repository: dict,
+    **server: object,
+) -> tuple[LocalCluster, Path]:
+    """A fresh cluster of a test's own (initialized, not started) and its configuration file;
+    its superuser password is in the environment (PITR_PASSWORD_ENV) for the test's duration."""
+    instance = LocalCluster(pitr_home / name, _free_port(), uuid.uuid4().hex)
+    instance.init()
+    servers = server_document(instance, repository)
+    servers[SERVER].update(server)
+    document = config_document(
+        cluster, {"local": {"path": str(pitr_home / f"{name}-backups")}}, servers=servers
+    )
+    config = pitr_home / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv(PASSWORD_ENV, instance.superuser_password)
+    return instance, config
 
 
 def _free_port() -> int:
@@ -295,7 +301,7 @@ def _with_server_settings(env: Path, tmp_path: Path, **changes) -> Path:
 
 
 def test_a_server_without_wal_archiving_is_refused_by_name(env, cluster, tmp_path, instance):
-    plain = server_config(cluster, {"path": str(tmp_path / "repository")})[SERVER]
+    plain = server_document(cluster, {"path": str(tmp_path / "repository")})[SERVER]
     config = _with_server_settings(env, tmp_path, **plain)
     os.environ[PASSWORD_ENV] = cluster.superuser_password
 
@@ -344,27 +350,13 @@ def test_missing_data_directory_and_busy_scratch_port_are_named(env, archiving, 
 def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
     pitr_home, cluster, instance, monkeypatch
 ):
-    password = uuid.uuid4().hex
-    server = LocalCluster(pitr_home / "encrypted", _free_port(), password)
-    server.init()
+    passphrase, wrong = f"right-{uuid.uuid4().hex}", f"wrong-{uuid.uuid4().hex}"
+    monkeypatch.setenv("TEST_CIPHER_PASS", passphrase)
+    repository = {"path": str(pitr_home / "encrypted-repo"), "cipher_pass": "${TEST_CIPHER_PASS}"}
+    server, config = own_server(monkeypatch, pitr_home, cluster, "encrypted", repository)
+    password = server.superuser_password
     try:
-        passphrase, wrong = f"right-{uuid.uuid4().hex}", f"wrong-{uuid.uuid4().hex}"
-        monkeypatch.setenv(PASSWORD_ENV, password)
-        monkeypatch.setenv("TEST_CIPHER_PASS", passphrase)
-        repository = {
-            "path": str(pitr_home / "encrypted-repo"),
-            "cipher_pass": "${TEST_CIPHER_PASS}",
-        }
-        document = config_document(
-            cluster,
-            {"local": {"path": str(pitr_home / "encrypted-backups")}},
-            servers=server_config(server, repository),
-        )
-        config = pitr_home / "encrypted.yaml"
-        config.write_text(yaml.safe_dump(document))
-        settings = repository_from_config(load_config(config), SERVER)
-        archive_with_pgbackrest(server, SERVER, {**settings.options, **settings.secrets})
-        server.start()
+        start_archiving(server, config)
         defs = definitions_for(config)
         with CommandLineWatch((passphrase, password)) as watch:
             good = materialize_server(defs, instance, names.BASE_BACKUP)
@@ -388,33 +380,21 @@ def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
         server.destroy()
 
 
+def https_repository(endpoint_and_ca: tuple[str, Path], bucket: str) -> dict:
+    endpoint, ca_file = endpoint_and_ca
+    return {
+        "s3": {"bucket": bucket, "endpoint": endpoint, "uri_style": "path", "ca_file": str(ca_file)}
+    }
+
+
 def test_s3_repository_over_https_backs_up_and_proves_a_restore(
     https_s3_endpoint, s3_endpoint, bucket, pitr_home, cluster, instance, monkeypatch
 ):
-    endpoint, ca_file = https_s3_endpoint
-    password = uuid.uuid4().hex
-    server = LocalCluster(pitr_home / "s3-server", _free_port(), password)
-    server.init()
+    server, config = own_server(
+        monkeypatch, pitr_home, cluster, "s3-server", https_repository(https_s3_endpoint, bucket)
+    )
     try:
-        monkeypatch.setenv(PASSWORD_ENV, password)
-        repository = {
-            "s3": {
-                "bucket": bucket,
-                "endpoint": endpoint,
-                "uri_style": "path",
-                "ca_file": str(ca_file),
-            }
-        }
-        document = config_document(
-            cluster,
-            {"local": {"path": str(pitr_home / "s3-backups")}},
-            servers=server_config(server, repository),
-        )
-        config = pitr_home / "s3.yaml"
-        config.write_text(yaml.safe_dump(document))
-        settings = repository_from_config(load_config(config), SERVER)
-        archive_with_pgbackrest(server, SERVER, {**settings.options, **settings.secrets})
-        server.start()
+        start_archiving(server, config)
         defs = definitions_for(config)
 
         backup = materialize_server(defs, instance, names.BASE_BACKUP)
@@ -678,36 +658,27 @@ def test_backups_through_the_database_hosts_tls_server(
 ):
     """The production topology on one machine: archive-push on the database host into S3, the
     backup driven from the worker through pgBackRest's TLS server on the database host."""
-    endpoint, ca_file = https_s3_endpoint
-    password = uuid.uuid4().hex
-    server = LocalCluster(pitr_home / "tls-server", _free_port(), password)
-    server.init()
     tls = _certificates(pitr_home / "tls")
     tls_port = _free_port()
-    monkeypatch.setenv(PASSWORD_ENV, password)
-    repository = {
-        "s3": {"bucket": bucket, "endpoint": endpoint, "uri_style": "path", "ca_file": str(ca_file)}
-    }
-    worker = server_config(server, repository)
-    worker[SERVER]["pgbackrest_server"] = {
-        "host": "127.0.0.1",
-        "port": tls_port,
-        "ca_file": str(tls["ca"]),
-        "cert_file": str(tls["client"]),
-        "key_file": str(tls["client-key"]),
-    }
-    document = config_document(
-        cluster, {"local": {"path": str(pitr_home / "tls-backups")}}, servers=worker
+    server, config = own_server(
+        monkeypatch,
+        pitr_home,
+        cluster,
+        "tls-server",
+        https_repository(https_s3_endpoint, bucket),
+        pgbackrest_server={
+            "host": "127.0.0.1",
+            "port": tls_port,
+            "ca_file": str(tls["ca"]),
+            "cert_file": str(tls["client"]),
+            "key_file": str(tls["client-key"]),
+        },
     )
-    config = pitr_home / "tls.yaml"
-    config.write_text(yaml.safe_dump(document))
-    settings = repository_from_config(load_config(config), SERVER)
-    database_host = archive_with_pgbackrest(
+    password = server.superuser_password
+    start_archiving(
         server,
-        SERVER,
-        {
-            **settings.options,
-            **settings.secrets,
+        config,
+        **{
             "tls-server-address": "127.0.0.1",
             "tls-server-port": str(tls_port),
             "tls-server-ca-file": str(tls["ca"]),
@@ -716,8 +687,6 @@ def test_backups_through_the_database_hosts_tls_server(
             "tls-server-auth": f"backup-worker={SERVER}",
         },
     )
-    assert database_host
-    server.start()
     tls_server = subprocess.Popen(
         [
             "runuser",
@@ -750,7 +719,8 @@ def test_backups_through_the_database_hosts_tls_server(
         tls_server.wait(timeout=10)
         engine = BackupSettings(config_path=str(config)).server_engine(SERVER)
         with pytest.raises(PgBackRestError, match="server 'main': pgbackrest backup"):
-            dataclasses.replace(engine, timeout_seconds=15).backup("full")
+            nothing = RepositoryInfo([], None, None, "ok")
+            dataclasses.replace(engine, timeout_seconds=15).backup("full", nothing)
     finally:
         if tls_server.poll() is None:
             os.killpg(tls_server.pid, signal.SIGKILL)

@@ -4,8 +4,11 @@ way the demo submits them. Each test saves a screenshot under ui-screenshots/ (i
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +20,16 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from backup_pipelines import names
 from backup_pipelines.core.dump import utc_today
 from backup_pipelines.trigger.remote import Deployment, location_of
-from backup_pipelines_demo.cluster import free_port
+from backup_pipelines_demo.cluster import LocalCluster, free_port
 from backup_pipelines_demo.first_runs import first_runs
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
+    PITR_PASSWORD_ENV,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
     config_document,
+    server_document,
+    start_archiving,
     stop,
 )
 
@@ -40,12 +46,31 @@ class RunningDeployment:
     archive: Path
 
 
+SERVER = "main"  # a PITR server beside the databases
+
+
 @pytest.fixture(scope="module")
-def deployment(cluster, tmp_path_factory) -> Iterator[RunningDeployment]:
+def archiving_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-ui-pitr-"))
+    home.chmod(0o755)  # the server and pgBackRest run as postgres
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def deployment(cluster, tmp_path_factory, archiving_home) -> Iterator[RunningDeployment]:
     root = tmp_path_factory.mktemp("ui")
     config = root / "backup_pipelines.yaml"
-    document = config_document(cluster, restore_test={"test_each_new_archive": True})
+    server = LocalCluster(archiving_home / "server", free_port(), uuid.uuid4().hex)
+    server.init()
+    repository = {"path": str(archiving_home / "repository")}
+    document = config_document(
+        cluster,
+        restore_test={"test_each_new_archive": True},
+        servers=server_document(server, repository, SERVER),
+    )
     config.write_text(yaml.safe_dump(document))
+    start_archiving(server, config, SERVER)
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -56,11 +81,12 @@ def deployment(cluster, tmp_path_factory) -> Iterator[RunningDeployment]:
         "BACKUP_PIPELINES_CONFIG": str(config),
         "TEST_BACKUP_PASSWORD": BACKUP_PASSWORD,
         "TEST_RESTORE_PASSWORD": RESTORE_TEST_PASSWORD,
+        PITR_PASSWORD_ENV: server.superuser_password,
     }
     dagster = str(Path(sys.executable).parent / "dagster")
     command = [dagster, "dev", "-m", "backup_pipelines.definitions", "-h", "127.0.0.1"]
     with (root / "dagster.log").open("wb") as log:
-        server = subprocess.Popen(
+        dagster_dev = subprocess.Popen(
             [*command, "-p", str(port)],
             cwd=root,
             env=env,
@@ -76,7 +102,8 @@ def deployment(cluster, tmp_path_factory) -> Iterator[RunningDeployment]:
             remote.url, location["repositoryLocationName"], root / "backups" / "archive"
         )
     finally:
-        stop(server, group=True)
+        stop(dagster_dev, group=True)
+        server.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +192,11 @@ def test_automation_page_lists_every_schedule_and_sensor_switched_on(page, deplo
         names.RUNBOOK_SENSOR,
         names.RETENTION_SENSOR,
         names.ALERTS_SENSOR,
+        names.server_backup_schedule(SERVER),
+        names.pitr_restore_test_schedule(SERVER),
+        names.WAL_ARCHIVE_SCHEDULE,
+        names.SERVER_RETENTION_SCHEDULE,
+        names.NEW_FULL_BACKUP_PITR_TEST_SENSOR,
     ]
     for name in automations:
         row = page.locator("[data-index]").filter(has=page.get_by_text(name, exact=True))
@@ -192,3 +224,25 @@ def test_runbook_page_says_every_database_is_verified(page, deployment):
     for database in TEST_DATABASES:
         expect(page.locator(f"h2#{database}")).to_be_visible()
     screenshot(page, "8-runbook")
+
+
+def test_server_group_shows_its_recovery_window_and_a_proven_pitr_restore(page, deployment):
+    group = names.server_group(SERVER)
+    visit(page, f"{deployment.url}/locations/{deployment.location}/asset-groups/{group}/lineage")
+    for step in (names.BASE_BACKUP, names.GLOBALS, names.WAL_ARCHIVE, names.PITR_RESTORE_TEST):
+        expect(page.get_by_text(step, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Failed", exact=False)).to_have_count(0)
+    screenshot(page, f"9-group-{group}")
+
+    key = "/".join(names.server_key(SERVER, names.WAL_ARCHIVE).path)
+    visit(page, f"{deployment.url}/assets/{key}")
+    expect(page.get_by_text("you can restore to any moment between").first).to_be_visible()
+    screenshot(page, "10-wal-archive-recovery-window")
+
+    key = "/".join(names.server_key(SERVER, names.PITR_RESTORE_TEST).path)
+    visit(page, f"{deployment.url}/assets/{key}?view=checks")
+    expect(page.get_by_text(names.PITR_RESTORE_PROVEN, exact=True).first).to_be_visible()
+    for evidence in ("restore_duration_seconds", "recovery_point_error_seconds", "target_time"):
+        expect(page.get_by_role("cell", name=evidence)).to_be_visible()
+    expect(page.get_by_text("the one after it is not").first).to_be_visible()
+    screenshot(page, "11-checks-pitr-restore-test")

@@ -24,6 +24,7 @@ from backup_pipelines.core.postgres import Connection, redact
 
 PGBACKREST = "pgbackrest"
 BACKUP_KINDS = ("full", "diff", "incr")
+NO_STANZA = "no stanza"  # RepositoryInfo.status of a repository not initialised for the server
 _OWN_SETTINGS = ("PGBACKREST_", "PGPASSWORD", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE")
 
 
@@ -174,6 +175,8 @@ class Engine:
             "PG1_PORT": str(self.port),
             "PG1_USER": self.user,
             "PROCESS_MAX": str(self.process_max),
+            # An immediate checkpoint: else a backup waits up to checkpoint_timeout to start.
+            "START_FAST": "y",
             "LOG_LEVEL_CONSOLE": "warn",
             "LOG_LEVEL_STDERR": "error",
             "LOG_LEVEL_FILE": "off",
@@ -236,27 +239,40 @@ class Engine:
         """Prove that archive_command pushes WAL into the repository (forces a segment switch)."""
         self.run("check")
 
-    def backup(self, kind: str) -> BackupSet:
+    def backup(self, kind: str, before: RepositoryInfo) -> tuple[BackupSet, RepositoryInfo]:
+        """Take a backup; returns it and the repository's contents after it (`before`: the
+        contents before, from `info()`)."""
         if kind not in BACKUP_KINDS:
             raise PgBackRestError(
                 f"server {self.server!r}: backup kind {kind!r} is not one of "
                 f"{', '.join(BACKUP_KINDS)}"
             )
-        before = {backup.label for backup in self.info().backups}
+        known = {backup.label for backup in before.backups}
         self.run("backup", f"--type={kind}")
-        new = [backup for backup in self.info().backups if backup.label not in before]
+        after = self.info()
+        new = [backup for backup in after.backups if backup.label not in known]
         if not new:
             raise PgBackRestError(
                 f"server {self.server!r}: pgbackrest backup reported success "
                 "but the repository lists no new backup"
             )
-        return new[-1]
+        return new[-1], after
 
     def info(self) -> RepositoryInfo:
-        stanzas = json.loads(self.run("info", "--output=json") or "[]")
+        """The repository's backups and WAL range (NO_STANZA before stanza-create)."""
+        output = self.run("info", "--output=json") or "[]"
+        try:
+            stanzas = json.loads(output)
+        except json.JSONDecodeError:  # a wrong passphrase decrypts the info files into garbage
+            raise PgBackRestError(self._explain("info", 0, _unreadable_info(output))) from None
         stanza = next((s for s in stanzas if s.get("name") == self.stanza), None)
-        if stanza is None:
-            return RepositoryInfo([], None, None, "no stanza")
+        code = stanza["status"]["code"] if stanza else _MISSING_STANZA_PATH
+        if code in (_MISSING_STANZA_PATH, _MISSING_STANZA_DATA):
+            return RepositoryInfo([], None, None, NO_STANZA)
+        if code not in (_OK, _NO_VALID_BACKUPS):
+            problems = [repo["status"]["message"] for repo in stanza.get("repo", [])]
+            message = f"ERROR: {stanza['status']['message']}: {'; '.join(problems)}"
+            raise PgBackRestError(self._explain("info", code, message))
         archives = [a for a in stanza.get("archive", []) if a.get("min")]
         return RepositoryInfo(
             backups=[BackupSet.from_info(entry) for entry in stanza.get("backup", [])],
@@ -294,6 +310,17 @@ class Engine:
     def _expire(self, *args: str, **options: str) -> list[str]:
         out = self.run("expire", *args, LOG_LEVEL_CONSOLE="info", **options)
         return [_expire_line(line) for line in out.splitlines() if _is_removal(line)]
+
+
+# `pgbackrest info` stanza status codes
+_OK, _MISSING_STANZA_PATH, _NO_VALID_BACKUPS, _MISSING_STANZA_DATA = 0, 1, 2, 3
+
+
+def _unreadable_info(output: str) -> str:
+    """What to say of `info` output that is not JSON (a failed decryption prints garbage)."""
+    if "unable to load info file" in output:
+        return "ERROR: unable to load info file: the repository's contents could not be read"
+    return "ERROR: pgbackrest info printed no readable JSON"
 
 
 _REMOVAL = re.compile(r"(expire|remove) (adhoc |full |diff |incr )?(backup|archive|WAL)", re.I)

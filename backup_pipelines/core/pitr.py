@@ -509,6 +509,7 @@ class PitrTestReport:
     restore_seconds: float  # pgbackrest restore
     start_seconds: float  # start, replay and promotion
     total_seconds: float  # from the restore's start to the copy examined: the RTO
+    removal_seconds: float  # stopping and deleting the copy
 
     @property
     def wal_replayed_bytes(self) -> int:
@@ -564,6 +565,7 @@ def run_pitr_restore_test(
     with restored_copy(engine, source, target_time(markers.target), place) as copy:
         proof = examine(copy)
         total = time.monotonic() - started
+    removal = time.monotonic() - started - total
     return PitrTestReport(
         engine.server,
         markers,
@@ -573,6 +575,7 @@ def run_pitr_restore_test(
         copy.restore_seconds,
         copy.start_seconds,
         total,
+        removal,
     )
 
 
@@ -759,6 +762,7 @@ def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
         "restore_duration_seconds": round(report.total_seconds, 3),
         "pgbackrest_restore_seconds": round(report.restore_seconds, 3),
         "replay_and_promotion_seconds": round(report.start_seconds, 3),
+        "removal_seconds": round(report.removal_seconds, 3),
         "restored_from_backup": report.backup.label,
         "wal_replayed_bytes": report.wal_replayed_bytes,
         "databases": [

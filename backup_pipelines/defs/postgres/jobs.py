@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 
 from dagster import (
+    AssetKey,
     AssetObservation,
     AssetsDefinition,
     AssetSelection,
@@ -122,6 +123,7 @@ def restore_from_archive(
         )
     target = _target_connection(config)
     archive = settings.stores().archive
+    archive_key = names.database_key(config.database, names.ARCHIVE)
     audit: dict[str, object] = {
         "event": "restore",
         "triggered_by": triggered_by(context.run.tags),
@@ -161,12 +163,16 @@ def restore_from_archive(
             key=settings.archive_key(),
         )
     except (RestoreError, PostgresError, EncryptionError) as error:
-        yield _audit_record(config.database, day, {**audit, "outcome": f"failed: {error}"})
+        yield restore_audit_record(
+            names.database_key(config.database, names.ARCHIVE),
+            day,
+            {**audit, "outcome": f"failed: {error}"},
+        )
         raise Failure(str(error)) from None
     validation = result.validation
     outcome = "restored" if validation.passed else "restored, but differs from the backup"
-    yield _audit_record(
-        config.database,
+    yield restore_audit_record(
+        archive_key,
         day,
         {
             **audit,
@@ -203,10 +209,12 @@ def triggered_by(tags: dict[str, str]) -> str:
     return f"launched by hand (UI launchpad, CLI or API) as OS user {os.environ.get('USER', '?')}"
 
 
-def _audit_record(database: str, day: str | None, metadata: dict[str, object]) -> AssetObservation:
-    """The audit record of a restore: an observation on the archive it came from."""
+def restore_audit_record(
+    key: AssetKey, day: str | None, metadata: dict[str, object]
+) -> AssetObservation:
+    """The audit record of a restore: an observation on what it was restored from."""
     return AssetObservation(
-        asset_key=names.database_key(database, names.ARCHIVE),
+        asset_key=key,
         partition=day,
         description=f"restore at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
         metadata=metadata,

@@ -6,6 +6,7 @@ The backup logic is core/pitr.py and core/pgbackrest.py; this is the Dagster wir
 """
 
 import datetime as dt
+import time
 
 from dagster import (
     AssetCheckSpec,
@@ -22,7 +23,7 @@ from dagster._utils.schedules import cron_string_iterator
 
 from backup_pipelines import names
 from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import BACKUP_KINDS, PgBackRestError
+from backup_pipelines.core.pgbackrest import BACKUP_KINDS, NO_STANZA, PgBackRestError
 from backup_pipelines.core.postgres import PostgresError
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
@@ -84,12 +85,16 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
         try:
             connection = settings.server_connection(server)
             pitr.require_archiving(server, pitr.archiver_status(connection))
-            engine.create_stanza()
-            kind = _kind(config.kind, server, settings, engine.info(), context.partition_key)
+            before = engine.info()
+            if before.status == NO_STANZA:
+                engine.create_stanza()
+                before = engine.info()
+            kind = _kind(config.kind, server, settings, before, context.partition_key)
             context.log.info(f"taking a {kind} backup of server {server!r}")
-            backup = engine.backup(kind)
-            info = engine.info()
+            backup, info = engine.backup(kind, before)
+            verify_started = time.monotonic()
             problems = engine.verify()
+            verify_seconds = time.monotonic() - verify_started
             window = pitr.recovery_window(info, pitr.archiver_status(connection))
         except (PgBackRestError, PostgresError, pitr.PitrError) as error:
             raise _fail(server, error) from None
@@ -101,6 +106,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                     "size_bytes": backup.database_bytes,
                     "repository_bytes": backup.repository_bytes,
                     "backup_seconds": round(backup.seconds, 1),
+                    "verify_seconds": round(verify_seconds, 1),
                     "started": backup.started.isoformat(sep=" "),
                     "stopped": backup.stopped.isoformat(sep=" "),
                     "start_lsn": backup.start_lsn,

@@ -2,7 +2,6 @@
 `observe_wal_archive` measures the archive, `pitr_restore_test` proves a restore to a moment,
 and `restore_server` is the day of the disaster: a server back to time T."""
 
-import datetime as dt
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from backup_pipelines.core import pitr
 from backup_pipelines.core.pgbackrest import PgBackRestError, RecoveryTarget
 from backup_pipelines.core.postgres import PostgresError
 from backup_pipelines.core.prune import policy_for
-from backup_pipelines.defs.postgres.jobs import triggered_by
+from backup_pipelines.defs.postgres.jobs import restore_audit_record, triggered_by
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import readable
 
@@ -110,6 +109,7 @@ def restore_server_to_target(
             f"{', '.join(servers) or 'none'}"
         )
     target = _target(config)
+    base_backups = names.server_key(config.server, names.BASE_BACKUP)
     audit: dict[str, object] = {
         "event": "restore",
         "triggered_by": triggered_by(context.run.tags),
@@ -130,11 +130,11 @@ def restore_server_to_target(
             settings.client_tools().bin_dir,
         )
     except (PgBackRestError, PostgresError, pitr.PitrError) as error:
-        yield _audit_record(config.server, None, {**audit, "outcome": f"failed: {error}"})
+        yield restore_audit_record(base_backups, None, {**audit, "outcome": f"failed: {error}"})
         raise Failure(str(error)) from None
     backup = outcome.backup
-    yield _audit_record(
-        config.server,
+    yield restore_audit_record(
+        base_backups,
         backup.stopped.date().isoformat() if backup else None,
         {
             **audit,
@@ -142,16 +142,6 @@ def restore_server_to_target(
             "restored_from_backup": backup.label if backup else "?",
             "restore_seconds": round(outcome.seconds, 3),
         },
-    )
-
-
-def _audit_record(server: str, day: str | None, metadata: dict[str, object]) -> AssetObservation:
-    """The audit record of a server restore: an observation on the base backups it came from."""
-    return AssetObservation(
-        asset_key=names.server_key(server, names.BASE_BACKUP),
-        partition=day,
-        description=f"restore at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC",
-        metadata=metadata,
     )
 
 
