@@ -267,7 +267,7 @@ def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
         found = phases_in(make_conninfo(**copy, password=server.superuser_password))
         assert found.get("restore job: before") == 3 and "restore job: after" not in found
     finally:
-        pitr._stop(
+        pitr.stop_copy(
             BackupSettings(config_path=str(env)).server_engine(SERVER), destination, server.bin_dir
         )
     observations = result.asset_observations_for_node("restore_server_to_target")
@@ -725,3 +725,33 @@ def test_backups_through_the_database_hosts_tls_server(
         if tls_server.poll() is None:
             os.killpg(tls_server.pid, signal.SIGKILL)
         server.destroy()
+
+
+def test_restore_server_job_restores_to_a_named_restore_point(env, archiving, instance, pitr_home):
+    server, _ = archiving
+    defs = definitions_for(env)
+    assert materialize_server(defs, instance, names.BASE_BACKUP).success
+    write_rows(server, "restore point: before")
+    point = f"before_migration_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_create_restore_point(%s)", (point,))
+    write_rows(server, "restore point: after")
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+    destination, port = pitr_home / "at-restore-point", _free_port()
+
+    result = run_restore_server(
+        defs, instance, restore_point=point, data_directory=str(destination), port=port
+    )
+
+    assert result.success, failure_messages(result)
+    try:
+        found = phases_in(make_conninfo(server.url(), port=str(port)))
+        assert found.get("restore point: before") == 3 and "restore point: after" not in found
+        (observation,) = result.asset_observations_for_node("restore_server_to_target")
+        assert observation.metadata["target"].value == f"name {point}"
+    finally:
+        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
+        pitr.stop_copy(engine, destination, server.bin_dir)
+        shutil.rmtree(destination, ignore_errors=True)

@@ -356,7 +356,7 @@ def restored_copy(
         copy.start_seconds = time.monotonic() - started - restore_seconds
         yield copy
     finally:
-        _stop(engine, directory, place.bin_dir)
+        stop_copy(engine, directory, place.bin_dir)
         shutil.rmtree(holder, ignore_errors=True)
 
 
@@ -419,7 +419,8 @@ def _wait_for_promotion(server: str, copy: RestoredServer, log: Path) -> None:
     )
 
 
-def _stop(engine: Engine, directory: Path, bin_dir: Path) -> None:
+def stop_copy(engine: Engine, directory: Path, bin_dir: Path) -> None:
+    """Stop the restored server in `directory`, if it runs (immediately: it is a copy)."""
     if (directory / "postmaster.pid").exists():
         subprocess.run(
             [
