@@ -15,15 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backup_pipelines.core.pitr import free_port
 from backup_pipelines.core.postgres import find_client_tools
 
 SUPERUSER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _as_server_user() -> list[str]:

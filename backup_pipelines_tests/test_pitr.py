@@ -59,7 +59,7 @@ def pitr_home() -> Iterator[Path]:
 def archiving(pitr_home: Path, cluster: LocalCluster) -> Iterator[tuple[LocalCluster, Path]]:
     """A second server archiving into a local pgBackRest repository; the config file for it."""
     password = uuid.uuid4().hex
-    server = LocalCluster(pitr_home / "server", _free_port(), password)
+    server = LocalCluster(pitr_home / "server", pitr.free_port(), password)
     server.init()
     config_path = pitr_home / "backup_pipelines.yaml"
     document = config_document(
@@ -95,7 +95,7 @@ def own_server(
 ) -> tuple[LocalCluster, Path]:
     """A fresh cluster of a test's own (initialized, not started) and its configuration file;
     its superuser password is in the environment (PITR_PASSWORD_ENV) for the test's duration."""
-    instance = LocalCluster(pitr_home / name, _free_port(), uuid.uuid4().hex)
+    instance = LocalCluster(pitr_home / name, pitr.free_port(), uuid.uuid4().hex)
     instance.init()
     servers = server_document(instance, repository)
     servers[SERVER].update(server)
@@ -106,12 +106,6 @@ def own_server(
     config.write_text(yaml.safe_dump(document))
     monkeypatch.setenv(PASSWORD_ENV, instance.superuser_password)
     return instance, config
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_rows(server: LocalCluster, phase: str, count: int = 3) -> dt.datetime:
@@ -144,6 +138,13 @@ def check_evaluations(result) -> dict[str, object]:
     return {
         evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()
     }
+
+
+def archive_now(server: LocalCluster) -> None:
+    """Switch the WAL segment and wait until it is archived: all written so far is recoverable."""
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
 
 
 def latest_metadata(instance: DagsterInstance, step: str) -> dict:
@@ -191,12 +192,9 @@ def test_base_backups_restore_to_a_time_between_them_and_after_the_newest(env, a
     write_rows(server, "after incr")
     latest = write_rows(server, "after incr, second batch")
     write_rows(server, "just after the second target")
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-
+    archive_now(server)
     engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
     source = Connection.from_url(SERVER, server.url())
-    pitr.wait_until_archived(SERVER, source, segment)
     info = engine.info()
     assert [b.kind for b in info.backups][-2:] == ["full", "incr"]
     assert info.backups[-1].stopped > between  # `between` lies between the two backups
@@ -250,12 +248,9 @@ def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
     assert materialize_server(defs, instance, names.BASE_BACKUP).success
     target = write_rows(server, "restore job: before")
     write_rows(server, "restore job: after")
-    source = Connection.from_url(SERVER, server.url())
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    pitr.wait_until_archived(SERVER, source, segment)
+    archive_now(server)
     destination = pitr_home / "restored"
-    port = _free_port()
+    port = pitr.free_port()
 
     result = run_restore_server(
         defs, instance, target_time=target.isoformat(), data_directory=str(destination), port=port
@@ -418,8 +413,7 @@ def test_wal_archive_measures_the_lag_and_globals_keep_the_roles(env, archiving,
     with psycopg.connect(server.url(), autocommit=True) as conn:
         conn.execute("DROP ROLE IF EXISTS pitr_app_owner")
         conn.execute("CREATE ROLE pitr_app_owner LOGIN PASSWORD 'not-a-real-one'")
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+    archive_now(server)
     defs = definitions_for(env)
 
     observed = materialize(
@@ -496,9 +490,7 @@ def test_runbook_commands_restore_the_server_without_this_project(
     assert materialize_server(defs, instance, names.BASE_BACKUP).success
     target = write_rows(server, "runbook: before")
     write_rows(server, "runbook: after")
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+    archive_now(server)
 
     materialize_runbook(defs, instance)
     page = next((env.parent / "backups").rglob("recovery_runbook.html")).read_text()
@@ -508,7 +500,7 @@ def test_runbook_commands_restore_the_server_without_this_project(
     assert "you can restore" not in commands and "any moment between" in page
     assert server.superuser_password not in page
 
-    destination, port = pitr_home / "by-hand", _free_port()
+    destination, port = pitr_home / "by-hand", pitr.free_port()
     shell_env = {
         "PATH": os.environ["PATH"],
         "TARGET_TIME": pitr.target_time(target).value,
@@ -659,7 +651,7 @@ def test_backups_through_the_database_hosts_tls_server(
     """The production topology on one machine: archive-push on the database host into S3, the
     backup driven from the worker through pgBackRest's TLS server on the database host."""
     tls = _certificates(pitr_home / "tls")
-    tls_port = _free_port()
+    tls_port = pitr.free_port()
     server, config = own_server(
         monkeypatch,
         pitr_home,
@@ -736,10 +728,8 @@ def test_restore_server_job_restores_to_a_named_restore_point(env, archiving, in
     with psycopg.connect(server.url(), autocommit=True) as conn:
         conn.execute("SELECT pg_create_restore_point(%s)", (point,))
     write_rows(server, "restore point: after")
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
-    destination, port = pitr_home / "at-restore-point", _free_port()
+    archive_now(server)
+    destination, port = pitr_home / "at-restore-point", pitr.free_port()
 
     result = run_restore_server(
         defs, instance, restore_point=point, data_directory=str(destination), port=port

@@ -235,10 +235,6 @@ class Engine:
             _make_owned_folder(Path(folder), self)
         self.run("stanza-create")
 
-    def check(self) -> None:
-        """Prove that archive_command pushes WAL into the repository (forces a segment switch)."""
-        self.run("check")
-
     def backup(self, kind: str, before: RepositoryInfo) -> tuple[BackupSet, RepositoryInfo]:
         """Take a backup; returns it and the repository's contents after it (`before`: the
         contents before, from `info()`)."""

@@ -23,7 +23,12 @@ from dagster._utils.schedules import cron_string_iterator
 
 from backup_pipelines import names
 from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import BACKUP_KINDS, NO_STANZA, PgBackRestError
+from backup_pipelines.core.pgbackrest import (
+    BACKUP_KINDS,
+    NO_STANZA,
+    PgBackRestError,
+    RepositoryInfo,
+)
 from backup_pipelines.core.postgres import PostgresError
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
@@ -127,7 +132,9 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
     return base_backup
 
 
-def _kind(requested: str, server: str, settings: BackupSettings, info, day: str) -> str:
+def _kind(
+    requested: str, server: str, settings: BackupSettings, info: RepositoryInfo, day: str
+) -> str:
     if requested == "auto":
         cron = settings.config().servers[server].full_backup
         return pitr.backup_kind(info, full_backup_day(cron, day))
