@@ -363,7 +363,9 @@ def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
         monkeypatch.setenv("TEST_CIPHER_PASS", wrong)
         with CommandLineWatch((passphrase, wrong, password)) as watch:
             bad = materialize_server(definitions_for(config), instance, names.BASE_BACKUP)
-        assert "pgbackrest" in watch.programs_seen and not watch.leaks
+        # It fails at its first, short pgbackrest call (seen or not by the sampling); the
+        # successful runs above are where pgbackrest's command lines were certainly read.
+        assert not watch.leaks
 
         message = failure_messages(bad)
         assert not bad.success and "server 'main'" in message
