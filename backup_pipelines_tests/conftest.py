@@ -28,6 +28,7 @@ from backup_pipelines_tests.helpers import (
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
     config_document,
+    self_signed_certificate,
 )
 
 
@@ -98,29 +99,7 @@ def https_s3_endpoint(s3_endpoint: str) -> Iterator[tuple[str, Path]]:
     CA file that verifies its certificate."""
     home = Path(tempfile.mkdtemp(prefix="backup-pipelines-tls-"))
     home.chmod(0o755)
-    certificate, key = home / "cert.pem", home / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(certificate),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    certificate, key = self_signed_certificate(home)
     certificate.chmod(0o644)
     port = free_port()
     (home / "nginx.conf").write_text(

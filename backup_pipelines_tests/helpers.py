@@ -350,3 +350,32 @@ def start_archiving(
         env.setenv(PITR_PASSWORD_ENV, cluster.superuser_password)
         if not database_host:  # through a TLS server the stanza is made by the first backup
             BackupSettings(config_path=str(config)).server_engine(name).create_stanza()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (as DNS name and IP: pgBackRest matches DNS names only) and
+    its key, in `folder`; the certificate is its own CA file."""
+    certificate, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return certificate, key

@@ -5,7 +5,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import subprocess
 import threading
 import urllib.parse
 from email import message_from_bytes
@@ -23,6 +22,7 @@ from backup_pipelines_tests.helpers import (
     definitions_for,
     run_backup,
     run_restore_test_job,
+    self_signed_certificate,
 )
 
 WEBHOOK_SECRET = "whk-9Zq-never-print-me"
@@ -95,29 +95,7 @@ def smtp(tmp_path_factory):
     import ssl
 
     folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(folder)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     mailbox = Mailbox()

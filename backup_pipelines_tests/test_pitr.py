@@ -140,6 +140,18 @@ def check_evaluations(result) -> dict[str, object]:
     }
 
 
+def backed_up_around_a_target(
+    server: LocalCluster, defs: Definitions, instance: DagsterInstance, phase: str
+) -> dt.datetime:
+    """A base backup, then rows '<phase>: before', the target, rows '<phase>: after', all
+    archived; returns the target."""
+    assert materialize_server(defs, instance, names.BASE_BACKUP).success
+    target = write_rows(server, f"{phase}: before")
+    write_rows(server, f"{phase}: after")
+    archive_now(server)
+    return target
+
+
 def archive_now(server: LocalCluster) -> None:
     """Switch the WAL segment and wait until it is archived: all written so far is recoverable."""
     with psycopg.connect(server.url(), autocommit=True) as conn:
@@ -245,10 +257,7 @@ def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
 ):
     server, _ = archiving
     defs = definitions_for(env)
-    assert materialize_server(defs, instance, names.BASE_BACKUP).success
-    target = write_rows(server, "restore job: before")
-    write_rows(server, "restore job: after")
-    archive_now(server)
+    target = backed_up_around_a_target(server, defs, instance, "restore job")
     destination = pitr_home / "restored"
     port = pitr.free_port()
 
@@ -489,10 +498,7 @@ def test_runbook_commands_restore_the_server_without_this_project(
 ):
     server, _ = archiving
     defs = definitions_for(env)
-    assert materialize_server(defs, instance, names.BASE_BACKUP).success
-    target = write_rows(server, "runbook: before")
-    write_rows(server, "runbook: after")
-    archive_now(server)
+    target = backed_up_around_a_target(server, defs, instance, "runbook")
 
     materialize_runbook(defs, instance)
     page = next((env.parent / "backups").rglob("recovery_runbook.html")).read_text()
