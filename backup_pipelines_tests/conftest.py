@@ -25,10 +25,11 @@ from backup_pipelines_demo.sample_databases import (
 )
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
+    DOCKER,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
     config_document,
-    self_signed_certificate,
+    make_certificates,
 )
 
 
@@ -93,14 +94,28 @@ def write_config(
     return write
 
 
+def compose_tls_terminator(port: int, certificates: Path, s3_endpoint: str) -> str:
+    """docker/minio-tls.conf (compose's HTTPS in front of MinIO) listening on 127.0.0.1:`port`
+    in front of `s3_endpoint`: the tests run the file compose runs."""
+    text = (DOCKER / "minio-tls.conf").read_text()
+    for old, new in [
+        ("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
+        ("/certs/s3.crt", str(certificates / "s3.crt")),
+        ("/certs/s3.key", str(certificates / "s3.key")),
+        ("http://minio:9000", s3_endpoint),
+    ]:
+        assert text.count(old) == 1, f"docker/minio-tls.conf no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.fixture(scope="session")
 def https_s3_endpoint(s3_endpoint: str) -> Iterator[tuple[str, Path]]:
     """moto behind an nginx TLS terminator (pgBackRest speaks HTTPS only): `host:port` and the
     CA file that verifies its certificate."""
     home = Path(tempfile.mkdtemp(prefix="backup-pipelines-tls-"))
     home.chmod(0o755)
-    certificate, key = self_signed_certificate(home)
-    certificate.chmod(0o644)
+    certificates = make_certificates(home / "certs")
     port = free_port()
     (home / "nginx.conf").write_text(
         f"""worker_processes 1;
@@ -111,19 +126,7 @@ http {{
   access_log off;
   client_body_temp_path {home}/body;
   proxy_temp_path {home}/proxy;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {certificate};
-    ssl_certificate_key {key};
-    client_max_body_size 0;
-    proxy_request_buffering off;
-    proxy_buffering off;
-    location / {{
-      proxy_pass {s3_endpoint};
-      proxy_set_header Host $http_host;
-      proxy_http_version 1.1;
-    }}
-  }}
+  {compose_tls_terminator(port, certificates, s3_endpoint)}
 }}
 """
     )
@@ -145,7 +148,7 @@ http {{
         if nginx.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"nginx did not start: {(home / 'error.log').read_text()}")
         time.sleep(0.1)
-    yield f"127.0.0.1:{port}", certificate
+    yield f"127.0.0.1:{port}", certificates / "ca.crt"
     nginx.terminate()
     nginx.wait(timeout=10)
     shutil.rmtree(home, ignore_errors=True)

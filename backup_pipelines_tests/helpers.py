@@ -352,6 +352,22 @@ def start_archiving(
             BackupSettings(config_path=str(config)).server_engine(name).create_stanza()
 
 
+DOCKER = Path(__file__).resolve().parents[1] / "docker"
+
+
+def make_certificates(folder: Path, owner: str | None = None) -> Path:
+    """docker/make-certificates as compose's `certificates` service runs it, for 127.0.0.1 as
+    both the database host and the S3 terminator; keys owned by `owner` if given."""
+    owners = {"DATABASE_HOST_OWNER": owner, "WORKER_OWNER": owner} if owner else {}
+    subprocess.run(
+        [str(DOCKER / "make-certificates"), str(folder), "127.0.0.1", "127.0.0.1"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **owners},
+    )
+    return folder
+
+
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 (as DNS name and IP: pgBackRest matches DNS names only) and
     its key, in `folder`; the certificate is its own CA file."""

@@ -14,9 +14,19 @@ import psycopg
 import pytest
 import yaml
 
-from backup_pipelines.core.config import load_config
+from backup_pipelines.core.config import expand_env, load_config
+from backup_pipelines.core.pgbackrest import (
+    engine_from_config,
+    option_variable,
+    repository_from_config,
+)
+from backup_pipelines.core.postgres import Connection
 from backup_pipelines.definitions import build_definitions
-from backup_pipelines_tests.helpers import BACKUP_PASSWORD, RESTORE_TEST_PASSWORD
+from backup_pipelines_tests.helpers import (
+    BACKUP_PASSWORD,
+    RESTORE_TEST_PASSWORD,
+    make_certificates,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -36,7 +46,14 @@ def dotenv(tmp_path_factory) -> dict[str, str]:
     subprocess.run([str(folder / "generate-env")], check=True, capture_output=True)
     assert env_file.read_text() == first  # an existing .env is kept
     assert env_file.stat().st_mode & 0o777 == 0o600
-    return dict(line.split("=", 1) for line in first.splitlines() if line)
+    # An .env from before a secret was added gets that secret, and keeps all the others.
+    older = [line for line in first.splitlines() if not line.startswith("PGBACKREST_CIPHER")]
+    env_file.write_text("\n".join(older) + "\n")
+    subprocess.run([str(folder / "generate-env")], check=True, capture_output=True)
+    upgraded = env_file.read_text().splitlines()
+    assert upgraded[: len(older)] == older and len(upgraded) == len(older) + 1
+    assert upgraded[-1].startswith("PGBACKREST_CIPHER_PASS=") and len(upgraded[-1]) > 40
+    return dict(line.split("=", 1) for line in upgraded if line)
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
@@ -122,8 +139,8 @@ def test_the_compose_backup_configuration_loads_and_builds_definitions(compose, 
     assert all(database in first for database in config.databases)
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = (DOCKER / "Dockerfile").read_text().replace("\\\n", " ")
+def dockerfile_instructions(name: str = "Dockerfile") -> list[tuple[str, str]]:
+    text = (DOCKER / name).read_text().replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines()]
     return [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
@@ -139,6 +156,10 @@ def test_the_dockerfile_installs_clients_13_to_17_and_copies_what_exists(compose
     assert args["PG_CLIENT_VERSIONS"].strip('"').split() == ["13", "14", "15", "16", "17"]
     run = " ".join(value for kind, value in instructions if kind == "RUN")
     assert "postgresql-client-$v" in run and "apt.postgresql.org" in run
+    # pgBackRest and the server binaries PITR restore tests start the restored copy with.
+    assert args["PITR_SERVER_VERSION"].strip('"') == "17"
+    assert '"postgresql-$PITR_SERVER_VERSION" pgbackrest;' in run
+    assert "create_main_cluster = false" in run
     assert " zstd age" in run and 'pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"' in run
     for kind, value in instructions:
         if kind == "COPY":
@@ -172,3 +193,75 @@ def test_the_sample_data_step_seeds_a_real_server(cluster):
     assert BACKUP_PASSWORD not in done.stdout + done.stderr
     with psycopg.connect(cluster.url("saas_console", user="backup", password=BACKUP_PASSWORD)) as c:
         assert c.execute("SELECT count(*) FROM feature_flags").fetchone()[0] == 3
+
+
+def test_the_pitr_topology_database_host_and_worker_agree(compose, monkeypatch, tmp_path):
+    """archive-push on the database host and the worker's base backups use one repository;
+    the worker reaches the host's TLS server with the certificates make-certificates writes."""
+    services = compose["services"]
+    worker = services["user-code"]
+    for name, value in worker["environment"].items():
+        monkeypatch.setenv(name, value)
+    config = load_config(DOCKER / "backup_pipelines.yaml")
+    host = services["sample-postgres"]
+    host_env = host["environment"]
+
+    repository = repository_from_config(config, "sample")
+    for option, value in {**repository.options, **repository.secrets}.items():
+        assert host_env[option_variable(option)] == value, option
+    assert repository.encrypted and repository.options["repo1-type"] == "s3"
+    assert repository.options["repo1-storage-ca-file"] == "/certs/ca.crt"
+    connection = Connection.from_url("sample", expand_env(config.servers["sample"].url, "url"))
+    engine = engine_from_config(config, "sample", connection)
+    assert host_env["PGBACKREST_STANZA"] == engine.stanza
+    assert host_env["PGBACKREST_PG1_PATH"] == str(engine.data_directory)
+    assert host_env["PGBACKREST_TLS_SERVER_AUTH"] == f"backup-worker={engine.stanza}"
+    assert engine.os_user == "dagster"  # the worker image's user, who runs the copies
+
+    # The names make-certificates signs are the hosts the parties dial.
+    made = services["certificates"]["entrypoint"]
+    assert made[:2] == ["make-certificates", "/certs"]
+    database_host, s3_host = made[2:]
+    tls = config.servers["sample"].pgbackrest_server
+    assert tls is not None and tls.host == database_host and database_host in services
+    assert repository.options["repo1-s3-endpoint"] == s3_host and s3_host in services
+    files = {
+        tls.ca_file: "ca.crt",
+        tls.cert_file: "backup-worker.crt",
+        tls.key_file: "backup-worker.key",
+        host_env["PGBACKREST_TLS_SERVER_CERT_FILE"]: "database-host.crt",
+        host_env["PGBACKREST_TLS_SERVER_KEY_FILE"]: "database-host.key",
+    }
+    made_here = make_certificates(tmp_path / "certs")  # what the certificates service writes
+    for path, name in files.items():
+        assert path == f"/certs/{name}" and (made_here / name).is_file()
+    for name in ("user-code", "sample-postgres", "minio-tls"):
+        assert "certificates:/certs:ro" in services[name]["volumes"], name
+    assert "certificates:/certs" in services["certificates"]["volumes"]
+
+    # HTTPS in front of MinIO: the file the tests' TLS terminator runs (conftest).
+    assert "./minio-tls.conf:/etc/nginx/conf.d/default.conf:ro" in services[s3_host]["volumes"]
+    setup = " ".join(services["minio-setup"]["command"])
+    bucket = repository.options["repo1-s3-bucket"]
+    assert f"mc mb --ignore-existing store/{bucket} " in setup  # no lock: expire deletes there
+
+    # The database host's image and start script: archive-push, archive_timeout, TLS server.
+    for name in ("certificates", "sample-postgres"):
+        build = services[name]["build"]
+        assert build == {"context": "..", "dockerfile": "docker/sample-postgres.Dockerfile"}
+    instructions = dockerfile_instructions("sample-postgres.Dockerfile")
+    assert instructions[0] == ("FROM", "postgres:17-bookworm")
+    copied = next(value for kind, value in instructions if kind == "COPY").split()
+    assert copied[:-1] == ["docker/make-certificates", "docker/sample-postgres-start"]
+    assert host["entrypoint"] == ["sample-postgres-start"]
+    start = (DOCKER / "sample-postgres-start").read_text()
+    assert "gosu postgres pgbackrest server &" in start
+    assert "-c 'archive_command=pgbackrest archive-push %p'" in start
+    assert "-c archive_timeout=60" in start and "-c archive_mode=on" in start
+    for script in ("make-certificates", "sample-postgres-start", "generate-env"):
+        checked = subprocess.run(["sh", "-n", str(DOCKER / script)], capture_output=True)
+        assert checked.returncode == 0, (script, checked.stderr)
+        assert os.access(DOCKER / script, os.X_OK), script
+
+    first = " ".join(services["first-backup"]["command"])
+    assert "backup-pipelines --url http://webserver:3000 backup-server sample" in first

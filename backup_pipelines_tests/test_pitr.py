@@ -37,6 +37,7 @@ from backup_pipelines_tests.helpers import (
     config_document,
     definitions_for,
     failure_messages,
+    make_certificates,
     materialize_runbook,
     server_document,
     start_archiving,
@@ -210,7 +211,7 @@ def test_base_backups_restore_to_a_time_between_them_and_after_the_newest(env, a
     info = engine.info()
     assert [b.kind for b in info.backups][-2:] == ["full", "incr"]
     assert info.backups[-1].stopped > between  # `between` lies between the two backups
-    place = pitr.ScratchPlace(None, None, server.bin_dir)
+    place = pitr.ScratchPlace(None, None, str(server.bin_dir))
 
     with pitr.restored_copy(engine, source, pitr.target_time(between), place) as copy:
         assert phases_in(url_of(copy.connection)) == {
@@ -349,6 +350,27 @@ def test_missing_data_directory_and_busy_scratch_port_are_named(env, archiving, 
     busy = _with_server_settings(env, tmp_path, restore_test={"port": server.port})
     result = materialize_server(definitions_for(busy), instance, names.PITR_RESTORE_TEST)
     assert f"scratch port {server.port} is in use" in failure_messages(result)
+
+
+def test_a_restored_copy_starts_on_its_own_major_versions_server(tmp_path):
+    """The copy's PG_VERSION picks the binaries; pg_bin_dir (e.g. newer client tools for
+    dumps) is used only when it is that version, else a clear error says what to install."""
+    copy = tmp_path / "data"
+    copy.mkdir()
+    (copy / "PG_VERSION").write_text("15\n")
+    debian_15 = Path("/usr/lib/postgresql/15/bin")
+    assert pitr.server_binaries("main", copy, None) == debian_15
+    assert pitr.server_binaries("main", copy, str(debian_15)) == debian_15
+    assert pitr.server_binaries("main", copy, str(tmp_path)) == debian_15  # no pg_ctl there
+
+    (copy / "PG_VERSION").write_text("99\n")
+    with pytest.raises(pitr.PitrError) as refused:
+        pitr.server_binaries("main", copy, str(debian_15))
+    assert str(refused.value) == (
+        "server 'main': its restored copy is PostgreSQL 99 and starts only on that version's "
+        f"server (pg_ctl, postgres), found in none of {debian_15}, /usr/lib/postgresql/99/bin; "
+        "install postgresql-99 on this machine or point pg_bin_dir at its bin folder"
+    )
 
 
 def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
@@ -584,81 +606,12 @@ def run_prune(defs: Definitions, instance: DagsterInstance, *, dry_run: bool):
     return observation
 
 
-def _certificates(folder: Path) -> dict[str, Path]:
-    """A CA, the database host's server certificate (127.0.0.1) and the backup worker's client
-    certificate (CN backup-worker), readable by postgres only."""
-    folder.mkdir()
-    files = {
-        name: folder / f"{name}.pem"
-        for name in ("ca", "ca-key", "server", "server-key", "client", "client-key")
-    }
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        str(files["ca-key"]),
-        "-out",
-        str(files["ca"]),
-    )
-    for name, subject, extension in [
-        ("server", "/CN=127.0.0.1", "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"),
-        ("client", "/CN=backup-worker", "extendedKeyUsage=clientAuth"),
-    ]:
-        request = folder / f"{name}.csr"
-        openssl(
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            str(files[f"{name}-key"]),
-            "-out",
-            str(request),
-        )
-        (folder / f"{name}.ext").write_text(extension + "\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(request),
-            "-CA",
-            str(files["ca"]),
-            "-CAkey",
-            str(files["ca-key"]),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            str(folder / f"{name}.ext"),
-            "-out",
-            str(files[name]),
-        )
-    for path in [folder, *folder.iterdir()]:
-        shutil.chown(path, "postgres", "postgres")
-        path.chmod(0o700 if path.is_dir() else 0o600)
-    return files
-
-
 def test_backups_through_the_database_hosts_tls_server(
     https_s3_endpoint, s3_endpoint, bucket, pitr_home, cluster, instance, monkeypatch
 ):
     """The production topology on one machine: archive-push on the database host into S3, the
     backup driven from the worker through pgBackRest's TLS server on the database host."""
-    tls = _certificates(pitr_home / "tls")
+    tls = make_certificates(pitr_home / "tls", owner="postgres")
     tls_port = pitr.free_port()
     server, config = own_server(
         monkeypatch,
@@ -669,9 +622,9 @@ def test_backups_through_the_database_hosts_tls_server(
         pgbackrest_server={
             "host": "127.0.0.1",
             "port": tls_port,
-            "ca_file": str(tls["ca"]),
-            "cert_file": str(tls["client"]),
-            "key_file": str(tls["client-key"]),
+            "ca_file": str(tls / "ca.crt"),
+            "cert_file": str(tls / "backup-worker.crt"),
+            "key_file": str(tls / "backup-worker.key"),
         },
     )
     password = server.superuser_password
@@ -681,9 +634,9 @@ def test_backups_through_the_database_hosts_tls_server(
         **{
             "tls-server-address": "127.0.0.1",
             "tls-server-port": str(tls_port),
-            "tls-server-ca-file": str(tls["ca"]),
-            "tls-server-cert-file": str(tls["server"]),
-            "tls-server-key-file": str(tls["server-key"]),
+            "tls-server-ca-file": str(tls / "ca.crt"),
+            "tls-server-cert-file": str(tls / "database-host.crt"),
+            "tls-server-key-file": str(tls / "database-host.key"),
             "tls-server-auth": f"backup-worker={SERVER}",
         },
     )

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,17 +17,21 @@ import boto3
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRun
 
+from backup_pipelines import names
 from backup_pipelines.trigger.remote import Deployment, wait_for_run
-from backup_pipelines_demo.cluster import free_port
+from backup_pipelines_demo.cluster import LocalCluster, free_port
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
+    PITR_PASSWORD_ENV,
     RESTORE_TEST_PASSWORD,
     backup_url,
     production_instance_env,
     scratch_url,
     serve_definitions,
+    server_document,
+    start_archiving,
     stop,
     today,
 )
@@ -63,18 +68,27 @@ def webserver(cluster, s3_endpoint, tmp_path_factory) -> Iterator[tuple[str, dic
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=logs_bucket)
     config = root / "backup_pipelines.yaml"
     databases = {name: {"url": backup_url(cluster, name)} for name in ("agentic", "langfuse")}
+    # A server archiving WAL (point-in-time recovery); it runs as postgres, so not under root's
+    # private pytest folder.
+    server_home = Path(tempfile.mkdtemp(prefix="backup-pipelines-remote-pitr-"))
+    server_home.chmod(0o755)
+    server = LocalCluster(server_home / "server", free_port(), uuid.uuid4().hex)
+    server.init()
     document = {
         "storage": {"local": {"path": "./backups"}},
         "databases": databases,
+        "servers": server_document(server, {"path": str(server_home / "repository")}),
         "restore_test": {"url": scratch_url(cluster)},
     }
     config.write_text(yaml.safe_dump(document))
+    start_archiving(server, config)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "BACKUP_PIPELINES_CONFIG": str(config),
         "TEST_BACKUP_PASSWORD": BACKUP_PASSWORD,
         "TEST_RESTORE_PASSWORD": RESTORE_TEST_PASSWORD,
+        PITR_PASSWORD_ENV: server.superuser_password,
         **production_instance_env(cluster, "dagster_remote", s3_endpoint, logs_bucket),
     }
     port = free_port()
@@ -85,14 +99,16 @@ def webserver(cluster, s3_endpoint, tmp_path_factory) -> Iterator[tuple[str, dic
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = serve_definitions([str(bin_dir / "dagster-webserver")], port, env)
+    webserver = serve_definitions([str(bin_dir / "dagster-webserver")], port, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/server_info", server)
+        wait_for_http(f"{url}/server_info", webserver)
         yield url, env, home
     finally:
-        for process in (server, daemon):
+        for process in (webserver, daemon):
             stop(process, grace=60)
+        server.destroy()
+        shutil.rmtree(server_home, ignore_errors=True)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -101,34 +117,28 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_cli_submits_one_database_and_reports_the_run(webserver, monkeypatch):
-    url, env, home = webserver
-    done = cli("--url", url, "backup", "agentic", "--wait", "--timeout", "300", env=env)
+def submitted_and_succeeded(url: str, env: dict[str, str], *command: str) -> str:
+    """Run a submitting CLI command with --wait; it prints the run id, then SUCCESS."""
+    done = cli("--url", url, *command, "--wait", "--timeout", "300", env=env)
     assert done.returncode == 0, done.stderr
     run_id, status = done.stdout.split()
     assert status == "SUCCESS"
+    return run_id
+
+
+def test_cli_submits_one_database_and_reports_the_run(webserver):
+    url, env, home = webserver
+    run_id = submitted_and_succeeded(url, env, "backup", "agentic")
 
     backups = home.parent / "backups" / "archive"
     assert (backups / "agentic" / today() / "manifest.json").exists()
     assert not (backups / "langfuse").exists()  # only the database asked for
 
-    for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
-        monkeypatch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
-    instance = DagsterInstance.from_config(str(home))
-    try:
-        run = instance.get_run_by_id(run_id)
-        assert run.job_name == "daily_backup"
-        assert run.tags["dagster/partition"] == today()
-        assert run.tags["backup_pipelines/triggered_by"].startswith("backup-pipelines CLI (")
-        checks = {
-            event.asset_check_evaluation.check_name
-            for event in instance.all_logs(run_id)
-            if event.dagster_event
-            and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
-        }
-        assert checks == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
-    finally:
-        instance.dispose()
+    run, checks = run_and_checks(env, home, run_id)
+    assert run.job_name == "daily_backup"
+    assert run.tags["dagster/partition"] == today()
+    assert run.tags["backup_pipelines/triggered_by"].startswith("backup-pipelines CLI (")
+    assert checks == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
 
     assert cli("--url", url, "status", run_id, env=env).stdout.strip() == "SUCCESS"
     unknown = cli("--url", url, "status", "0" * 36, env=env)
@@ -138,6 +148,46 @@ def test_cli_submits_one_database_and_reports_the_run(webserver, monkeypatch):
     assert f"{url} backs up no database 'nope'; its databases: agentic, langfuse" in (
         refused.stderr
     )
+
+
+def run_and_checks(env: dict[str, str], home: Path, run_id: str) -> tuple[DagsterRun, set[str]]:
+    """The run as the deployment's instance records it, and the checks it evaluated."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
+            patch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            checks = {
+                event.asset_check_evaluation.check_name
+                for event in instance.all_logs(run_id)
+                if event.dagster_event
+                and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+        finally:
+            instance.dispose()
+    return run, checks
+
+
+def test_cli_queues_one_servers_base_backup(webserver):
+    url, env, home = webserver
+    run_id = submitted_and_succeeded(url, env, "backup-server", "main")
+    run, checks = run_and_checks(env, home, run_id)
+    assert run.job_name == "server_backup" and run.tags["dagster/partition"] == today()
+    assert run.asset_selection == {
+        names.server_key("main", names.BASE_BACKUP),
+        names.server_key("main", names.GLOBALS),
+    }
+    assert checks == {names.BASE_BACKUP_VERIFIED, names.WAL_CONTINUOUS}
+    globals_sql = (
+        home.parent / "backups" / "dumps" / "servers" / "main" / "globals" / f"{today()}.sql"
+    )
+    assert "CREATE ROLE" in globals_sql.read_text()
+
+    refused = cli("--url", url, "backup-server", "agentic", env=env)
+    assert refused.returncode == 2, refused.stdout
+    assert f"{url} backs up no server 'agentic'; its servers: main" in refused.stderr
 
 
 def test_cli_fails_clearly_when_the_server_is_down():

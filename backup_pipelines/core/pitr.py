@@ -27,7 +27,13 @@ from backup_pipelines.core.pgbackrest import (
     RecoveryTarget,
     RepositoryInfo,
 )
-from backup_pipelines.core.postgres import ClientTools, Connection, PostgresError
+from backup_pipelines.core.postgres import (
+    DEBIAN_PG_ROOT,
+    ClientTools,
+    Connection,
+    PostgresError,
+    major_version_of,
+)
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.core.verification import CheckOutcome
 
@@ -329,7 +335,7 @@ class ScratchPlace:
 
     parent: Path | None  # default: the system temp folder
     port: int | None  # default: a free one
-    bin_dir: Path  # pg_ctl of the server's major version
+    pg_bin_dir: str | None  # the configured PostgreSQL bin folder, if any
 
 
 @contextlib.contextmanager
@@ -344,6 +350,7 @@ def restored_copy(
         raise PitrError(f"server {engine.server!r}: scratch folder {place.parent} does not exist")
     holder = Path(tempfile.mkdtemp(prefix=f"pitr-{engine.stanza}-", dir=place.parent))
     directory = holder / "data"
+    bin_dir: Path | None = None
     try:
         engine.give(holder)
         holder.chmod(0o700)
@@ -352,11 +359,13 @@ def restored_copy(
         restore_seconds = time.monotonic() - started
         copy = RestoredServer(directory, port, _scratch_connection(source, holder, port))
         copy.restore_seconds = restore_seconds
-        _start(engine, copy, holder, place.bin_dir, private=True)
+        bin_dir = server_binaries(engine.server, directory, place.pg_bin_dir)
+        _start(engine, copy, holder, bin_dir)
         copy.start_seconds = time.monotonic() - started - restore_seconds
         yield copy
     finally:
-        stop_copy(engine, directory, place.bin_dir)
+        if bin_dir is not None:
+            stop_copy(engine, directory, bin_dir)
         shutil.rmtree(holder, ignore_errors=True)
 
 
@@ -365,8 +374,25 @@ def _scratch_connection(source: Connection, socket_dir: Path, port: int) -> Conn
     return Connection(source.database, params, source.password)
 
 
+def server_binaries(server: str, directory: Path, pg_bin_dir: str | None) -> Path:
+    """The folder of pg_ctl and postgres of the major version that made the restored cluster
+    in `directory` (its PG_VERSION): a cluster starts only on its own major version."""
+    major = int((directory / "PG_VERSION").read_text().strip())
+    places = [Path(pg_bin_dir)] if pg_bin_dir else []
+    places.append(DEBIAN_PG_ROOT / str(major) / "bin")
+    for folder in places:
+        programs = (folder / "pg_ctl", folder / "postgres")
+        if all(p.exists() for p in programs) and major_version_of(programs[1]) == major:
+            return folder
+    raise PitrError(
+        f"server {server!r}: its restored copy is PostgreSQL {major} and starts only on that "
+        f"version's server (pg_ctl, postgres), found in none of {', '.join(map(str, places))}; "
+        f"install postgresql-{major} on this machine or point pg_bin_dir at its bin folder"
+    )
+
+
 def _start(
-    engine: Engine, copy: RestoredServer, socket_dir: Path, bin_dir: Path, *, private: bool
+    engine: Engine, copy: RestoredServer, socket_dir: Path, bin_dir: Path, *, private: bool = True
 ) -> None:
     """Start a restored copy and wait for its promotion. archive_mode is off for this start:
     a copy must not push a new timeline into the source's repository unasked. A `private` copy
@@ -598,7 +624,7 @@ class RestoreOutcome:
 
 
 def restore_server(
-    engine: Engine, source: Connection, request: RestoreRequest, bin_dir: Path
+    engine: Engine, source: Connection, request: RestoreRequest, pg_bin_dir: str | None
 ) -> RestoreOutcome:
     """Restore `engine`'s server into `request.destination` (a new directory, or a stopped
     cluster's when confirmed by name), optionally start it; never over a running server."""
@@ -623,6 +649,7 @@ def restore_server(
         copy = RestoredServer(
             destination, request.port, _scratch_connection(source, destination, request.port)
         )
+        bin_dir = server_binaries(engine.server, destination, pg_bin_dir)
         _start(engine, copy, destination, bin_dir, private=False)
     return RestoreOutcome(destination, backup, request.port, time.monotonic() - started)
 

@@ -23,7 +23,7 @@ from psycopg import conninfo, sql
 
 CONNECT_TIMEOUT_SECONDS = 10
 CONNECT_ATTEMPTS = 3
-_DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
+DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 
 T = TypeVar("T")
 
@@ -134,13 +134,14 @@ class ClientTools:
         return str(self.bin_dir / name)
 
 
-def _major_of(pg_dump: Path) -> int:
+def major_version_of(program: Path) -> int:
+    """The major version a PostgreSQL program (pg_dump, postgres, ...) reports."""
     output = subprocess.run(
-        [str(pg_dump), "--version"], capture_output=True, text=True, check=True
+        [str(program), "--version"], capture_output=True, text=True, check=True
     ).stdout
     match = re.search(r"(\d+)(?:\.\d+)?", output)
     if not match:
-        raise PostgresError(f"cannot read the version of {pg_dump} from {output!r}")
+        raise PostgresError(f"cannot read the version of {program} from {output!r}")
     return int(match.group(1))
 
 
@@ -158,7 +159,7 @@ def find_client_tools(pg_bin_dir: str | None, server_major: int | None = None) -
             )
     else:
         versioned = sorted(
-            (p for p in _DEBIAN_PG_ROOT.glob("*/bin") if (p / "pg_dump").exists()),
+            (p for p in DEBIAN_PG_ROOT.glob("*/bin") if (p / "pg_dump").exists()),
             key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         )
         on_path = shutil.which("pg_dump")
@@ -168,7 +169,7 @@ def find_client_tools(pg_bin_dir: str | None, server_major: int | None = None) -
             "pg_dump was not found: install the PostgreSQL client (e.g. postgresql-client-15) "
             "or set pg_bin_dir in the configuration"
         )
-    tools = [ClientTools(path, _major_of(path / "pg_dump")) for path in candidates]
+    tools = [ClientTools(path, major_version_of(path / "pg_dump")) for path in candidates]
     if server_major is not None:
         suitable = [t for t in tools if t.major_version >= server_major]
         if suitable:

@@ -118,7 +118,7 @@ class BackupSettings(ConfigurableResource):
         return ScratchPlace(
             Path(expand_env(settings.scratch_dir, where)) if settings.scratch_dir else None,
             settings.port,
-            self.client_tools().bin_dir,
+            self.config().pg_bin_dir,
         )
 
     def client_tools(self) -> ClientTools:

@@ -20,6 +20,7 @@ from backup_pipelines.trigger.remote import (
     RemoteError,
     run_status,
     submit_backup,
+    submit_server_backup,
     wait_for_run,
 )
 
@@ -37,9 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     backup = commands.add_parser("backup", help="queue today's backup of one database")
     backup.add_argument("database")
+    server = commands.add_parser(
+        "backup-server", help="queue today's base backup of one server (servers:)"
+    )
+    server.add_argument("server")
     status = commands.add_parser("status", help="print a run's status")
     status.add_argument("run_id")
-    for command in (backup, status):
+    for command in (backup, server, status):
         command.add_argument("--wait", action="store_true", help="wait until the run finishes")
         command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
     serve = commands.add_parser("serve-trigger", help="serve POST /backups/<database>")
@@ -74,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve-trigger":
             return _serve(deployment, args)
-        if args.command == "backup":
+        if args.command in ("backup", "backup-server"):
             who = f"backup-pipelines CLI ({getpass.getuser()}@{socket.gethostname()})"
-            run_id, _ = submit_backup(deployment, args.database, who)
+            if args.command == "backup":
+                run_id, _ = submit_backup(deployment, args.database, who)
+            else:
+                run_id, _ = submit_server_backup(deployment, args.server, who)
             print(run_id, flush=True)
             return _finish(deployment, run_id, args) if args.wait else EXIT_OK
         return _finish(deployment, args.run_id, args)

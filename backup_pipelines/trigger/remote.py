@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
-from dagster import DagsterRunStatus
+from dagster import AssetKey, DagsterRunStatus
 
 from backup_pipelines import names
 from backup_pipelines.core.dump import utc_today
@@ -127,24 +128,49 @@ class Deployment:
         return body["data"]
 
 
-def _backup_selector(deployment: Deployment, database: str) -> dict[str, Any]:
-    location, asset_paths = location_of(deployment, names.DAILY_BACKUP_JOB)
-    databases = sorted(
-        {path[1] for path in asset_paths if path[0] == names.DATABASE_PREFIX and len(path) == 3}
-    )
-    if database not in databases:
+@dataclass(frozen=True)
+class _Backup:
+    """What one backup run of a database or a server materializes, and in which job."""
+
+    kind: str  # "database" or "server", as messages name it
+    job: str
+    prefix: str
+    key_of: Callable[[str, str], AssetKey]  # (name, step) -> asset key
+    checks: Mapping[str, tuple[str, ...]]  # step -> its checks
+
+
+_DATABASE_BACKUP = _Backup(
+    "database",
+    names.DAILY_BACKUP_JOB,
+    names.DATABASE_PREFIX,
+    names.database_key,
+    {step: names.BACKUP_CHECKS.get(step, ()) for step in names.BACKUP_STEPS},
+)
+_SERVER_BACKUP = _Backup(
+    "server",
+    names.SERVER_BACKUP_JOB,
+    names.SERVER_PREFIX,
+    names.server_key,
+    {step: names.SERVER_CHECKS.get(step, ()) for step in names.SERVER_BACKUP_STEPS},
+)
+
+
+def _backup_selector(deployment: Deployment, backup: _Backup, name: str) -> dict[str, Any]:
+    location, asset_paths = location_of(deployment, backup.job)
+    known = sorted({path[1] for path in asset_paths if path[0] == backup.prefix and len(path) == 3})
+    if name not in known:
         raise RemoteError(
-            f"{deployment.shown} backs up no database {database!r}; its databases: "
-            f"{', '.join(databases) or 'none'}"
+            f"{deployment.shown} backs up no {backup.kind} {name!r}; its {backup.kind}s: "
+            f"{', '.join(known) or 'none'}"
         )
-    keys = {step: {"path": names.database_key(database, step).path} for step in names.BACKUP_STEPS}
+    keys = {step: {"path": backup.key_of(name, step).path} for step in backup.checks}
     return {
         **location,
-        "jobName": names.DAILY_BACKUP_JOB,
+        "jobName": backup.job,
         "assetSelection": list(keys.values()),
         "assetCheckSelection": [
             {"assetKey": keys[step], "name": check}
-            for step, checks in names.BACKUP_CHECKS.items()
+            for step, checks in backup.checks.items()
             for check in checks
         ],
     }
@@ -169,9 +195,20 @@ def location_of(deployment: Deployment, job: str) -> tuple[dict[str, str], list[
 
 def submit_backup(deployment: Deployment, database: str, triggered_by: str) -> tuple[str, str]:
     """Queue today's backup of `database`; returns (run id, partition)."""
+    return _submit_backup(deployment, _DATABASE_BACKUP, database, triggered_by)
+
+
+def submit_server_backup(deployment: Deployment, server: str, triggered_by: str) -> tuple[str, str]:
+    """Queue today's base backup (and globals) of `server`; returns (run id, partition)."""
+    return _submit_backup(deployment, _SERVER_BACKUP, server, triggered_by)
+
+
+def _submit_backup(
+    deployment: Deployment, backup: _Backup, name: str, triggered_by: str
+) -> tuple[str, str]:
     day = utc_today()
-    selector = _backup_selector(deployment, database)
-    return submit_run(deployment, selector, triggered_by, partition=day, what=repr(database)), day
+    selector = _backup_selector(deployment, backup, name)
+    return submit_run(deployment, selector, triggered_by, partition=day, what=repr(name)), day
 
 
 def submit_job(

@@ -127,7 +127,7 @@ def restore_server_to_target(
             settings.server_engine(config.server),
             settings.server_connection(config.server),
             request,
-            settings.client_tools().bin_dir,
+            settings.config().pg_bin_dir,
         )
     except (PgBackRestError, PostgresError, pitr.PitrError) as error:
         yield restore_audit_record(base_backups, None, {**audit, "outcome": f"failed: {error}"})
