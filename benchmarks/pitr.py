@@ -1,12 +1,12 @@
 """Point-in-time recovery against bare pgBackRest, measured in one run:
 
-    .venv/bin/python benchmarks/pitr.py --scale 150 --load-seconds 120
+    .venv/bin/python benchmarks/pitr.py --scale 150 --load-seconds 120 --repeat 3
 
 1. a full base backup through Dagster (the base_backup asset: backup, info, verify, the window)
-   vs bare `pgbackrest backup --type=full` with the same options (timed before and after);
-2. the PITR restore test (markers, restore, start, replay, promotion, validation, removal) vs
-   bare `pgbackrest restore --type=time` + `pg_ctl start` until promoted, to a target made the
-   same way; the RTO of the server;
+   vs bare `pgbackrest backup --type=full` with the same options, alternately, medians;
+2. the PITR restore test (restore, start, replay, promotion, validation, removal) vs bare
+   `pgbackrest restore --type=time` + `pg_ctl start` until promoted, to a target made the same
+   way, alternately, medians; the RTO of the server;
 3. the archive lag (the RPO) sampled every second under `pgbench -T` load, with
    archive_timeout = 60 s as the README recommends: median, p95, max.
 
@@ -16,6 +16,7 @@ The pgbench database is built once in --home and reused by later runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -95,22 +96,29 @@ def prepare(home: Path, scale: int) -> tuple[LocalCluster, Path]:
 
 
 def timed(action) -> float:
+    os.sync()  # no write-back of the previous run's files competes with this one
     started = time.monotonic()
     action()
     return time.monotonic() - started
 
 
-def backup_figures(config: Path) -> dict[str, float]:
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
+def backup_figures(config: Path, repeat: int) -> dict[str, float]:
+    """Bare and through-Dagster full backups, alternately, `repeat` times each; medians. Each
+    pair starts from one full backup in the repository, so every `verify` reads the same."""
     settings = BackupSettings(config_path=str(config))
     engine = settings.server_engine(SERVER)
     defs = build_definitions(load_config(config), str(config))
     key = names.server_key(SERVER, names.BASE_BACKUP)
     op_name = defs.resolve_assets_def(key).op.name
 
-    step: dict[str, float] = {}
-
-    def through_dagster() -> None:
+    def through_dagster() -> dict[str, float]:
         with DagsterInstance.ephemeral() as instance:
+            os.sync()
+            started = time.monotonic()
             result = materialize(
                 assets=list(defs.assets or []),
                 selection=[key],
@@ -119,52 +127,67 @@ def backup_figures(config: Path) -> dict[str, float]:
                 resources=defs.resources,
                 run_config={"ops": {op_name: {"config": {"kind": "full"}}}},
             )
+            seconds = time.monotonic() - started
             assert result.success
             metadata = result.asset_materializations_for_node(op_name)[0].metadata
-            step["verify"] = float(metadata["verify_seconds"].value)
+            events = {event.event_type_value: event for event in result.all_events}
+            return {
+                "dagster": seconds,
+                "step": events["STEP_SUCCESS"].event_specific_data.duration_ms / 1000,
+                "verify": float(metadata["verify_seconds"].value),
+            }
 
-    before = timed(lambda: engine.run("backup", "--type=full"))
-    dagster = timed(through_dagster)
-    after = timed(lambda: engine.run("backup", "--type=full"))
-    return {"bare_before": before, "dagster": dagster, "bare_after": after, **step}
+    runs = []
+    for turn in range(repeat):
+        engine.run("expire", REPO1_RETENTION_FULL="1")
+        if turn % 2:  # alternate which goes first
+            run = through_dagster()
+            run["bare"] = timed(lambda: engine.run("backup", "--type=full"))
+        else:
+            bare = timed(lambda: engine.run("backup", "--type=full"))
+            run = {"bare": bare, **through_dagster()}
+        run["repository_gib"] = sum(b.repository_bytes for b in engine.info().backups) / 2**30
+        runs.append(run)
+    return medians(runs)
 
 
-def restore_figures(cluster: LocalCluster, config: Path) -> dict[str, float]:
+def restore_figures(cluster: LocalCluster, config: Path, repeat: int) -> dict[str, float]:
+    """Bare restore + start and the PITR restore test, alternately, `repeat` times; medians."""
     settings = BackupSettings(config_path=str(config))
     engine, source = settings.server_engine(SERVER), settings.server_connection(SERVER)
     place = settings.scratch_place(SERVER)
-
-    def bare() -> tuple[float, float]:
+    runs = []
+    for _ in range(repeat):
         markers = pitr.write_markers(source, f"bare {time.time()}")
         pitr.wait_until_archived(SERVER, source, markers.wal)
-        return bare_restore_and_start(cluster, engine, markers)
-
-    bare_before = bare()
-    started = time.monotonic()
-    report = pitr.run_pitr_restore_test(engine, source, place)
-    whole_test = time.monotonic() - started
-    assert not report.problems(), report.problems()
-    bare_after = bare()
-    bare_restore = (bare_before[0] + bare_after[0]) / 2
-    bare_total = (bare_before[1] + bare_after[1]) / 2
-    # What the comparison times: restore + start + promotion + validation + removal (the
-    # markers and the wait for their WAL are the test's set-up, as the bare target's are).
-    test_seconds = report.total_seconds + report.removal_seconds
-    return {
-        "whole_test": whole_test,
-        "test": test_seconds,
-        "test_rto": report.total_seconds,
-        "test_restore": report.restore_seconds,
-        "bare_restore": bare_restore,
-        "bare_total": bare_total,
-        "wal_replayed_mib": report.wal_replayed_bytes / 2**20,
-    }
+        os.sync()
+        bare_restore, bare_total, bare_removal = bare_restore_and_start(cluster, engine, markers)
+        os.sync()
+        report = pitr.run_pitr_restore_test(engine, source, place)
+        assert not report.problems(), report.problems()
+        runs.append(
+            {
+                # What the goal compares: restore + start + promotion + validation + removal
+                # (the markers and the wait for their WAL are set-up, as the bare target's are).
+                "test": report.total_seconds + report.removal_seconds,
+                "test_rto": report.total_seconds,
+                "test_restore": report.restore_seconds,
+                "test_removal": report.removal_seconds,
+                "bare_restore": bare_restore,
+                "bare_total": bare_total,
+                "bare_removal": bare_removal,
+                "wal_replayed_mib": report.wal_replayed_bytes / 2**20,
+            }
+        )
+    return medians(runs)
 
 
 def bare_restore_and_start(
     cluster: LocalCluster, engine, markers: pitr.MarkerPair
-) -> tuple[float, float]:
-    """pgbackrest restore + pg_ctl start, polled until promoted: what an operator runs."""
+) -> tuple[float, float, float]:
+    """pgbackrest restore + pg_ctl start, polled until promoted: what an operator runs.
+    Returns the restore's seconds, the seconds until promoted, and those of stopping and
+    deleting it (pg_ctl stop -m immediate, rm) as the test does."""
     holder = Path(tempfile.mkdtemp(prefix="bench-bare-restore-"))
     shutil.chown(holder, "postgres", "postgres")
     target, port = holder / "data", free_port()
@@ -207,10 +230,12 @@ def bare_restore_and_start(
                 if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                     break
             time.sleep(0.1)
-        return restored, time.monotonic() - started
+        promoted = time.monotonic() - started
     finally:
-        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        removal_started = time.monotonic()
+        subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True)
         shutil.rmtree(holder, ignore_errors=True)
+    return restored, promoted, time.monotonic() - removal_started
 
 
 def lag_figures(cluster: LocalCluster, seconds: int) -> dict[str, float]:
@@ -254,6 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=150)
     parser.add_argument("--load-seconds", type=int, default=120)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each timed pair")
     parser.add_argument("--home", type=Path, default=Path("/var/tmp/backup-pipelines-bench-pitr"))
     options = parser.parse_args()
     cluster, config = prepare(options.home, options.scale)
@@ -261,25 +287,29 @@ def main() -> None:
         with psycopg.connect(cluster.url("pgbench")) as conn:
             size = conn.execute("SELECT pg_database_size('pgbench')").fetchone()[0]
         print(f"pgbench scale {options.scale}: {size / 2**30:.2f} GiB")
-        backup = backup_figures(config)
-        bare = (backup["bare_before"] + backup["bare_after"]) / 2
+        backup = backup_figures(config, options.repeat)
+        bare = backup["bare"]
         print(
-            f"full base backup: bare pgbackrest {backup['bare_before']:.1f} s / "
-            f"{backup['bare_after']:.1f} s (before/after), "
-            f"through Dagster {backup['dagster']:.1f} s"
-            f" -> {backup['dagster'] / bare:.2f}x (goal <= 1.10x); of the step, "
-            f"pgbackrest verify (every file of the repository) took {backup['verify']:.1f} s, "
-            f"the rest {(backup['dagster'] - backup['verify']) / bare:.2f}x the bare backup"
+            f"full base backup (medians of {options.repeat}): bare pgbackrest {bare:.1f} s, "
+            f"through Dagster {backup['dagster']:.1f} s -> {backup['dagster'] / bare:.2f}x "
+            f"(goal <= 1.10x); the step {backup['step']:.1f} s (the rest is the run's start and "
+            f"end), of which pgbackrest verify (every file of the "
+            f"{backup['repository_gib']:.2f} GiB repository) {backup['verify']:.1f} s; without "
+            f"verify: the step {(backup['step'] - backup['verify']) / bare:.2f}x, the run "
+            f"{(backup['dagster'] - backup['verify']) / bare:.2f}x the bare backup"
         )
-        restore = restore_figures(cluster, config)
+        restore = restore_figures(cluster, config, options.repeat)
+        bare_total = restore["bare_total"]
         print(
-            f"PITR restore test: {restore['whole_test']:.1f} s with its markers; restore to "
-            f"removal {restore['test']:.1f} s (RTO measured by the test "
-            f"{restore['test_rto']:.1f} s, pgbackrest restore {restore['test_restore']:.1f} s, "
-            f"{restore['wal_replayed_mib']:.0f} MiB WAL replayed); "
-            "bare restore + start + promotion "
-            f"{restore['bare_total']:.1f} s (restore {restore['bare_restore']:.1f} s) -> "
-            f"{restore['test'] / restore['bare_total']:.2f}x (goal <= 1.20x)"
+            f"PITR restore test (medians of {options.repeat}): restore to removal "
+            f"{restore['test']:.1f} s = RTO {restore['test_rto']:.1f} s (pgbackrest restore "
+            f"{restore['test_restore']:.1f} s, {restore['wal_replayed_mib']:.0f} MiB WAL "
+            f"replayed) + removal {restore['test_removal']:.1f} s; bare restore + start + "
+            f"promotion {bare_total:.1f} s (restore {restore['bare_restore']:.1f} s) -> "
+            f"{restore['test'] / bare_total:.2f}x (goal <= 1.20x), RTO alone "
+            f"{restore['test_rto'] / bare_total:.2f}x; with the bare copy's own removal "
+            f"({restore['bare_removal']:.1f} s) on both sides "
+            f"{restore['test'] / (bare_total + restore['bare_removal']):.2f}x"
         )
         lag = lag_figures(cluster, options.load_seconds)
         print(
