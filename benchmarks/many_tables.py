@@ -1,0 +1,114 @@
+"""What the manifest's exact row counts cost on a database of many small tables, against a
+bare `pg_dump -Fc` of the same database, in one run:
+
+    .venv/bin/python benchmarks/many_tables.py --tables 20000
+
+The counts are taken as the dump takes them (core.postgres.count_rows, one count(*) per
+relation inside one repeatable-read snapshot). The database (5 rows a table, every 10th empty)
+is built once in --home and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+
+from backup_pipelines.core.postgres import count_rows
+from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+
+PASSWORD = "bench-superuser-password"
+DATABASE = "many_tables"
+TABLES_PER_TRANSACTION = 1000
+
+
+def prepare(home: Path, tables: int) -> LocalCluster:
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    cluster = start_cluster(home / "server", PASSWORD)
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        locks = int(admin.execute("SHOW max_locks_per_transaction").fetchone()[0])
+        if locks < 1024:  # one snapshot (pg_dump's, the counts') locks every table
+            admin.execute("ALTER SYSTEM SET max_locks_per_transaction = 1024")
+            cluster.stop()
+            cluster.start()
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if exists.fetchone():
+            return cluster
+        print(f"building {tables} tables (once; reused from {home})")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(cluster.url(DATABASE), autocommit=True) as conn:
+        for first in range(1, tables + 1, TABLES_PER_TRANSACTION):
+            last = min(first + TABLES_PER_TRANSACTION - 1, tables)
+            conn.execute(
+                f"""DO $$ BEGIN FOR i IN {first}..{last} LOOP
+                  EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, v text)', i);
+                  IF i % 10 <> 0 THEN
+                    EXECUTE format(
+                      'INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1, 5) g', i);
+                  END IF;
+                END LOOP; END $$"""
+            )
+    return cluster
+
+
+def counted_in_snapshot(cluster: LocalCluster) -> tuple[float, int]:
+    """Seconds to count every table in one repeatable-read snapshot, and the rows counted."""
+    with psycopg.connect(cluster.url(DATABASE)) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        relations = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname = 'public'"
+        ).fetchall()
+        started = time.monotonic()
+        with conn.cursor() as cursor:
+            rows = sum(count_rows(cursor, schema, name) for schema, name in relations)
+        return time.monotonic() - started, rows
+
+
+def bare_pg_dump(cluster: LocalCluster) -> float:
+    assert cluster.bin_dir is not None
+    started = time.monotonic()
+    server = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
+    subprocess.run(
+        [str(cluster.bin_dir / "pg_dump"), "-Fc", *server, DATABASE],
+        env={**os.environ, "PGPASSWORD": PASSWORD},
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--home", type=Path, default=Path("/var/tmp/backup-pipelines-bench-many-tables")
+    )
+    options = parser.parse_args()
+    cluster = prepare(options.home, options.tables)
+    try:
+        counts, dumps, rows = [], [], 0
+        for _ in range(options.repeat):
+            seconds, rows = counted_in_snapshot(cluster)
+            counts.append(seconds)
+            dumps.append(bare_pg_dump(cluster))
+        count_s, dump_s = statistics.median(counts), statistics.median(dumps)
+        print(
+            f"{options.tables} tables, {rows} rows (medians of {options.repeat}): exact counts "
+            f"in one snapshot {count_s:.2f} s; bare pg_dump -Fc {dump_s:.2f} s "
+            f"(counts / pg_dump: {count_s / dump_s:.2f})"
+        )
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
