@@ -255,7 +255,8 @@ def test_the_pitr_topology_database_host_and_worker_agree(compose, monkeypatch, 
     assert copied[:-1] == ["docker/make-certificates", "docker/sample-postgres-start"]
     assert host["entrypoint"] == ["sample-postgres-start"]
     start = (DOCKER / "sample-postgres-start").read_text()
-    assert "gosu postgres pgbackrest server &" in start
+    assert "(gosu postgres pgbackrest server &)" in start and host["init"] is True
+    assert "/dev/tcp/127.0.0.1/8432" in host["healthcheck"]["test"][1]
     assert "-c 'archive_command=pgbackrest archive-push %p'" in start
     assert "-c archive_timeout=60" in start and "-c archive_mode=on" in start
     for script in ("make-certificates", "sample-postgres-start", "generate-env"):
