@@ -1,24 +1,32 @@
-"""What the manifest's exact row counts cost on a database of many small tables, against a
-bare `pg_dump -Fc` of the same database, in one run:
+"""A database of many small tables against a bare `pg_dump -Fc` of it, in one run:
 
     .venv/bin/python benchmarks/many_tables.py --tables 20000
 
-The counts are taken as the dump takes them (core.postgres.count_rows, one count(*) per
-relation inside one repeatable-read snapshot). The database (5 rows a table, every 10th empty)
-is built once in --home and reused.
+1. the manifest's exact row counts as the dump takes them (core.postgres.count_rows, one
+   count(*) per relation inside one repeatable-read snapshot);
+2. the whole `daily_backup` job (`dg launch`, a fresh process and its step processes: dump,
+   archive, verification), with the peak RSS of every process.
+
+The database (5 rows a table, every 10th empty) is built once in --home and reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psycopg
+import yaml
+from backup_throughput import measure
 
+from backup_pipelines import names
+from backup_pipelines.core.dump import utc_today
 from backup_pipelines.core.postgres import count_rows
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
@@ -72,6 +80,26 @@ def counted_in_snapshot(cluster: LocalCluster) -> tuple[float, int]:
         return time.monotonic() - started, rows
 
 
+def whole_job(cluster: LocalCluster, home: Path) -> tuple[float, dict[str, int]]:
+    """`daily_backup` for today, as `dg launch` runs it: seconds and peak RSS by program."""
+    store, dagster_home = home / "store", home / "dagster_home"
+    shutil.rmtree(store, ignore_errors=True)
+    dagster_home.mkdir(exist_ok=True)
+    config = home / "backup_pipelines.yaml"
+    url = f"postgresql://postgres:${{BENCH_PW}}@127.0.0.1:{cluster.port}/{DATABASE}"
+    document = {"storage": {"local": {"path": str(store)}}, "databases": {DATABASE: {"url": url}}}
+    config.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "BENCH_PW": PASSWORD,
+        "BACKUP_PIPELINES_CONFIG": str(config),
+        "DAGSTER_HOME": str(dagster_home),
+    }
+    dg = str(Path(sys.executable).parent / "dg")
+    launch = ["launch", "--job", names.DAILY_BACKUP_JOB, "--partition", utc_today()]
+    return measure([dg, *launch, "-m", "backup_pipelines.definitions"], env)
+
+
 def bare_pg_dump(cluster: LocalCluster) -> float:
     assert cluster.bin_dir is not None
     started = time.monotonic()
@@ -105,6 +133,12 @@ def main() -> None:
             f"{options.tables} tables, {rows} rows (medians of {options.repeat}): exact counts "
             f"in one snapshot {count_s:.2f} s; bare pg_dump -Fc {dump_s:.2f} s "
             f"(counts / pg_dump: {count_s / dump_s:.2f})"
+        )
+        job_s, peaks = whole_job(cluster, options.home)
+        memory = ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in sorted(peaks.items()))
+        print(
+            f"daily_backup job (dg launch, one run) {job_s:.1f} s = {job_s / dump_s:.2f}x bare "
+            f"pg_dump -Fc; peak RSS by process: {memory}"
         )
     finally:
         cluster.stop()
