@@ -229,6 +229,41 @@ class AlertsConfig(_Strict):
     metrics_textfile: str | None = None
 
 
+LIFECYCLE_STORAGE_CLASSES = (
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+)
+
+
+class SourceLifecycleRule(_Strict):
+    """A lifecycle rule this project keeps on a source bucket (the application's own files):
+    objects under `prefix` move to `storage_class` after `transition_days` and/or are deleted
+    after `expire_days`."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    prefix: str = ""  # from the bucket's root; "" is the whole bucket
+    transition_days: int | None = Field(default=None, ge=1)
+    storage_class: Literal[LIFECYCLE_STORAGE_CLASSES] | None = None  # type: ignore[valid-type]
+    expire_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _actions(self) -> SourceLifecycleRule:
+        if self.transition_days is None and self.expire_days is None:
+            raise ValueError(f"rule {self.name!r}: give transition_days, expire_days or both")
+        if (self.transition_days is None) != (self.storage_class is None):
+            raise ValueError(f"rule {self.name!r}: transition_days and storage_class go together")
+        if self.transition_days and self.expire_days and self.expire_days <= self.transition_days:
+            raise ValueError(
+                f"rule {self.name!r}: expire_days ({self.expire_days}) must come after "
+                f"transition_days ({self.transition_days})"
+            )
+        return self
+
+
 class BucketConfig(_Strict):
     """An S3 bucket (or a prefix of it) whose objects are snapshotted daily."""
 
@@ -242,6 +277,15 @@ class BucketConfig(_Strict):
     # Share of stored objects a verification reads back (1.0: all of them).
     verify_fraction: float = Field(default=1.0, gt=0, le=1)
     retention: RetentionOverride | None = None
+    # Lifecycle rules for the source bucket itself, set by the lifecycle command.
+    lifecycle: list[SourceLifecycleRule] = []
+
+    @model_validator(mode="after")
+    def _distinct_rule_names(self) -> BucketConfig:
+        names = [rule.name for rule in self.lifecycle]
+        if len(names) != len(set(names)):
+            raise ValueError(f"lifecycle rule names repeat: {', '.join(names)}")
+        return self
 
 
 class EncryptionConfig(_Strict):

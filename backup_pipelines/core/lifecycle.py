@@ -1,5 +1,7 @@
-"""S3 lifecycle rules that match the retention settings, as a backstop to the prune job:
-dumps expire, archives move to a colder storage class, abandoned multipart uploads are aborted.
+"""S3 lifecycle rules: on the backup buckets, those that match the retention settings, as a
+backstop to the prune job (dumps expire, archives move to a colder storage class, abandoned
+multipart uploads are aborted); on the snapshotted source buckets, the rules their `lifecycle:`
+declares (the application's own files expire or move to a colder class).
 
     python -m backup_pipelines.core.lifecycle            # print the rules for each bucket
     python -m backup_pipelines.core.lifecycle --apply    # write them (other rules are kept)
@@ -14,8 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from backup_pipelines.core.config import BackupConfig, ConfigError, load_config
-from backup_pipelines.storage import S3Store, stores_from_config
+from backup_pipelines.core.config import (
+    BackupConfig,
+    ConfigError,
+    SourceLifecycleRule,
+    load_config,
+)
+from backup_pipelines.storage import S3Store, source_bucket_store, stores_from_config
 
 RULE_PREFIX = "backup_pipelines-"
 # The prune job removes dumps after dump_days; the bucket itself only a week later, so it is a
@@ -26,7 +33,58 @@ _TRANSITION_MIN_BYTES = 128 * 1024
 
 
 def lifecycle_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
-    """The rules to set, by bucket."""
+    """The rules to set, by bucket: the backup buckets' and the source buckets' together (a
+    bucket may be both)."""
+    rules = _backup_bucket_rules(config)
+    for bucket, bucket_rules in _source_bucket_rules(config).items():
+        rules.setdefault(bucket, []).extend(bucket_rules)
+    return rules
+
+
+def bucket_clients(config: BackupConfig) -> dict[str, Any]:
+    """The S3 client that reaches each bucket lifecycle_rules names."""
+    archive = _archive_store(config)
+    clients = {bucket: archive.client for bucket in _backup_bucket_rules(config)}
+    for name in config.buckets:
+        source = source_bucket_store(config, name, archive)
+        clients.setdefault(source.bucket, source.client)
+    return clients
+
+
+def _source_bucket_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
+    declared = {name: source for name, source in config.buckets.items() if source.lifecycle}
+    if not declared:
+        return {}
+    archive = _archive_store(config)
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for name, source in declared.items():
+        bucket = source_bucket_store(config, name, archive).bucket
+        rules.setdefault(bucket, []).extend(_source_rule(name, rule) for rule in source.lifecycle)
+    return rules
+
+
+def _source_rule(bucket_name: str, rule: SourceLifecycleRule) -> dict[str, Any]:
+    actions: dict[str, Any] = {}
+    if rule.transition_days is not None:
+        transition = {"Days": rule.transition_days, "StorageClass": rule.storage_class}
+        actions["Transitions"] = [transition]
+    if rule.expire_days is not None:
+        actions["Expiration"] = {"Days": rule.expire_days}
+    return {
+        "ID": f"{RULE_PREFIX}{bucket_name}-{rule.name}",
+        "Filter": {"Prefix": rule.prefix},
+        "Status": "Enabled",
+        **actions,
+    }
+
+
+def _archive_store(config: BackupConfig) -> S3Store:
+    archive = stores_from_config(config).archive
+    assert isinstance(archive, S3Store)
+    return archive
+
+
+def _backup_bucket_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
     s3 = config.storage.s3
     if s3 is None:
         raise ConfigError("lifecycle rules are for S3 storage; storage.local has none")
@@ -112,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(rules, indent=2))
     if options.apply:
-        client = stores_from_config(config).archive.client  # type: ignore[attr-defined]
+        clients = bucket_clients(config)
         for bucket, bucket_rules in rules.items():
-            apply_rules(client, bucket, bucket_rules)
+            apply_rules(clients[bucket], bucket, bucket_rules)
             print(f"applied {len(bucket_rules)} rules to s3://{bucket}", file=sys.stderr)
     return 0
 
