@@ -7,9 +7,12 @@ dump leaves the day's previous backup (if any) untouched and no new object behin
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -29,7 +32,13 @@ from backup_pipelines.core.postgres import (
     find_client_tools,
     require_pg_dump_for,
 )
-from backup_pipelines.core.streams import Compression, Pipeline, compress_command
+from backup_pipelines.core.rowcount import (
+    ROW_COUNTER_STAGE,
+    RowCounterMissing,
+    read_counts,
+    row_counter_command,
+)
+from backup_pipelines.core.streams import Compression, Pipeline, compress_command, first_cause
 from backup_pipelines.storage import ObjectStore, ObjectWriter, writing
 
 LOCK_WAIT_TIMEOUT = "5min"
@@ -80,12 +89,15 @@ def take_dump(
             settings.compression,
             encrypted=settings.encrypt_with is not None,
         )
+        relations = snapshot.data_relations()
+        views = [(schema, name) for _, schema, name, relkind in relations if relkind == "m"]
         writer = store.open_writer(key, expected_size=_database_size(snapshot))
-        # Counting rows in the snapshot overlaps the dump: both read the same snapshot.
+        # Tables' rows are counted in the dump stream. A materialized view's rows are not in
+        # the dump (a restore refreshes it): they are counted in the snapshot, beside the dump.
         with writing(writer), ThreadPoolExecutor(1, thread_name_prefix="row-counts") as pool:
-            counting = pool.submit(snapshot.contents)
+            counting = pool.submit(snapshot.count_rows, views)
             try:
-                _stream_dump(connection, snapshot, tools, writer, settings)
+                table_rows = _stream_dump(connection, snapshot, tools, writer, settings)
             except BaseException:
                 snapshot.connection.cancel_safe()
                 # A failed count (e.g. no privilege) aborts the snapshot, which is what made
@@ -94,7 +106,8 @@ def take_dump(
                 if cause is not None and not isinstance(cause, psycopg.errors.QueryCanceled):
                     raise cause from None
                 raise
-            contents = counting.result()
+            rows = {**table_rows, **dict(zip(views, counting.result(), strict=True))}
+            contents = snapshot.contents(relations, rows)
             digest = writer.commit()
     manifest = Manifest(
         database=database,
@@ -144,8 +157,23 @@ def _stream_dump(
     tools: ClientTools,
     writer: ObjectWriter,
     settings: DumpSettings,
+) -> Mapping[tuple[str, str], int]:
+    """Stream pg_dump's output through the row counter and the compressor into `writer`;
+    returns each table's rows; raises if any stage fails."""
+    with tempfile.TemporaryDirectory(prefix="backup-pipelines-rows-") as folder:
+        counts_file = Path(folder) / "rows.tsv"
+        _run_dump_pipeline(connection, snapshot, tools, writer, settings, counts_file)
+        return read_counts(counts_file, snapshot.connection.info.encoding)
+
+
+def _run_dump_pipeline(
+    connection: Connection,
+    snapshot: ExportedSnapshot,
+    tools: ClientTools,
+    writer: ObjectWriter,
+    settings: DumpSettings,
+    counts_file: Path,
 ) -> None:
-    """Stream pg_dump's output through the compressor into `writer`; raise if any stage fails."""
     pg_dump = [
         tools.program("pg_dump"),
         "--format=custom",
@@ -155,7 +183,10 @@ def _stream_dump(
         "--no-password",
         f"--dbname={connection.dsn}",
     ]
-    stages = [("pg_dump", pg_dump)]
+    try:
+        stages = [("pg_dump", pg_dump), (ROW_COUNTER_STAGE, row_counter_command(counts_file))]
+    except RowCounterMissing as missing:
+        raise DumpError(f"database {connection.database!r}: {missing}") from None
     compressor = compress_command(settings.compression, settings.compression_level)
     if compressor:
         stages.append((settings.compression, compressor))
@@ -170,7 +201,7 @@ def _stream_dump(
         raise
     failures = [(name, code, err) for name, code, err in pipeline.wait() if code != 0]
     if failures:
-        name, code, err = failures[0]
+        name, code, err = first_cause(failures)
         raise DumpError(
             connection.redact(
                 f"database {connection.database!r}: {name} failed (exit {code}): "

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,19 +290,29 @@ class ExportedSnapshot:
     database_name: str  # current_database(): what pg_dump's archive header will name
     connection: psycopg.Connection
 
-    def contents(self) -> SnapshotContents:
-        """Exact row counts of every dumped relation, read inside the exported snapshot."""
+    def data_relations(self) -> list[tuple[int, str, str, str]]:
         with self.connection.cursor() as cursor:
-            counts = [
-                RelationCount(
-                    oid,
-                    schema,
-                    name,
-                    "materialized view" if relkind == "m" else "table",
-                    count_rows(cursor, schema, name),
+            return read_data_relations(cursor)
+
+    def count_rows(self, relations: list[tuple[str, str]]) -> list[int]:
+        """Exact row counts of (schema, name) relations, read inside the exported snapshot."""
+        with self.connection.cursor() as cursor:
+            return [count_rows(cursor, schema, name) for schema, name in relations]
+
+    def contents(
+        self, relations: list[tuple[int, str, str, str]], rows: Mapping[tuple[str, str], int]
+    ) -> SnapshotContents:
+        """The dumped `relations` with their `rows`, and the snapshot's sequences and
+        constraints; a relation without a count is named."""
+        counts = []
+        for oid, schema, name, relkind in relations:
+            kind = "materialized view" if relkind == "m" else "table"
+            if (schema, name) not in rows:
+                raise PostgresError(
+                    f"{kind} {schema}.{name} is in the snapshot but the dump holds no rows for it"
                 )
-                for oid, schema, name, relkind in read_data_relations(cursor)
-            ]
+            counts.append(RelationCount(oid, schema, name, kind, rows[(schema, name)]))
+        with self.connection.cursor() as cursor:
             return SnapshotContents(counts, read_sequences(cursor), read_constraints(cursor))
 
 

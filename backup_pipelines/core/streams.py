@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import signal
 import subprocess
 import threading
 from collections import deque
@@ -143,6 +144,16 @@ class Pipeline:
                 stage.process.kill()
         for stage in self.stages:
             stage.process.wait()
+
+
+def first_cause(failures: list[tuple[str, int, str]]) -> tuple[str, int, str]:
+    """Of a pipeline's failed stages (name, exit code, stderr), the one that caused the rest:
+    a stage whose reader stopped dies of a broken pipe, which is not the cause."""
+    for failure in failures:
+        _, code, err = failure
+        if code != -signal.SIGPIPE and "Broken pipe" not in err:
+            return failure
+    return failures[0]
 
 
 @dataclass(frozen=True)
