@@ -38,7 +38,7 @@ from backup_pipelines.core.postgres import (
     read_sequences,
     server_major_version,
 )
-from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest
+from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest, first_cause
 from backup_pipelines.storage import ObjectStore
 
 ASSERTION_TIMEOUT = "5min"
@@ -170,10 +170,10 @@ def _download(
     except BaseException:
         pipeline.kill()
         raise
-    failed = [(name, stderr) for name, code, stderr in pipeline.wait() if code != 0]
+    failed = [(name, code, stderr) for name, code, stderr in pipeline.wait() if code != 0]
     if not failed:
         return counter.digest(), None
-    name, stderr = failed[0]
+    name, _, stderr = first_cause(failed)
     verb = "decrypt" if name == AGE else "decompress"
     return counter.digest(), f"{name} could not {verb} the archive: {stderr or 'no message'}"
 

@@ -146,12 +146,15 @@ class Pipeline:
             stage.process.wait()
 
 
+SIGPIPE_EXIT = -signal.SIGPIPE  # the exit code of a stage whose reader stopped
+
+
 def first_cause(failures: list[tuple[str, int, str]]) -> tuple[str, int, str]:
     """Of a pipeline's failed stages (name, exit code, stderr), the one that caused the rest:
     a stage whose reader stopped dies of a broken pipe, which is not the cause."""
     for failure in failures:
         _, code, err = failure
-        if code != -signal.SIGPIPE and "Broken pipe" not in err:
+        if code != SIGPIPE_EXIT and "Broken pipe" not in err:
             return failure
     return failures[0]
 

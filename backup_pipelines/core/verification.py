@@ -24,10 +24,15 @@ from backup_pipelines.core.postgres import (
     parse_toc,
     relations_missing_data,
 )
-from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest, digest_chunks
+from backup_pipelines.core.streams import (
+    SIGPIPE_EXIT,
+    HashingCounter,
+    Pipeline,
+    StreamDigest,
+    digest_chunks,
+    first_cause,
+)
 from backup_pipelines.storage import ObjectStore
-
-_SIGPIPE_EXIT = -13  # a decompressor whose reader (pg_restore) finished early
 
 
 @dataclass(frozen=True)
@@ -148,12 +153,10 @@ def _first_problem(
         (name, code, stderr)
         for name, code, stderr in results
         if code != 0
-        and not (early_end_ok and pg_restore_ok and code == _SIGPIPE_EXIT and not fed_all)
+        and not (early_end_ok and pg_restore_ok and code == SIGPIPE_EXIT and not fed_all)
     ]
-    # A stage killed by SIGPIPE only tells that a later one gave up: name that one.
-    failed.sort(key=lambda stage: stage[1] == _SIGPIPE_EXIT)
     if failed:
-        name, code, stderr = failed[0]
+        name, code, stderr = first_cause(failed)
         return f"{name} exited with {code}: {stderr or 'no message'}"
     if not fed_all and not early_end_ok:
         return f"{results[-1][0]} stopped reading before the end of the archive"
