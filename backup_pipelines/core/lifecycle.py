@@ -43,8 +43,8 @@ def lifecycle_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
 
 def bucket_clients(config: BackupConfig) -> dict[str, Any]:
     """The S3 client that reaches each bucket lifecycle_rules names."""
-    archive = _archive_store(config)
-    clients = {bucket: archive.client for bucket in _backup_bucket_rules(config)}
+    dumps, archive = _backup_stores(config)
+    clients = {dumps.bucket: dumps.client, archive.bucket: archive.client}
     for name in config.buckets:
         source = source_bucket_store(config, name, archive)
         clients.setdefault(source.bucket, source.client)
@@ -55,7 +55,7 @@ def _source_bucket_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]
     declared = {name: source for name, source in config.buckets.items() if source.lifecycle}
     if not declared:
         return {}
-    archive = _archive_store(config)
+    _, archive = _backup_stores(config)
     rules: dict[str, list[dict[str, Any]]] = {}
     for name, source in declared.items():
         bucket = source_bucket_store(config, name, archive).bucket
@@ -78,19 +78,19 @@ def _source_rule(bucket_name: str, rule: SourceLifecycleRule) -> dict[str, Any]:
     }
 
 
-def _archive_store(config: BackupConfig) -> S3Store:
-    archive = stores_from_config(config).archive
-    assert isinstance(archive, S3Store)
-    return archive
+def _backup_stores(config: BackupConfig) -> tuple[S3Store, S3Store]:
+    """The dump and archive stores, which lifecycle rules need in S3."""
+    if config.storage.s3 is None:
+        raise ConfigError("lifecycle rules are for S3 storage; storage.local has none")
+    stores = stores_from_config(config)
+    assert isinstance(stores.dumps, S3Store) and isinstance(stores.archive, S3Store)
+    return stores.dumps, stores.archive
 
 
 def _backup_bucket_rules(config: BackupConfig) -> dict[str, list[dict[str, Any]]]:
     s3 = config.storage.s3
-    if s3 is None:
-        raise ConfigError("lifecycle rules are for S3 storage; storage.local has none")
-    stores = stores_from_config(config)
-    dumps, archive = stores.dumps, stores.archive
-    assert isinstance(dumps, S3Store) and isinstance(archive, S3Store)
+    dumps, archive = _backup_stores(config)
+    assert s3 is not None
     dump_days = max(config.retention_for(db).dump_days for db in config.databases)
     rules: dict[str, list[dict[str, Any]]] = {dumps.bucket: [], archive.bucket: []}
     rules[dumps.bucket].append(

@@ -360,7 +360,7 @@ def restored_copy(
         copy = RestoredServer(directory, port, _scratch_connection(source, holder, port))
         copy.restore_seconds = restore_seconds
         bin_dir = server_binaries(engine.server, directory, place.pg_bin_dir)
-        _start(engine, copy, holder, bin_dir)
+        _start(engine, copy, holder, bin_dir, private=True)
         copy.start_seconds = time.monotonic() - started - restore_seconds
         yield copy
     finally:
@@ -392,7 +392,7 @@ def server_binaries(server: str, directory: Path, pg_bin_dir: str | None) -> Pat
 
 
 def _start(
-    engine: Engine, copy: RestoredServer, socket_dir: Path, bin_dir: Path, *, private: bool = True
+    engine: Engine, copy: RestoredServer, socket_dir: Path, bin_dir: Path, *, private: bool
 ) -> None:
     """Start a restored copy and wait for its promotion. archive_mode is off for this start:
     a copy must not push a new timeline into the source's repository unasked. A `private` copy
