@@ -366,32 +366,3 @@ def make_certificates(folder: Path, owner: str | None = None) -> Path:
         env={**os.environ, **owners},
     )
     return folder
-
-
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (as DNS name and IP: pgBackRest matches DNS names only) and
-    its key, in `folder`; the certificate is its own CA file."""
-    certificate, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(certificate),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return certificate, key

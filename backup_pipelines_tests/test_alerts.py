@@ -20,9 +20,9 @@ from backup_pipelines_demo.cluster import free_port
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
     definitions_for,
+    make_certificates,
     run_backup,
     run_restore_test_job,
-    self_signed_certificate,
 )
 
 WEBHOOK_SECRET = "whk-9Zq-never-print-me"
@@ -94,22 +94,22 @@ def receiver():
 def smtp(tmp_path_factory):
     import ssl
 
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = self_signed_certificate(folder)
+    # The same certificates as compose's: a CA and a server certificate for 127.0.0.1.
+    certificates = make_certificates(tmp_path_factory.mktemp("tls") / "certs")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(certificates / "s3.crt", certificates / "s3.key")
     mailbox = Mailbox()
     controller = Controller(
         mailbox, hostname="127.0.0.1", port=free_port(), tls_context=context, require_starttls=True
     )
     controller.start()
-    yield controller, mailbox, cert
+    yield controller, mailbox, certificates / "ca.crt"
     controller.stop()
 
 
 @pytest.fixture
 def alerting(write_config, receiver, smtp, monkeypatch, tmp_path):
-    controller, mailbox, cert = smtp
+    controller, mailbox, ca_file = smtp
     receiver.posts.clear()
     receiver.failing = False
     mailbox.messages.clear()
@@ -127,7 +127,7 @@ def alerting(write_config, receiver, smtp, monkeypatch, tmp_path):
         "email": {
             "host": "127.0.0.1",
             "port": controller.port,
-            "ca_file": str(cert),
+            "ca_file": str(ca_file),
             "sender": "backups@example.org",
             "to": ["dba@example.org"],
         },
