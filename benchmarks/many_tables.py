@@ -30,7 +30,7 @@ from backup_throughput import measure
 from backup_pipelines import names
 from backup_pipelines.core.dump import utc_today
 from backup_pipelines.core.manifest import manifest_key
-from backup_pipelines.core.postgres import count_rows
+from backup_pipelines.core.postgres import Connection, exported_snapshot
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 PASSWORD = "bench-superuser-password"
@@ -70,16 +70,13 @@ def prepare(home: Path, tables: int) -> LocalCluster:
 
 
 def counted_in_snapshot(cluster: LocalCluster) -> tuple[float, int]:
-    """Seconds to count every table in one repeatable-read snapshot, and the rows counted."""
-    with psycopg.connect(cluster.url(DATABASE)) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        relations = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON "
-            "n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname = 'public'"
-        ).fetchall()
+    """Seconds to count every dumped relation with count(*) in one exported snapshot, as the
+    dump step did before it counted rows in the stream, and the rows counted."""
+    connection = Connection.from_url(DATABASE, cluster.url(DATABASE))
+    with exported_snapshot(connection) as snapshot:
+        relations = [(schema, name) for _, schema, name, _ in snapshot.data_relations()]
         started = time.monotonic()
-        with conn.cursor() as cursor:
-            rows = sum(count_rows(cursor, schema, name) for schema, name in relations)
+        rows = sum(snapshot.count_rows(relations))
         return time.monotonic() - started, rows
 
 
