@@ -37,7 +37,11 @@ def test_minimal_config_and_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"storage": {}}, "storage: Value error, give exactly one of storage.s3 or storage.local"),
+        (
+            {"storage": {}},
+            "storage: Value error, give exactly one of storage.s3, storage.azure, storage.gcs "
+            "or storage.local",
+        ),
         ({"storage": {"s3": {"bucket": "abc"}, "local": {"path": "x"}}}, "exactly one"),
         ({"storage": {"s3": {"prefix": "x"}}}, "storage.s3.bucket: Field required"),
         ({"storage": {"s3": {"bucket": "abc", "sse": "rot13"}}}, "storage.s3.sse"),

@@ -8,7 +8,7 @@ import pytest
 
 from backup_pipelines.core.streams import digest_chunks
 from backup_pipelines.storage import LocalStore, S3Store, StorageError, aws_client, writing
-from backup_pipelines.storage.s3 import MIB, part_size_for
+from backup_pipelines.storage.parts import MIB, part_size_for
 
 
 def test_part_size_fits_the_part_limit():

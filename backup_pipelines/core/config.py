@@ -87,6 +87,68 @@ class S3StorageConfig(_Strict):
         return self
 
 
+def _require_reference(name: str, value: str | None, example: str) -> None:
+    """Secrets are named in the file, never written there."""
+    if value is not None and not _ENV_REFERENCE.fullmatch(value.strip()):
+        raise ValueError(
+            f"{name} must be an environment reference such as ${{{example}}}: "
+            "a secret does not belong in the configuration file"
+        )
+
+
+class AzureStorageConfig(_Strict):
+    """A container of an Azure storage account. Credentials: `connection_string` or
+    `sas_token` (each a ${VAR}), else the standard Azure chain for `account_url`."""
+
+    container: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    prefix: str = ""
+    account_url: str | None = None  # https://<account>.blob.core.windows.net
+    connection_string: str | None = None
+    sas_token: str | None = None
+    archive_container: str | None = None
+    archive_prefix: str | None = None
+    # Online tiers only: the archive copy is read back at once, and an Archive-tier blob cannot
+    # be read until rehydrated (move copies there with a lifecycle management policy).
+    archive_tier: Literal["Hot", "Cool", "Cold"] | None = None
+
+    @field_validator("prefix", "archive_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AzureStorageConfig:
+        _require_reference(
+            "storage.azure.connection_string",
+            self.connection_string,
+            "AZURE_STORAGE_CONNECTION_STRING",
+        )
+        _require_reference("storage.azure.sas_token", self.sas_token, "AZURE_STORAGE_SAS_TOKEN")
+        if self.connection_string is None and self.account_url is None:
+            raise ValueError("storage.azure: give account_url (or a connection_string)")
+        if self.connection_string is not None and self.sas_token is not None:
+            raise ValueError("storage.azure: give connection_string or sas_token, not both")
+        return self
+
+
+class GcsStorageConfig(_Strict):
+    """A Google Cloud Storage bucket. Credentials: `credentials_file` (a service account key's
+    path), else the standard Google chain."""
+
+    bucket: str = Field(min_length=3)
+    prefix: str = ""
+    project: str | None = None
+    credentials_file: str | None = None
+    archive_bucket: str | None = None
+    archive_prefix: str | None = None
+    archive_storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
+
+    @field_validator("prefix", "archive_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("/")
+
+
 class LocalStorageConfig(_Strict):
     path: str = Field(min_length=1)
     archive_path: str | None = None
@@ -94,14 +156,20 @@ class LocalStorageConfig(_Strict):
 
 class StorageConfig(_Strict):
     s3: S3StorageConfig | None = None
+    azure: AzureStorageConfig | None = None
+    gcs: GcsStorageConfig | None = None
     local: LocalStorageConfig | None = None
     # Room the backups may use; the storage_usage asset's check fails above 80% of it.
     capacity_gb: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StorageConfig:
-        if (self.s3 is None) == (self.local is None):
-            raise ValueError("give exactly one of storage.s3 or storage.local")
+        given = [kind for kind in ("s3", "azure", "gcs", "local") if getattr(self, kind)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of storage.s3, storage.azure, storage.gcs or storage.local"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
         return self
 
 
@@ -305,11 +373,7 @@ class EncryptionConfig(_Strict):
         for name, value in [("identity", self.identity)] + [
             (f"previous_identities[{n}]", v) for n, v in enumerate(self.previous_identities)
         ]:
-            if value is not None and not _ENV_REFERENCE.fullmatch(value.strip()):
-                raise ValueError(
-                    f"{name} must be an environment reference such as ${{BACKUP_AGE_IDENTITY}}: "
-                    "a private key does not belong in the configuration file"
-                )
+            _require_reference(name, value, "BACKUP_AGE_IDENTITY")
         return self
 
 
@@ -345,11 +409,7 @@ class PgBackRestConfig(_Strict):
     def _exactly_one(self) -> PgBackRestConfig:
         if (self.path is None) == (self.s3 is None):
             raise ValueError("give exactly one of pgbackrest.path or pgbackrest.s3")
-        if self.cipher_pass is not None and not _ENV_REFERENCE.fullmatch(self.cipher_pass):
-            raise ValueError(
-                "cipher_pass must be an environment reference such as "
-                "${PGBACKREST_CIPHER_PASS}: a passphrase does not belong in the file"
-            )
+        _require_reference("cipher_pass", self.cipher_pass, "PGBACKREST_CIPHER_PASS")
         return self
 
 

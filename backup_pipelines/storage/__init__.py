@@ -1,12 +1,20 @@
-"""Where backups live: a local folder or S3 buckets behind one interface (base.py), built from
-the configuration here. Commands (core/) only ever see `ObjectStore`."""
+"""Where backups live: a local folder, S3 buckets, Azure containers or GCS buckets behind one
+interface (base.py), built from the configuration here. Commands (core/) only ever see
+`ObjectStore`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from backup_pipelines.core.config import BackupConfig, expand_env
+from backup_pipelines.core.config import (
+    AzureStorageConfig,
+    BackupConfig,
+    GcsStorageConfig,
+    S3StorageConfig,
+    expand_env,
+)
+from backup_pipelines.storage.azure import AzureStore, azure_service
 from backup_pipelines.storage.base import (
     ObjectStore,
     ObjectWriter,
@@ -14,11 +22,14 @@ from backup_pipelines.storage.base import (
     StoredObject,
     writing,
 )
+from backup_pipelines.storage.gcs import GcsStore, gcs_client
 from backup_pipelines.storage.local import LocalStore
 from backup_pipelines.storage.s3 import SINGLE_COPY_LIMIT, S3Store, aws_client
 
 __all__ = [
+    "AzureStore",
     "BackupStores",
+    "GcsStore",
     "LocalStore",
     "ObjectStore",
     "ObjectWriter",
@@ -45,8 +56,9 @@ class BackupStores:
 def stores_from_config(
     config: BackupConfig, *, single_copy_limit: int = SINGLE_COPY_LIMIT
 ) -> BackupStores:
-    if config.storage.local is not None:
-        local = config.storage.local
+    storage = config.storage
+    if storage.local is not None:
+        local = storage.local
         root = config.local_path(local.path)
         archive_root = config.local_path(local.archive_path) if local.archive_path else root
         return BackupStores(
@@ -54,17 +66,35 @@ def stores_from_config(
             archive=LocalStore(archive_root / "archive"),
             refs=LocalStore(root / "refs"),
         )
-    s3 = config.storage.s3
-    assert s3 is not None
+    if storage.azure is not None:
+        return _azure_stores(storage.azure)
+    if storage.gcs is not None:
+        return _gcs_stores(storage.gcs)
+    assert storage.s3 is not None
+    return _s3_stores(storage.s3, single_copy_limit)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The prefixes of a bucket or container: dumps/, refs/, buckets/ under the configured
+    prefix; archive/ there too unless the archive has its own prefix."""
+
+    prefix: str
+    archive_prefix: str | None
+
+    def under(self, name: str) -> str:
+        return "/".join(filter(None, [self.prefix, name]))
+
+    @property
+    def archive(self) -> str:
+        return self.archive_prefix if self.archive_prefix is not None else self.under("archive")
+
+
+def _s3_stores(s3: S3StorageConfig, single_copy_limit: int) -> BackupStores:
     endpoint = expand_env(s3.endpoint_url, "storage.s3.endpoint_url") if s3.endpoint_url else None
     client = aws_client("s3", endpoint, s3.region)
     bucket = expand_env(s3.bucket, "storage.s3.bucket")
-    prefix = expand_env(s3.prefix, "storage.s3.prefix")
-
-    def under_prefix(name: str) -> str:
-        return "/".join(filter(None, [prefix, name]))
-
-    archive_prefix = s3.archive_prefix if s3.archive_prefix is not None else under_prefix("archive")
+    layout = _Layout(expand_env(s3.prefix, "storage.s3.prefix"), s3.archive_prefix)
     common: dict[str, Any] = {
         "sse": s3.sse,
         "kms_key_id": s3.kms_key_id,
@@ -72,17 +102,65 @@ def stores_from_config(
         "single_copy_limit": single_copy_limit,
     }
     return BackupStores(
-        dumps=S3Store(client, bucket, under_prefix("dumps"), **common),
+        dumps=S3Store(client, bucket, layout.under("dumps"), **common),
         archive=S3Store(
             client,
             s3.archive_bucket or bucket,
-            archive_prefix,
+            layout.archive,
             storage_class=s3.archive_storage_class,
             lock_mode=s3.object_lock.mode if s3.object_lock else None,
             **common,
         ),
-        refs=S3Store(client, bucket, under_prefix("refs"), **common),
-        snapshots=S3Store(client, bucket, under_prefix("buckets"), **common),
+        refs=S3Store(client, bucket, layout.under("refs"), **common),
+        snapshots=S3Store(client, bucket, layout.under("buckets"), **common),
+    )
+
+
+def _azure_stores(azure: AzureStorageConfig) -> BackupStores:
+    def expanded(name: str) -> str | None:
+        value = getattr(azure, name)
+        return expand_env(value, f"storage.azure.{name}") if value else None
+
+    service = azure_service(
+        expanded("account_url"), expanded("connection_string"), expanded("sas_token")
+    )
+    layout = _Layout(azure.prefix, azure.archive_prefix)
+    archive_container = azure.archive_container or azure.container
+    archive_setting = "storage.azure." + (
+        "archive_container" if azure.archive_container else "container"
+    )
+    return BackupStores(
+        dumps=AzureStore(service, azure.container, layout.under("dumps")),
+        archive=AzureStore(
+            service,
+            archive_container,
+            layout.archive,
+            tier=azure.archive_tier,
+            setting=archive_setting,
+        ),
+        refs=AzureStore(service, azure.container, layout.under("refs")),
+    )
+
+
+def _gcs_stores(gcs: GcsStorageConfig) -> BackupStores:
+    credentials = (
+        expand_env(gcs.credentials_file, "storage.gcs.credentials_file")
+        if gcs.credentials_file
+        else None
+    )
+    client = gcs_client(gcs.project, credentials)
+    layout = _Layout(gcs.prefix, gcs.archive_prefix)
+    archive_setting = "storage.gcs." + ("archive_bucket" if gcs.archive_bucket else "bucket")
+    return BackupStores(
+        dumps=GcsStore(client, gcs.bucket, layout.under("dumps")),
+        archive=GcsStore(
+            client,
+            gcs.archive_bucket or gcs.bucket,
+            layout.archive,
+            storage_class=gcs.archive_storage_class,
+            setting=archive_setting,
+        ),
+        refs=GcsStore(client, gcs.bucket, layout.under("refs")),
     )
 
 

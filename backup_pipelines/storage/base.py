@@ -66,6 +66,10 @@ class ObjectStore(ABC):
     def size(self, key: str) -> int | None:
         """The stored size in bytes, or None when there is no such object."""
 
+    def storage_class(self, key: str) -> str | None:
+        """The storage class or access tier `key` is kept in, where the store has them."""
+        return None
+
     @abstractmethod
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         """Copy an object of `source` here, server-side where the store allows."""

@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import math
 import shlex
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -20,19 +17,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backup_pipelines.core.streams import CHUNK_SIZE
 from backup_pipelines.storage.base import ObjectStore, ObjectWriter, StorageError, StoredObject
+from backup_pipelines.storage.parts import MIB, PartedWriter, part_size_for
 
-MIB = 1 << 20
-MIN_PART_SIZE = 8 * MIB
-MAX_PART_SIZE = 512 * MIB
 # Above this, S3 refuses a single CopyObject; a multipart copy is used instead.
 SINGLE_COPY_LIMIT = 5 * 1024 * MIB
-_PARTS_IN_FLIGHT = 2
-
-
-def part_size_for(expected_size: int, max_parts: int) -> int:
-    """A part size that fits `expected_size` (with room to grow 4x) into `max_parts` parts."""
-    needed = math.ceil(4 * max(expected_size, 1) / max_parts)
-    return min(MAX_PART_SIZE, max(MIN_PART_SIZE, math.ceil(needed / MIB) * MIB))
 
 
 def describe_s3_error(error: Exception, bucket: str, key: str | None = None) -> str:
@@ -61,96 +49,51 @@ def describe_s3_error(error: Exception, bucket: str, key: str | None = None) -> 
     return f"S3 error on {where}: {type(error).__name__}: {error}"
 
 
-class _S3Writer(ObjectWriter):
-    """A multipart upload with a bounded number of parts in flight (bounded memory)."""
+class _S3Writer(PartedWriter):
+    """A multipart upload, completed only when whole."""
 
     def __init__(self, store: S3Store, key: str, expected_size: int) -> None:
-        super().__init__()
         self._store = store
         self._key = store.full_key(key)
-        self._part_size = part_size_for(expected_size, store.max_parts)
-        self._buffer = bytearray()
-        self._parts: list[Future[dict[str, Any]]] = []
-        self._slots = threading.BoundedSemaphore(_PARTS_IN_FLIGHT)
-        self._pool = ThreadPoolExecutor(_PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
-        self._upload_id: str | None = None
+        super().__init__(
+            f"s3://{store.bucket}/{self._key}", expected_size, max_parts=store.max_parts
+        )
+        self._upload_id = ""
 
-    def _start(self) -> str:
-        if self._upload_id is None:
-            response = self._store.call(
-                "create_multipart_upload", self._key, Key=self._key, **self._store.put_args
-            )
-            self._upload_id = response["UploadId"]
-        return self._upload_id
+    def _begin(self) -> None:
+        response = self._store.call(
+            "create_multipart_upload", self._key, Key=self._key, **self._store.put_args
+        )
+        self._upload_id = response["UploadId"]
 
-    def _write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send_part(part)
-
-    def _send_part(self, body: bytes) -> None:
-        upload_id = self._start()
-        number = len(self._parts) + 1
-        if number > self._store.max_parts:
-            raise StorageError(
-                f"s3://{self._store.bucket}/{self._key} needs more than "
-                f"{self._store.max_parts} parts; the database grew far beyond its estimate"
-            )
-        self._slots.acquire()
-        future = self._pool.submit(self._upload_part, upload_id, number, body)
-        future.add_done_callback(lambda _: self._slots.release())
-        self._parts.append(future)
-
-    def _upload_part(self, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, body: bytes, total: int | None) -> dict[str, Any]:
         response = self._store.call(
             "upload_part",
             self._key,
             Key=self._key,
-            UploadId=upload_id,
+            UploadId=self._upload_id,
             PartNumber=number,
             Body=body,
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 
-    def _commit(self) -> None:
-        if self._upload_id is None:
-            self._store.call(
-                "put_object",
-                self._key,
-                Key=self._key,
-                Body=bytes(self._buffer),
-                **self._store.put_args,
-            )
-            self._pool.shutdown()
-            return
-        if self._buffer:
-            self._send_part(bytes(self._buffer))
-            self._buffer.clear()
-        try:
-            parts = [future.result() for future in self._parts]
-            self._store.call(
-                "complete_multipart_upload",
-                self._key,
-                Key=self._key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-        except BaseException:
-            self.abort()
-            raise
-        self._pool.shutdown()
+    def _complete(self, parts: list[Any]) -> None:
+        self._store.call(
+            "complete_multipart_upload",
+            self._key,
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": parts},
+        )
 
-    def abort(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._buffer.clear()
-        if self._upload_id is not None:
-            with contextlib.suppress(ClientError, BotoCoreError, StorageError):
-                self._store.call(
-                    "abort_multipart_upload", self._key, Key=self._key, UploadId=self._upload_id
-                )
-            self._upload_id = None
+    def _put_whole(self, body: bytes) -> None:
+        self._store.call("put_object", self._key, Key=self._key, Body=body, **self._store.put_args)
+
+    def _abort_upload(self) -> None:
+        with contextlib.suppress(ClientError, BotoCoreError, StorageError):
+            self._store.call(
+                "abort_multipart_upload", self._key, Key=self._key, UploadId=self._upload_id
+            )
 
 
 class S3Store(ObjectStore):
@@ -229,7 +172,7 @@ class S3Store(ObjectStore):
         except BotoCoreError as error:
             raise StorageError(describe_s3_error(error, self.bucket, full_key)) from None
 
-    def storage_class(self, key: str) -> str:
+    def storage_class(self, key: str) -> str | None:
         full_key = self.full_key(key)
         head = self.call("head_object", full_key, Key=full_key)
         return head.get("StorageClass", "STANDARD")

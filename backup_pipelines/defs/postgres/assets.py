@@ -34,7 +34,6 @@ from backup_pipelines.core.verification import (
 )
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
-from backup_pipelines.storage import S3Store
 
 
 def dump_pool(database: str, config: BackupConfig) -> str:
@@ -135,8 +134,9 @@ def database_assets(
         retain_until = settings.config().archive_retain_until(dump.database, dump.partition)
         ref, manifest = archive_dump(stores.dumps, stores.archive, dump, retain_until)
         metadata = backup_metadata(ref, manifest)
-        if isinstance(stores.archive, S3Store):
-            metadata["storage_class"] = stores.archive.storage_class(ref.object_key)
+        storage_class = stores.archive.storage_class(ref.object_key)
+        if storage_class is not None:
+            metadata["storage_class"] = storage_class
         if retain_until is not None:
             metadata["object_lock_retain_until"] = retain_until.isoformat()
         return Output(ref, metadata=metadata)
