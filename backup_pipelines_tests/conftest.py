@@ -32,7 +32,10 @@ from backup_pipelines_tests.helpers import (
     DOCKER,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
+    Cloud,
+    azure_cloud,
     config_document,
+    gcs_cloud,
     make_certificates,
 )
 
@@ -179,7 +182,7 @@ def _emulator(name: str, argv: Callable[[int, Path], list[str]]) -> Iterator[int
     try:
         yield port
     finally:
-        server.terminate()
+        server.kill()  # in-memory: nothing to flush, and Azurite ignores SIGTERM for a while
         server.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
 
@@ -226,3 +229,10 @@ def gcs_emulator() -> Iterator[str]:
         endpoint = f"http://127.0.0.1:{port}"
         os.environ["STORAGE_EMULATOR_HOST"] = endpoint
         yield endpoint
+
+
+@pytest.fixture(params=["azure", "gcs"])
+def cloud(request, monkeypatch) -> Cloud:
+    if request.param == "azure":
+        return azure_cloud(request.getfixturevalue("azurite"), monkeypatch)
+    return gcs_cloud(request.getfixturevalue("gcs_emulator"))

@@ -324,3 +324,21 @@ def test_a_prune_killed_between_any_two_deletions_is_finished_by_the_next(histor
         for deletion in replan.deletions:
             delete_objects(stores, deletion)
         assert everything(stores) == before - expired, f"killed after {survive} deletions"
+
+
+def test_prune_on_azure_and_gcs_deletes_exactly_the_plan(history, cloud, instance):
+    defs, stores, _ = history(storage=cloud.storage, count=21)
+    (request,) = tick(defs, instance).run_requests
+    planned = deletions_of(request.run_config)
+    tombstones = {d["objects"][-1] for d in planned if d["scope"] == "backup"}
+    doomed = {uri for d in planned for uri in d["objects"]} - tombstones
+    assert doomed
+
+    before, before_as_uris = set(cloud.listed()), everything(stores)
+    result = run_prune(defs, instance, request.run_config)
+    assert result.success, failure_messages(result)
+    # The container's own listing, not this project's: exactly the planned objects are gone.
+    gone = before - set(cloud.listed())
+    assert len(gone) == len(doomed)
+    assert all(any(uri.endswith(f"/{key}") for uri in doomed) for key in gone)
+    assert everything(stores) == before_as_uris - doomed - tombstones

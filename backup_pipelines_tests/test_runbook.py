@@ -3,14 +3,20 @@
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import psycopg
+import pytest
 
 from backup_pipelines_tests.helpers import (
+    AZURE_CLI,
+    AZURITE_ACCOUNT_KEY,
     TEST_DATABASES,
     RunbookParser,
+    azure_cloud,
     definitions_for,
     failure_messages,
     materialize_runbook,
@@ -22,10 +28,46 @@ from backup_pipelines_tests.helpers import (
 )
 
 
-def test_runbook_restores_by_hand_from_s3(
-    write_config, cluster, instance, s3_endpoint, bucket, tmp_path
-):
-    config = write_config(storage={"s3": {"bucket": bucket, "endpoint_url": s3_endpoint}})
+@dataclass
+class HandRestoreStore:
+    """The storage section, the command-line tool an operator downloads with, the runbook page
+    read with the store's own client, and what the operator exports for the tool."""
+
+    storage: dict
+    tool: str
+    runbook_page: Callable[[], str]
+    environment: dict[str, str]
+    tool_folder: Path | None = None
+
+
+@pytest.fixture(params=["s3", "azure"])
+def hand_restore_store(request, monkeypatch) -> HandRestoreStore:
+    if request.param == "s3":
+        endpoint, bucket = (request.getfixturevalue(name) for name in ("s3_endpoint", "bucket"))
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        return HandRestoreStore(
+            storage={"s3": {"bucket": bucket, "endpoint_url": endpoint}},
+            tool="aws s3 cp --endpoint-url",
+            runbook_page=lambda: (
+                s3.get_object(Bucket=bucket, Key="archive/recovery_runbook.html")["Body"]
+                .read()
+                .decode()
+            ),
+            environment={},
+        )
+    cloud = azure_cloud(request.getfixturevalue("azurite"), monkeypatch)
+    return HandRestoreStore(
+        storage=cloud.storage,
+        tool="az storage blob download --blob-endpoint",
+        runbook_page=lambda: cloud.download("pg/archive/recovery_runbook.html").decode(),
+        # az's own variable for the account key (or AZURE_STORAGE_SAS_TOKEN, or --auth-mode login)
+        environment={"AZURE_STORAGE_KEY": AZURITE_ACCOUNT_KEY},
+        tool_folder=AZURE_CLI,
+    )
+
+
+def test_runbook_restores_by_hand(write_config, cluster, instance, hand_restore_store, tmp_path):
+    config = write_config(storage=hand_restore_store.storage)
     defs = definitions_for(config)
     assert run_backup(defs, instance).success
     tested = run_restore_test_job(defs, instance, databases=["agentic"])
@@ -36,12 +78,7 @@ def test_runbook_restores_by_hand_from_s3(
     assert metadata["restore_tested"].value == "agentic"
     assert metadata["databases_without_verified_archive"].value == "none"
 
-    page = (
-        boto3.client("s3", endpoint_url=s3_endpoint)
-        .get_object(Bucket=bucket, Key="archive/recovery_runbook.html")["Body"]
-        .read()
-        .decode()
-    )
+    page = hand_restore_store.runbook_page()
     parser = RunbookParser()
     parser.feed(page)
     assert parser.external == []  # self-contained: no scripts, stylesheets, images or fonts
@@ -50,13 +87,19 @@ def test_runbook_restores_by_hand_from_s3(
     assert "never restore-tested" in page  # langfuse's
 
     commands = parser.blocks[("hand-restore", "langfuse")]
-    assert "aws s3 cp --endpoint-url" in commands and "sha256sum --check" in commands
+    assert hand_restore_store.tool in commands and "sha256sum --check" in commands
     assert "restore_from_archive:" in parser.blocks[("restore-job", "langfuse")]
     workdir = tmp_path / "by_hand"
     workdir.mkdir()
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PATH": ":".join(
+            str(folder)
+            for folder in (hand_restore_store.tool_folder, Path(sys.executable).parent)
+            if folder
+        )
+        + f":{os.environ['PATH']}",
+        **hand_restore_store.environment,
         "PGHOST": "127.0.0.1",
         "PGPORT": str(cluster.port),
         "PGUSER": "postgres",

@@ -3,19 +3,32 @@ test and a failing backup run as real `dagster job execute` processes, then ever
 line, metadata value, error and stored file is searched for them, and so is every process's
 command line while they ran."""
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs
 
+import pytest
+from azure.storage.blob import (
+    AccountSasPermissions,
+    BlobServiceClient,
+    ResourceTypes,
+    generate_account_sas,
+)
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
 from backup_pipelines_tests.helpers import (
+    AZURITE_ACCOUNT_KEY,
     BACKUP_PASSWORD,
     RESTORE_TEST_PASSWORD,
     CommandLineWatch,
+    azure_cloud,
     backup_url,
     today,
 )
@@ -42,13 +55,51 @@ def files_containing(root: Path, secret: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
+@dataclass
+class SweptStore:
+    storage: dict | None
+    secrets: tuple[str, ...]
+    stored_files: Callable[[Path], list[bytes]]
+
+
+def local_files(config_folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in (config_folder / "backups").rglob("*") if p.is_file()]
+
+
+@pytest.fixture(params=["local", "azure-sas"])
+def swept_store(request, monkeypatch) -> SweptStore:
+    if request.param == "local":
+        return SweptStore(None, (), local_files)
+    # A SAS token: the kind of secret that rides in request URLs.
+    cloud = azure_cloud(request.getfixturevalue("azurite"), monkeypatch)
+    service = BlobServiceClient.from_connection_string(request.getfixturevalue("azurite"))
+    token = generate_account_sas(
+        service.account_name,
+        AZURITE_ACCOUNT_KEY,
+        ResourceTypes(container=True, object=True),
+        AccountSasPermissions(read=True, write=True, delete=True, list=True, create=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
+    monkeypatch.setenv("TEST_AZURE_SAS", token)
+    settings = {**cloud.storage["azure"], "account_url": service.url.rstrip("/")}
+    del settings["connection_string"]
+    settings["sas_token"] = "${TEST_AZURE_SAS}"
+    signature = parse_qs(token)["sig"][0]
+    return SweptStore(
+        {"azure": settings},
+        (token, signature, AZURITE_ACCOUNT_KEY),
+        lambda _: [cloud.download(key) for key in cloud.listed()],
+    )
+
+
 def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
-    write_config, cluster, tmp_path, monkeypatch
+    write_config, cluster, tmp_path, monkeypatch, swept_store
 ):
     identity = new_age_identity()
-    secrets = (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, identity)
+    secrets = (BACKUP_PASSWORD, RESTORE_TEST_PASSWORD, identity, *swept_store.secrets)
     monkeypatch.setenv("TEST_AGE_IDENTITY", identity)
     config = write_config(
+        storage=swept_store.storage,
         encryption={"identity": "${TEST_AGE_IDENTITY}"},
         databases={
             "agentic": {"url": backup_url(cluster, "agentic")},
@@ -102,4 +153,5 @@ def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
         for output in (backup, restore_test):
             assert secret not in output.stdout + output.stderr  # every log line printed
         assert files_containing(home, secret) == []  # event log DB, compute logs
-        assert files_containing(config.parent / "backups", secret) == []  # manifests, refs
+        stored = swept_store.stored_files(config.parent)  # manifests, refs, dumps
+        assert stored and not any(secret.encode() in content for content in stored)

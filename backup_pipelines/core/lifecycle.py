@@ -81,7 +81,12 @@ def _source_rule(bucket_name: str, rule: SourceLifecycleRule) -> dict[str, Any]:
 def _backup_stores(config: BackupConfig) -> tuple[S3Store, S3Store]:
     """The dump and archive stores, which lifecycle rules need in S3."""
     if config.storage.s3 is None:
-        raise ConfigError("lifecycle rules are for S3 storage; storage.local has none")
+        kind = next(k for k in ("local", "azure", "gcs") if getattr(config.storage, k))
+        raise ConfigError(
+            f"lifecycle rules are applied by this command to S3 storage only, not storage.{kind}: "
+            "on Azure set a lifecycle management policy on the storage account, on GCS the "
+            "bucket's lifecycle configuration (`gcloud storage buckets update --lifecycle-file`)"
+        )
     stores = stores_from_config(config)
     assert isinstance(stores.dumps, S3Store) and isinstance(stores.archive, S3Store)
     return stores.dumps, stores.archive
