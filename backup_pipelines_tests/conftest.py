@@ -2,12 +2,10 @@
 (gcp-storage-emulator) endpoints over HTTP.
 Helpers that tests import by name are in helpers.py."""
 
-import contextlib
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,13 +19,13 @@ from dagster import DagsterInstance, instance_for_test
 from moto.server import ThreadedMotoServer
 
 from backup_pipelines_demo.cluster import LocalCluster, free_port, start_cluster
+from backup_pipelines_demo.emulators import running_azurite, running_gcs_emulator
 from backup_pipelines_demo.sample_databases import (
     create_backup_role,
     create_restore_test_role,
     create_sample_database,
 )
 from backup_pipelines_tests.helpers import (
-    AZURITE_ACCOUNT_KEY,
     BACKUP_PASSWORD,
     DOCKER,
     RESTORE_TEST_PASSWORD,
@@ -161,72 +159,18 @@ http {{
     shutil.rmtree(home, ignore_errors=True)
 
 
-def _serve(argv: list[str], port: int, home: Path) -> subprocess.Popen:
-    """Start an emulator in `home` and wait until it listens on 127.0.0.1:`port`."""
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(argv, cwd=home, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"{argv[0]} did not start: {(home / 'server.log').read_text()}")
-        time.sleep(0.2)
-    return server
-
-
-@contextlib.contextmanager
-def _emulator(name: str, argv: Callable[[int, Path], list[str]]) -> Iterator[int]:
-    home = Path(tempfile.mkdtemp(prefix=f"backup-pipelines-{name}-"))
-    port = free_port()
-    server = _serve(argv(port, home), port, home)
-    try:
-        yield port
-    finally:
-        server.kill()  # in-memory: nothing to flush, and Azurite ignores SIGTERM for a while
-        server.wait(timeout=10)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[str]:
     """Azurite's blob service (npm `azurite`): the connection string of its account."""
-    with _emulator(
-        "azurite",
-        lambda port, _: [
-            "azurite-blob",
-            "--inMemoryPersistence",
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            # The client library may speak a newer service version than the emulator knows.
-            "--skipApiVersionCheck",
-        ],
-    ) as port:
-        yield (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={AZURITE_ACCOUNT_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-        )
+    with running_azurite() as connection_string:
+        yield connection_string
 
 
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[str]:
     """gcp-storage-emulator over HTTP; google-cloud-storage finds it via STORAGE_EMULATOR_HOST
     (the client's own switch, which also makes it send no credentials)."""
-    with _emulator(
-        "gcs",
-        lambda port, _: [
-            str(Path(sys.executable).with_name("gcp-storage-emulator")),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-        ],
-    ) as port:
-        endpoint = f"http://127.0.0.1:{port}"
+    with running_gcs_emulator() as endpoint:
         os.environ["STORAGE_EMULATOR_HOST"] = endpoint
         yield endpoint
 

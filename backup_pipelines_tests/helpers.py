@@ -38,10 +38,6 @@ from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
 # Distinctive, so a test can search every log line and event for it.
 BACKUP_PASSWORD = "Pw-7qZ1x-never-print-me"
 RESTORE_TEST_PASSWORD = "Rt-4kP9w-never-print-me"
-# Azurite's well-known account key: the secrets sweep treats it as the secret it would be.
-AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 TEST_DATABASES = ("agentic", "langfuse")
 
 

@@ -47,7 +47,7 @@ def test_rules_match_retention_and_apply_beside_existing_ones(write_config, s3_e
 
 def test_local_storage_has_no_lifecycle(write_config):
     write_config()
-    with pytest.raises(ConfigError, match="to S3 storage only, not storage.local"):
+    with pytest.raises(ConfigError, match=r"to S3 storage only, not storage\.local"):
         lifecycle_rules(load_config())
     assert main([]) == 2
 

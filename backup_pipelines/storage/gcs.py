@@ -13,13 +13,15 @@ from google.api_core.exceptions import Forbidden, GoogleAPIError, NotFound, Unau
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
-from backup_pipelines.core.streams import CHUNK_SIZE
+from backup_pipelines.core.streams import CHUNK_SIZE as READ_SIZE
 from backup_pipelines.storage.base import ObjectStore, ObjectWriter, StorageError, StoredObject
 from backup_pipelines.storage.parts import MIB, PartedWriter
 
 # GCS chunks must be multiples of 256 KiB (every part size here is a whole MiB). Their number
-# is not limited, so they stay at the smallest part size and memory stays flat in the size.
+# is not limited, so their size stays fixed and memory flat in the object's size. They go one
+# at a time, each a round trip: larger than S3's parts.
 _UNLIMITED_CHUNKS = 1 << 40
+CHUNK_SIZE = 16 * MIB
 _READ_AHEAD = 8 * MIB
 _TIMEOUT = (10, 120)  # connect, read (seconds)
 _ERRORS = (GoogleAPIError, GoogleAuthError, requests.RequestException)
@@ -48,7 +50,13 @@ class _GcsWriter(PartedWriter):
     def __init__(self, store: GcsStore, key: str, expected_size: int) -> None:
         self._store = store
         self._blob = store.blob(key)
-        super().__init__(store.uri(key), expected_size, max_parts=_UNLIMITED_CHUNKS, in_flight=1)
+        super().__init__(
+            store.uri(key),
+            expected_size,
+            max_parts=_UNLIMITED_CHUNKS,
+            in_flight=1,
+            min_part_size=CHUNK_SIZE,
+        )
         self._session_url = ""
         self._http = requests.Session()
 
@@ -148,7 +156,7 @@ class GcsStore(ObjectStore):
             with self.bucket.blob(self.full_key(key)).open(
                 "rb", chunk_size=_READ_AHEAD, timeout=_TIMEOUT
             ) as reader:
-                yield from iter(lambda: reader.read(CHUNK_SIZE), b"")
+                yield from iter(lambda: reader.read(READ_SIZE), b"")
         except _ERRORS as error:
             raise self.error(error, where) from None
 

@@ -17,10 +17,10 @@ MIN_PART_SIZE = 8 * MIB
 MAX_PART_SIZE = 512 * MIB
 
 
-def part_size_for(expected_size: int, max_parts: int) -> int:
+def part_size_for(expected_size: int, max_parts: int, minimum: int = MIN_PART_SIZE) -> int:
     """A part size that fits `expected_size` (with room to grow 4x) into `max_parts` parts."""
     needed = math.ceil(4 * max(expected_size, 1) / max_parts)
-    return min(MAX_PART_SIZE, max(MIN_PART_SIZE, math.ceil(needed / MIB) * MIB))
+    return min(MAX_PART_SIZE, max(minimum, math.ceil(needed / MIB) * MIB))
 
 
 class PartedWriter(ObjectWriter):
@@ -29,12 +29,18 @@ class PartedWriter(ObjectWriter):
     (never empty) carries the total size, and `_complete` makes the parts one object."""
 
     def __init__(
-        self, where: str, expected_size: int, *, max_parts: int, in_flight: int = 2
+        self,
+        where: str,
+        expected_size: int,
+        *,
+        max_parts: int,
+        in_flight: int = 2,
+        min_part_size: int = MIN_PART_SIZE,
     ) -> None:
         super().__init__()
         self._where = where
         self._max_parts = max_parts
-        self._part_size = part_size_for(expected_size, max_parts)
+        self._part_size = part_size_for(expected_size, max_parts, min_part_size)
         self._buffer = bytearray()
         self._parts: list[Future[Any]] = []
         self._slots = threading.BoundedSemaphore(in_flight)
@@ -64,7 +70,8 @@ class PartedWriter(ObjectWriter):
         self._buffer += chunk
         # Strictly more than a part: the last part is never empty.
         while len(self._buffer) > self._part_size:
-            part = bytes(self._buffer[: self._part_size])
+            with memoryview(self._buffer) as view:  # one copy, not two
+                part = bytes(view[: self._part_size])
             del self._buffer[: self._part_size]
             self._send_part(part, total=None)
 
