@@ -11,9 +11,9 @@ import boto3
 import psycopg
 import pytest
 
+from backup_pipelines_demo.emulators import AZURITE_ACCOUNT_KEY
 from backup_pipelines_tests.helpers import (
     AZURE_CLI,
-    AZURITE_ACCOUNT_KEY,
     TEST_DATABASES,
     RunbookParser,
     azure_cloud,

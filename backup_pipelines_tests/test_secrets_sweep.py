@@ -23,8 +23,8 @@ from azure.storage.blob import (
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
+from backup_pipelines_demo.emulators import AZURITE_ACCOUNT_KEY
 from backup_pipelines_tests.helpers import (
-    AZURITE_ACCOUNT_KEY,
     BACKUP_PASSWORD,
     RESTORE_TEST_PASSWORD,
     CommandLineWatch,

@@ -162,9 +162,7 @@ class AzureStore(ObjectStore):
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         if not isinstance(source, AzureStore) or source.endpoint != self.endpoint:
-            self.write_chunks(
-                key, source.read_chunks(source_key), expected_size=source.size(source_key) or 0
-            )
+            self.copy_streamed(source, source_key, key)
             return
         source_blob = source.container.get_blob_client(source.full_key(source_key))
         target = self.container.get_blob_client(self.full_key(key))

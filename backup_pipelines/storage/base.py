@@ -74,6 +74,11 @@ class ObjectStore(ABC):
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         """Copy an object of `source` here, server-side where the store allows."""
 
+    def copy_streamed(self, source: ObjectStore, source_key: str, key: str) -> None:
+        """Copy through this process, between stores that cannot copy server-side."""
+        size = source.size(source_key) or 0
+        self.write_chunks(key, source.read_chunks(source_key), expected_size=size)
+
     @abstractmethod
     def delete(self, key: str) -> None: ...
 

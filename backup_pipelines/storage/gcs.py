@@ -173,9 +173,7 @@ class GcsStore(ObjectStore):
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         if not isinstance(source, GcsStore) or source.client is not self.client:
-            self.write_chunks(
-                key, source.read_chunks(source_key), expected_size=source.size(source_key) or 0
-            )
+            self.copy_streamed(source, source_key, key)
             return
         # A rewrite (not copyTo): it may take several calls for a large object, and it is the
         # call that sets the destination's storage class.

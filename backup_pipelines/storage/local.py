@@ -84,7 +84,7 @@ class LocalStore(ObjectStore):
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         if not isinstance(source, LocalStore):
-            self.write_chunks(key, source.read_chunks(source_key))
+            self.copy_streamed(source, source_key, key)
             return
         if not source.exists(source_key):
             raise StorageError(f"{source.uri(source_key)} does not exist")

@@ -179,9 +179,7 @@ class S3Store(ObjectStore):
 
     def copy_from(self, source: ObjectStore, source_key: str, key: str) -> None:
         if not isinstance(source, S3Store) or source.client is not self.client:
-            self.write_chunks(
-                key, source.read_chunks(source_key), expected_size=source.size(source_key) or 0
-            )
+            self.copy_streamed(source, source_key, key)
             return
         size = source.size(source_key) or 0
         config = TransferConfig(
