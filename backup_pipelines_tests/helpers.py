@@ -383,7 +383,7 @@ class Cloud:
     kind: str
     storage: dict
     archive_class: str
-    listed: Callable[[], list[str]]
+    listed: Callable[[], dict[str, int]]  # key: size
     download: Callable[[str], bytes]
     upload: Callable[[str, bytes], None]
     storage_class: Callable[[str], str]
@@ -404,7 +404,7 @@ def azure_cloud(connection_string: str, monkeypatch) -> Cloud:
             }
         },
         archive_class="Cool",
-        listed=lambda: [blob.name for blob in container.list_blobs()],
+        listed=lambda: {blob.name: blob.size for blob in container.list_blobs()},
         download=lambda key: container.download_blob(key).readall(),
         upload=lambda key, data: container.upload_blob(key, data, overwrite=True),
         storage_class=lambda key: container.get_blob_client(key).get_blob_properties().blob_tier,
@@ -427,7 +427,7 @@ def gcs_cloud(endpoint: str) -> Cloud:
         # The emulator keeps the source's class on a rewrite (real GCS applies the class the
         # rewrite asks for), so on it the archive copy reads back as STANDARD.
         archive_class="STANDARD",
-        listed=lambda: [blob.name for blob in client.list_blobs(bucket)],
+        listed=lambda: {blob.name: blob.size for blob in client.list_blobs(bucket)},
         download=lambda key: bucket.blob(key).download_as_bytes(),
         upload=lambda key, data: bucket.blob(key).upload_from_string(data),
         storage_class=lambda key: bucket.get_blob(key).storage_class,

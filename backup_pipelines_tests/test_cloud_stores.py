@@ -8,6 +8,7 @@ import pytest
 
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.streams import digest_chunks
+from backup_pipelines.core.usage import storage_usage
 from backup_pipelines.storage import stores_from_config, writing
 from backup_pipelines_demo.emulators import AZURITE_ACCOUNT_KEY
 from backup_pipelines_tests.helpers import (
@@ -46,6 +47,11 @@ def test_backup_restores_to_identical_data(cloud, write_config, cluster, instanc
     metadata = result.asset_materializations_for_node("postgres__agentic__archive")[0].metadata
     assert metadata["storage_class"].value == cloud.archive_class
     assert metadata["uri"].value.endswith(f"/{key}")
+
+    # Storage usage counts what the store's own listing holds for the database.
+    usage = storage_usage(stores_from_config(load_config(config)), ["agentic"], [])["agentic"]
+    listed = {key: size for key, size in cloud.listed().items() if "/agentic/" in key}
+    assert (usage.bytes, usage.objects) == (sum(listed.values()), len(listed))
 
     local_copy = tmp_path / "agentic.dump.zst"
     local_copy.write_bytes(cloud.download(key))

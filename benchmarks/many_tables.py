@@ -80,14 +80,19 @@ def counted_in_snapshot(cluster: LocalCluster) -> tuple[float, int]:
         return time.monotonic() - started, rows
 
 
-def project_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
-    """A configuration backing up the database into a fresh local store, and its environment."""
+def project_env(
+    cluster: LocalCluster, home: Path, databases: tuple[str, ...] = (DATABASE,)
+) -> dict[str, str]:
+    """A configuration backing up the databases into a fresh local store, and its environment."""
     store, dagster_home = home / "store", home / "dagster_home"
     shutil.rmtree(store, ignore_errors=True)
     dagster_home.mkdir(exist_ok=True)
     config = home / "backup_pipelines.yaml"
-    url = f"postgresql://postgres:${{BENCH_PW}}@127.0.0.1:{cluster.port}/{DATABASE}"
-    document = {"storage": {"local": {"path": str(store)}}, "databases": {DATABASE: {"url": url}}}
+    urls = {
+        name: {"url": f"postgresql://postgres:${{BENCH_PW}}@127.0.0.1:{cluster.port}/{name}"}
+        for name in databases
+    }
+    document = {"storage": {"local": {"path": str(store)}}, "databases": urls}
     config.write_text(yaml.safe_dump(document))
     return {
         **os.environ,
@@ -106,20 +111,22 @@ def dump_step(cluster: LocalCluster, home: Path) -> tuple[float, float]:
     return seconds, float(json.loads(manifest.read_text())["dump_seconds"])
 
 
-def whole_job(cluster: LocalCluster, home: Path) -> tuple[float, dict[str, int]]:
+def whole_job(
+    cluster: LocalCluster, home: Path, databases: tuple[str, ...] = (DATABASE,)
+) -> tuple[float, dict[str, int]]:
     """`daily_backup` for today, as `dg launch` runs it: seconds and peak RSS by program."""
-    env = project_env(cluster, home)
+    env = project_env(cluster, home, databases)
     dg = str(Path(sys.executable).parent / "dg")
     launch = ["launch", "--job", names.DAILY_BACKUP_JOB, "--partition", utc_today()]
     return measure([dg, *launch, "-m", "backup_pipelines.definitions"], env)
 
 
-def bare_pg_dump(cluster: LocalCluster) -> float:
+def bare_pg_dump(cluster: LocalCluster, database: str = DATABASE) -> float:
     assert cluster.bin_dir is not None
     started = time.monotonic()
     server = ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
     subprocess.run(
-        [str(cluster.bin_dir / "pg_dump"), "-Fc", *server, DATABASE],
+        [str(cluster.bin_dir / "pg_dump"), "-Fc", *server, database],
         env={**os.environ, "PGPASSWORD": PASSWORD},
         stdout=subprocess.DEVNULL,
         check=True,

@@ -1,0 +1,74 @@
+"""Many small databases in one `daily_backup` run against bare `pg_dump -Fc` of each, in one run:
+
+    .venv/bin/python benchmarks/small_databases.py --databases 20 --rows 40000
+
+prints the seconds per database the job spends beyond the bare dumps (`dg launch`, a fresh
+process and its step processes, 3 per database), and the peak RSS of every process. The
+databases (one table of --rows rows each) are built once in --home and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import psycopg
+from many_tables import PASSWORD, bare_pg_dump, whole_job
+
+from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+
+
+def prepare(home: Path, count: int, rows: int) -> tuple[LocalCluster, tuple[str, ...]]:
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    cluster = start_cluster(home / "server", PASSWORD)
+    names = tuple(f"tenant_{n:03d}" for n in range(1, count + 1))
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        existing = {row[0] for row in admin.execute("SELECT datname FROM pg_database")}
+        for name in names:
+            if name in existing:
+                continue
+            admin.execute(f"CREATE DATABASE {name}")
+            with psycopg.connect(cluster.url(name), autocommit=True) as conn:
+                conn.execute(
+                    "CREATE TABLE events AS SELECT g AS id, now() AS at, md5(g::text) AS body "
+                    f"FROM generate_series(1, {rows}) g"
+                )
+    return cluster, names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--databases", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=40_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--home", type=Path, default=Path("/var/tmp/backup-pipelines-bench-small-databases")
+    )
+    options = parser.parse_args()
+    cluster, names = prepare(options.home, options.databases, options.rows)
+    try:
+        bare, jobs, peaks = [], [], {}
+        for _ in range(options.repeat):
+            started = time.monotonic()
+            for name in names:
+                bare_pg_dump(cluster, name)
+            bare.append(time.monotonic() - started)
+            seconds, peaks = whole_job(cluster, options.home, names)
+            jobs.append(seconds)
+        bare_s, job_s = statistics.median(bare), statistics.median(jobs)
+        memory = ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in sorted(peaks.items()))
+        print(
+            f"{len(names)} databases of {options.rows} rows (medians of {options.repeat}): "
+            f"bare pg_dump -Fc of each {bare_s:.1f} s; daily_backup (dg launch) {job_s:.1f} s "
+            f"= {(job_s - bare_s) / len(names):.2f} s per database beyond the bare dumps; "
+            f"peak RSS by process: {memory}"
+        )
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
