@@ -8,8 +8,10 @@ Built from the file named by BACKUP_PIPELINES_CONFIG (default ./backup_pipelines
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from dagster import BetaWarning, Definitions, definitions, multiprocess_executor
 
@@ -34,10 +36,10 @@ DOMAINS: tuple[Callable[[Project], Definitions], ...] = (
     usage_definitions,
 )
 
-# Each step runs in its own process (dumps of different servers run in parallel); a forkserver
-# with dagster and this package preloaded starts those processes in a fraction of the time.
+# Each step runs in its own process (dumps of different servers run in parallel), forked from a
+# server that has already loaded what every step needs (forkserver.py).
 STEP_EXECUTOR = multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["backup_pipelines.definitions"]}}}
+    {"start_method": {"forkserver": {"preload_modules": ["backup_pipelines.forkserver"]}}}
 )
 
 
@@ -57,8 +59,19 @@ def build_definitions(config: BackupConfig, config_path: str) -> Definitions:
     return merged
 
 
+def definitions_from_env() -> Definitions:
+    """The definitions of the file named by BACKUP_PIPELINES_CONFIG, built once per version of
+    the file in a process (and so inherited by the step processes forked after it)."""
+    path = config_path_from_env()
+    return _built(str(path), path.stat().st_mtime_ns if path.exists() else 0)
+
+
+@functools.cache
+def _built(path: str, version: int) -> Definitions:
+    return build_definitions(load_config(Path(path)), path)
+
+
 @definitions
 def defs() -> Definitions:
-    """Loaded lazily by Dagster's tools, from the file named by BACKUP_PIPELINES_CONFIG."""
-    path = config_path_from_env()
-    return build_definitions(load_config(path), str(path))
+    """Loaded lazily by Dagster's tools."""
+    return definitions_from_env()
