@@ -10,28 +10,32 @@ import importlib
 import os
 from pathlib import Path
 
-import dagster._core.instance.factory  # what opening the run's instance imports
-import dagster._core.secrets.loader
-import dagster._core.storage.sqlite_storage  # the default instance's storage
 from dagster._core.instance.ref import InstanceRef
 
 from backup_pipelines.core.config import ConfigError
 from backup_pipelines.definitions import definitions_from_env
 
+# What opening the run's instance imports whatever its configuration, and the default
+# instance's storage (found by profiling a run's step processes with py-spy).
+_INSTANCE_MODULES = (
+    "dagster._core.instance.factory",
+    "dagster._core.secrets.loader",
+    "dagster._core.storage.sqlite_storage",
+)
 
-def _import_instance_modules() -> None:
+
+def _configured_modules() -> list[str]:
     """The modules named by $DAGSTER_HOME/dagster.yaml (storage, compute logs, launcher)."""
     home = os.environ.get("DAGSTER_HOME")
     if not home or not (Path(home) / "dagster.yaml").exists():
-        return
+        return []
     ref = InstanceRef.from_dir(home)
-    for field in ref._fields:
-        module = getattr(getattr(ref, field), "module_name", None)
-        if module:
-            importlib.import_module(module)
+    named = (getattr(getattr(ref, field), "module_name", None) for field in ref._fields)
+    return [module for module in named if module]
 
 
-_import_instance_modules()
+for _module in (*_INSTANCE_MODULES, *_configured_modules()):
+    importlib.import_module(_module)
 # A configuration that does not load is reported by the step that loads it.
 with contextlib.suppress(ConfigError, OSError):
     definitions_from_env()
