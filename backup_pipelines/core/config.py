@@ -56,13 +56,24 @@ class ObjectLockConfig(_Strict):
     days: int | None = Field(default=None, ge=1)
 
 
-class S3StorageConfig(_Strict):
-    bucket: str = Field(min_length=3)
+class _RemoteStorageConfig(_Strict):
+    """Where in a bucket or container the backups go: dumps/, refs/ and archive/ under `prefix`,
+    or the archive under its own `archive_prefix`."""
+
     prefix: str = ""
+    archive_prefix: str | None = None
+
+    @field_validator("prefix", "archive_prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip("/")
+
+
+class S3StorageConfig(_RemoteStorageConfig):
+    bucket: str = Field(min_length=3)
     endpoint_url: str | None = None
     region: str | None = None
     archive_bucket: str | None = None
-    archive_prefix: str | None = None
     archive_storage_class: str | None = None
     sse: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
@@ -74,11 +85,6 @@ class S3StorageConfig(_Strict):
     archive_transition_storage_class: str = "GLACIER_IR"
     # The archive bucket must have Object Lock enabled (it is set when a bucket is created).
     object_lock: ObjectLockConfig | None = None
-
-    @field_validator("prefix", "archive_prefix")
-    @classmethod
-    def _strip_slashes(cls, value: str | None) -> str | None:
-        return None if value is None else value.strip("/")
 
     @model_validator(mode="after")
     def _kms_needs_sse(self) -> S3StorageConfig:
@@ -96,25 +102,18 @@ def _require_reference(name: str, value: str | None, example: str) -> None:
         )
 
 
-class AzureStorageConfig(_Strict):
+class AzureStorageConfig(_RemoteStorageConfig):
     """A container of an Azure storage account. Credentials: `connection_string` or
     `sas_token` (each a ${VAR}), else the standard Azure chain for `account_url`."""
 
     container: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-    prefix: str = ""
     account_url: str | None = None  # https://<account>.blob.core.windows.net
     connection_string: str | None = None
     sas_token: str | None = None
     archive_container: str | None = None
-    archive_prefix: str | None = None
     # Online tiers only: the archive copy is read back at once, and an Archive-tier blob cannot
     # be read until rehydrated (move copies there with a lifecycle management policy).
     archive_tier: Literal["Hot", "Cool", "Cold"] | None = None
-
-    @field_validator("prefix", "archive_prefix")
-    @classmethod
-    def _strip_slashes(cls, value: str | None) -> str | None:
-        return None if value is None else value.strip("/")
 
     @model_validator(mode="after")
     def _credentials(self) -> AzureStorageConfig:
@@ -131,22 +130,15 @@ class AzureStorageConfig(_Strict):
         return self
 
 
-class GcsStorageConfig(_Strict):
+class GcsStorageConfig(_RemoteStorageConfig):
     """A Google Cloud Storage bucket. Credentials: `credentials_file` (a service account key's
     path), else the standard Google chain."""
 
     bucket: str = Field(min_length=3)
-    prefix: str = ""
     project: str | None = None
     credentials_file: str | None = None
     archive_bucket: str | None = None
-    archive_prefix: str | None = None
     archive_storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
-
-    @field_validator("prefix", "archive_prefix")
-    @classmethod
-    def _strip_slashes(cls, value: str | None) -> str | None:
-        return None if value is None else value.strip("/")
 
 
 class LocalStorageConfig(_Strict):
