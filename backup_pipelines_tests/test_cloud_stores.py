@@ -2,6 +2,7 @@
 each over HTTP through its official client: restore and compare, a flipped byte caught, an
 interrupted upload leaving nothing, and bad settings named."""
 
+import json
 import os
 
 import pytest
@@ -121,6 +122,33 @@ def test_wrong_azure_key_is_refused_without_showing_it(
     assert "check the connection string or SAS token" in message
     for event in result.all_events:
         assert wrong_key not in str(event) and AZURITE_ACCOUNT_KEY not in str(event)
+
+
+def test_a_bad_gcs_key_file_is_named_without_its_contents(
+    gcs_emulator, write_config, instance, tmp_path, monkeypatch
+):
+    secret = "MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC-never-print-me"
+    key_file = tmp_path / "key.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "client_email": "backups@acme.iam.gserviceaccount.com",
+                "private_key": f"-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    monkeypatch.setenv("TEST_GCS_KEY", str(key_file))
+    storage = {"gcs": {"bucket": "backups", "credentials_file": "${TEST_GCS_KEY}"}}
+    result = run_backup(
+        definitions_for(write_config(storage=storage)), instance, databases=("agentic",)
+    )
+    assert not result.success
+    # The step's resources fail to build, so the reason is on the failure events' causes.
+    events = "\n".join(str(event) for event in result.all_events)
+    assert "storage.gcs.credentials_file: not a service account key file" in events
+    assert secret not in events
 
 
 @pytest.mark.parametrize(

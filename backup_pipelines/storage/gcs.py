@@ -207,6 +207,18 @@ class GcsStore(ObjectStore):
 def gcs_client(project: str | None, credentials_file: str | None) -> storage.Client:
     """From a service account key file, or the standard Google chain (GOOGLE_APPLICATION_
     CREDENTIALS, workload identity, the metadata server); STORAGE_EMULATOR_HOST is honoured."""
-    if credentials_file:
-        return storage.Client.from_service_account_json(credentials_file, project=project)
-    return storage.Client(project=project)
+    try:
+        if credentials_file:
+            return storage.Client.from_service_account_json(credentials_file, project=project)
+        return storage.Client(project=project)
+    except OSError as error:
+        raise StorageError(
+            f"storage.gcs.credentials_file: cannot read the key file ({error.strerror})"
+        ) from None
+    except (ValueError, KeyError) as error:  # the messages may quote the key: not shown
+        raise StorageError(
+            "storage.gcs.credentials_file: not a service account key file "
+            f"({type(error).__name__}); download a JSON key of the service account"
+        ) from None
+    except GoogleAuthError as error:
+        raise StorageError(describe_gcs_error(error, "storage.gcs")) from None
