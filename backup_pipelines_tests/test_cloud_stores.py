@@ -93,6 +93,16 @@ def test_parted_upload_round_trips_and_an_interrupted_one_leaves_nothing(cloud, 
     assert dumps.size("cut.bin") is None
 
 
+def test_deleting_what_is_already_gone_succeeds(cloud, write_config):
+    """A prune killed after a deletion repeats it on its next run (test_retention_prune)."""
+    dumps = stores_from_config(load_config(write_config(storage=cloud.storage))).dumps
+    dumps.write_bytes("once.bin", b"x")
+    dumps.delete("once.bin")
+    dumps.delete("once.bin")
+    dumps.delete("never-written.bin")
+    assert "pg/dumps/once.bin" not in cloud.listed()
+
+
 def test_missing_container_or_bucket_is_named(cloud, write_config, instance):
     storage = {cloud.kind: {**cloud.storage[cloud.kind]}}
     place = "container" if cloud.kind == "azure" else "bucket"

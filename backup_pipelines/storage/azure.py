@@ -118,7 +118,22 @@ class AzureStore(ObjectStore):
         try:
             return operation(*args, **kwargs)
         except AzureError as error:
-            raise StorageError(describe_azure_error(error, where, self.setting)) from None
+            raise self.error(error, where) from None
+
+    def call_unless_missing(self, operation: Any, where: str, *args: Any, **kwargs: Any) -> Any:
+        """`call`, or None when the blob does not exist (a missing container is still an
+        error)."""
+        try:
+            return operation(*args, **kwargs)
+        except ResourceNotFoundError as error:
+            if error.error_code == "ContainerNotFound":
+                raise self.error(error, where) from None
+            return None
+        except AzureError as error:
+            raise self.error(error, where) from None
+
+    def error(self, error: Exception, where: str) -> StorageError:
+        return StorageError(describe_azure_error(error, where, self.setting))
 
     def download_command(self, key: str, destination: str) -> str:
         return (
@@ -137,20 +152,11 @@ class AzureStore(ObjectStore):
         try:
             yield from downloader.chunks()
         except AzureError as error:
-            raise StorageError(describe_azure_error(error, where, self.setting)) from None
+            raise self.error(error, where) from None
 
     def _properties(self, key: str) -> Any:
         blob = self.container.get_blob_client(self.full_key(key))
-        try:
-            return blob.get_blob_properties()
-        except ResourceNotFoundError as error:
-            if error.error_code == "ContainerNotFound":
-                raise StorageError(
-                    describe_azure_error(error, self.uri(key), self.setting)
-                ) from None
-            return None
-        except AzureError as error:
-            raise StorageError(describe_azure_error(error, self.uri(key), self.setting)) from None
+        return self.call_unless_missing(blob.get_blob_properties, self.uri(key))
 
     def size(self, key: str) -> int | None:
         properties = self._properties(key)
@@ -181,8 +187,7 @@ class AzureStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         blob = self.container.get_blob_client(self.full_key(key))
-        with contextlib.suppress(ResourceNotFoundError):
-            self.call(blob.delete_blob, self.uri(key), delete_snapshots="include")
+        self.call_unless_missing(blob.delete_blob, self.uri(key), delete_snapshots="include")
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         full_prefix = self.full_key(prefix)
@@ -191,8 +196,7 @@ class AzureStore(ObjectStore):
             for blob in self.container.list_blobs(name_starts_with=full_prefix):
                 yield StoredObject(blob.name[strip:], blob.size, blob.etag.strip('"'))
         except AzureError as error:
-            where = self.uri(prefix)
-            raise StorageError(describe_azure_error(error, where, self.setting)) from None
+            raise self.error(error, self.uri(prefix)) from None
 
 
 def azure_service(
