@@ -146,6 +146,9 @@ class LocalStorageConfig(_Strict):
     archive_path: str | None = None
 
 
+STORAGE_KINDS = ("s3", "azure", "gcs", "local")
+
+
 class StorageConfig(_Strict):
     s3: S3StorageConfig | None = None
     azure: AzureStorageConfig | None = None
@@ -156,13 +159,18 @@ class StorageConfig(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StorageConfig:
-        given = [kind for kind in ("s3", "azure", "gcs", "local") if getattr(self, kind)]
+        given = [kind for kind in STORAGE_KINDS if getattr(self, kind)]
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of storage.s3, storage.azure, storage.gcs or storage.local"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         return self
+
+    @property
+    def kind(self) -> str:
+        """Which of STORAGE_KINDS is configured (exactly one is)."""
+        return next(kind for kind in STORAGE_KINDS if getattr(self, kind))
 
 
 def _require_cron(value: str) -> str:

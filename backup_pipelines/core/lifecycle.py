@@ -81,9 +81,9 @@ def _source_rule(bucket_name: str, rule: SourceLifecycleRule) -> dict[str, Any]:
 def _backup_stores(config: BackupConfig) -> tuple[S3Store, S3Store]:
     """The dump and archive stores, which lifecycle rules need in S3."""
     if config.storage.s3 is None:
-        kind = next(k for k in ("local", "azure", "gcs") if getattr(config.storage, k))
         raise ConfigError(
-            f"lifecycle rules are applied by this command to S3 storage only, not storage.{kind}: "
+            "lifecycle rules are applied by this command to S3 storage only, not "
+            f"storage.{config.storage.kind}: "
             "on Azure set a lifecycle management policy on the storage account, on GCS the "
             "bucket's lifecycle configuration (`gcloud storage buckets update --lifecycle-file`)"
         )
