@@ -103,6 +103,14 @@ def test_deleting_what_is_already_gone_succeeds(cloud, write_config):
     assert "pg/dumps/once.bin" not in cloud.listed()
 
 
+def test_the_prefix_may_come_from_the_environment(cloud, write_config, monkeypatch):
+    monkeypatch.setenv("TEST_PREFIX", "tenant-7")
+    settings = {**cloud.storage[cloud.kind], "prefix": "${TEST_PREFIX}"}
+    config = load_config(write_config(storage={cloud.kind: settings}))
+    stores_from_config(config).dumps.write_bytes("probe.bin", b"x")
+    assert "tenant-7/dumps/probe.bin" in cloud.listed()
+
+
 def test_missing_container_or_bucket_is_named(cloud, write_config, instance):
     storage = {cloud.kind: {**cloud.storage[cloud.kind]}}
     place = "container" if cloud.kind == "azure" else "bucket"

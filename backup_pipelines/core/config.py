@@ -56,7 +56,7 @@ class ObjectLockConfig(_Strict):
     days: int | None = Field(default=None, ge=1)
 
 
-class _RemoteStorageConfig(_Strict):
+class RemoteStorageConfig(_Strict):
     """Where in a bucket or container the backups go: dumps/, refs/ and archive/ under `prefix`,
     or the archive under its own `archive_prefix`."""
 
@@ -69,7 +69,7 @@ class _RemoteStorageConfig(_Strict):
         return None if value is None else value.strip("/")
 
 
-class S3StorageConfig(_RemoteStorageConfig):
+class S3StorageConfig(RemoteStorageConfig):
     bucket: str = Field(min_length=3)
     endpoint_url: str | None = None
     region: str | None = None
@@ -102,7 +102,7 @@ def _require_reference(name: str, value: str | None, example: str) -> None:
         )
 
 
-class AzureStorageConfig(_RemoteStorageConfig):
+class AzureStorageConfig(RemoteStorageConfig):
     """A container of an Azure storage account. Credentials: `connection_string` or
     `sas_token` (each a ${VAR}), else the standard Azure chain for `account_url`."""
 
@@ -130,7 +130,7 @@ class AzureStorageConfig(_RemoteStorageConfig):
         return self
 
 
-class GcsStorageConfig(_RemoteStorageConfig):
+class GcsStorageConfig(RemoteStorageConfig):
     """A Google Cloud Storage bucket. Credentials: `credentials_file` (a service account key's
     path), else the standard Google chain."""
 

@@ -11,6 +11,7 @@ from backup_pipelines.core.config import (
     AzureStorageConfig,
     BackupConfig,
     GcsStorageConfig,
+    RemoteStorageConfig,
     S3StorageConfig,
     expand_env,
 )
@@ -89,12 +90,16 @@ class _Layout:
     def archive(self) -> str:
         return self.archive_prefix if self.archive_prefix is not None else self.under("archive")
 
+    @classmethod
+    def of(cls, settings: RemoteStorageConfig, kind: str) -> _Layout:
+        return cls(expand_env(settings.prefix, f"storage.{kind}.prefix"), settings.archive_prefix)
+
 
 def _s3_stores(s3: S3StorageConfig, single_copy_limit: int) -> BackupStores:
     endpoint = expand_env(s3.endpoint_url, "storage.s3.endpoint_url") if s3.endpoint_url else None
     client = aws_client("s3", endpoint, s3.region)
     bucket = expand_env(s3.bucket, "storage.s3.bucket")
-    layout = _Layout(expand_env(s3.prefix, "storage.s3.prefix"), s3.archive_prefix)
+    layout = _Layout.of(s3, "s3")
     common: dict[str, Any] = {
         "sse": s3.sse,
         "kms_key_id": s3.kms_key_id,
@@ -124,7 +129,7 @@ def _azure_stores(azure: AzureStorageConfig) -> BackupStores:
     service = azure_service(
         expanded("account_url"), expanded("connection_string"), expanded("sas_token")
     )
-    layout = _Layout(azure.prefix, azure.archive_prefix)
+    layout = _Layout.of(azure, "azure")
     archive_container = azure.archive_container or azure.container
     archive_setting = "storage.azure." + (
         "archive_container" if azure.archive_container else "container"
@@ -149,7 +154,7 @@ def _gcs_stores(gcs: GcsStorageConfig) -> BackupStores:
         else None
     )
     client = gcs_client(gcs.project, credentials)
-    layout = _Layout(gcs.prefix, gcs.archive_prefix)
+    layout = _Layout.of(gcs, "gcs")
     archive_setting = "storage.gcs." + ("archive_bucket" if gcs.archive_bucket else "bucket")
     return BackupStores(
         dumps=GcsStore(client, gcs.bucket, layout.under("dumps")),
