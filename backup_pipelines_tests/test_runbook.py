@@ -88,6 +88,8 @@ def test_runbook_restores_by_hand(write_config, cluster, instance, hand_restore_
 
     commands = parser.blocks[("hand-restore", "langfuse")]
     assert hand_restore_store.tool in commands and "sha256sum --check" in commands
+    for variable in hand_restore_store.environment:  # the page tells what the operator exports
+        assert f"<code>{variable}</code>" in page
     assert "restore_from_archive:" in parser.blocks[("restore-job", "langfuse")]
     workdir = tmp_path / "by_hand"
     workdir.mkdir()

@@ -206,14 +206,18 @@ else is down.</p>
 {banner}
 <h2>Before you start</h2>
 <ul>
-<li>You need: the AWS CLI (for S3 archives) or access to the backup folder,
+<li>You need: the tool that reads the archive's store (the AWS CLI for S3, the Azure CLI for
+Azure Blob Storage, the Google Cloud CLI for GCS) or access to the backup folder,
 <code>sha256sum</code>, the decompressor named below (<code>zstd</code>), and the PostgreSQL
 client programs (<code>createdb</code>, <code>pg_restore</code>) of the version shown or newer.</li>
 <li>Point the PostgreSQL programs at the target server through the environment:
 <code>export PGHOST=… PGPORT=5432 PGUSER=… PGPASSWORD=… TARGET_DB=…</code>
 (<code>TARGET_DB</code> is the new database to restore into; it must not exist yet).</li>
-<li>For S3, set credentials that may read the archive bucket (<code>AWS_PROFILE</code> or
-<code>AWS_ACCESS_KEY_ID</code>/<code>AWS_SECRET_ACCESS_KEY</code>).</li>
+<li>Set credentials that may read the archive: for S3 <code>AWS_PROFILE</code> or
+<code>AWS_ACCESS_KEY_ID</code>/<code>AWS_SECRET_ACCESS_KEY</code>; for Azure
+<code>AZURE_STORAGE_KEY</code> (the account key) or <code>AZURE_STORAGE_SAS_TOKEN</code>, or
+<code>az login</code> with <code>AZURE_STORAGE_AUTH_MODE=login</code>; for GCS
+<code>gcloud auth login</code> or a service account.</li>
 <li>The checksum line stops the commands if the download is not exactly what was verified.</li>
 <li>Encrypted archives (marked below) also need <code>age</code> and the private key (age
 identity) they were encrypted to, in a file: <code>export AGE_IDENTITY_FILE=…</code>. Keep
