@@ -42,6 +42,11 @@ def database_key(database: str, step: str) -> AssetKey:
     return key(DATABASE_PREFIX, database, step)
 
 
+def database_backup_op(database: str) -> str:
+    """The one step that takes a database's dump, archive and verification."""
+    return f"{DATABASE_PREFIX}__{database}__backup"
+
+
 def bucket_key(bucket: str, step: str) -> AssetKey:
     return key(BUCKET_PREFIX, bucket, step)
 
@@ -101,7 +106,6 @@ ALERTS_SENSOR = "backup_alerts_sensor"
 # --- pools and resources ----------------------------------------------------------------------
 RESTORE_TEST_POOL = "restore_test"
 SETTINGS_RESOURCE = "settings"
-REF_IO_MANAGER = "backup_ref_io_manager"
 
 
 def dump_pool(server: str) -> str:

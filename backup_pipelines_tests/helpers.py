@@ -20,6 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -94,6 +95,19 @@ def run_backup(
         resources=defs.resources,
         raise_on_error=False,
     )
+
+
+def materialization(
+    result: ExecuteInProcessResult, database: str, step: str
+) -> AssetMaterialization:
+    """The one materialization of postgres/<database>/<step> in `result`."""
+    key = names.database_key(database, step)
+    (found,) = [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == key
+    ]
+    return found
 
 
 def failure_messages(result: ExecuteInProcessResult) -> str:

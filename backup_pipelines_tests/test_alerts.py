@@ -170,7 +170,7 @@ def test_a_failed_run_reaches_every_notifier_once(alerting, receiver, smtp, inst
     assert "failed" in hook["title"] and "(agentic)" in hook["title"]
     # An ad-hoc materialization is named by its assets, not by Dagster's internal job name.
     assert "postgres/agentic/dump" in hook["title"] and "__" not in hook["title"]
-    assert "postgres__agentic__dump: " in hook["details"]
+    assert "postgres__agentic__backup: " in hook["details"]
     assert "password authentication failed" in hook["details"]
     assert hook["link"] == f"http://dagster.example:3000/runs/{result.run_id}"
     _path, headers, body = next(p for p in receiver.posts if p[0] == "/hook")

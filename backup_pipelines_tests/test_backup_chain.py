@@ -5,13 +5,15 @@ from pathlib import Path
 
 import boto3
 import psycopg
-from dagster import AssetKey
+from dagster import AssetKey, materialize
 
+from backup_pipelines import names
 from backup_pipelines.core.manifest import Manifest
 from backup_pipelines_tests.helpers import (
     TEST_DATABASES,
     definitions_for,
     failure_messages,
+    materialization,
     restore_into_new_database,
     run_backup,
     sha256_of,
@@ -68,11 +70,9 @@ def test_local_backup_restores_to_identical_data(write_config, cluster, instance
         assert leaf_rows == {name: source[name][0] for name in leaf_tables(cluster, database)}
         assert manifest.sha256 == sha256_of(archive)
 
-        materialization = result.asset_materializations_for_node(f"postgres__{database}__archive")[
-            0
-        ]
-        assert materialization.metadata["sha256"].value == sha256_of(archive)
-        assert materialization.metadata["size_bytes"].value == archive.stat().st_size
+        archived = materialization(result, database, names.ARCHIVE)
+        assert archived.metadata["sha256"].value == sha256_of(archive)
+        assert archived.metadata["size_bytes"].value == archive.stat().st_size
 
 
 def test_s3_backup_sets_archive_class_and_restores(
@@ -100,7 +100,7 @@ def test_s3_backup_sets_archive_class_and_restores(
     assert head["StorageClass"] == "STANDARD_IA"
     assert head["ServerSideEncryption"] == "AES256"
 
-    metadata = result.asset_materializations_for_node("postgres__agentic__archive")[0].metadata
+    metadata = materialization(result, "agentic", names.ARCHIVE).metadata
     assert metadata["uri"].value == f"s3://{bucket}/{archive_key}"
     assert metadata["storage_class"].value == "STANDARD_IA"
     local_copy = tmp_path / "agentic.dump.zst"
@@ -196,3 +196,39 @@ def test_second_dump_of_the_day_replaces_the_first(write_config, instance):
         ).asset_materialization.partition
         == today()
     )
+
+
+def test_re_execution_from_asset_failure_keeps_the_days_dump(write_config, instance):
+    """The chain is one step; re-executing its failed run from asset failure (the UI's choice,
+    and the daily job's retry strategy) archives the dump already taken instead of a new one."""
+    config = write_config()
+    defs = definitions_for(config)
+    blocker = config.parent / "backups" / "archive"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory: the archive store cannot be written")
+    failed = run_backup(defs, instance, databases=("agentic",))
+    assert not failed.success
+    assert "cannot write" in failure_messages(failed)
+    dump = materialization(failed, "agentic", names.DUMP)
+    assert checks_by_name(failed)[("agentic", "dump_complete")].passed
+    assert not failed.get_asset_materialization_events()[1:]  # archive and verification not
+
+    run = instance.get_run_by_id(failed.run_id)
+    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    assets, checks = instance.run_domain.get_keys_to_reexecute(failed.run_id, plan)
+    assert assets == {names.database_key("agentic", s) for s in (names.ARCHIVE, names.VERIFICATION)}
+    assert {check.name for check in checks} == set(names.BACKUP_CHECKS[names.VERIFICATION])
+
+    blocker.unlink()
+    retried = materialize(
+        assets=list(defs.assets or []),
+        selection=list(assets),
+        partition_key=today(),
+        instance=instance,
+        resources=defs.resources,
+    )
+    assert retried.success
+    archived = materialization(retried, "agentic", names.ARCHIVE)
+    assert archived.metadata["sha256"].value == dump.metadata["sha256"].value
+    evaluated = {name for (_, name) in checks_by_name(retried)}
+    assert evaluated == set(names.BACKUP_CHECKS[names.VERIFICATION])

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from backup_pipelines import names
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.streams import digest_chunks
 from backup_pipelines.core.usage import storage_usage
@@ -17,6 +18,7 @@ from backup_pipelines_tests.helpers import (
     azure_cloud,
     definitions_for,
     failure_messages,
+    materialization,
     restore_into_new_database,
     run_backup,
     sha256_of,
@@ -45,7 +47,7 @@ def test_backup_restores_to_identical_data(cloud, write_config, cluster, instanc
     key = archive_key(cloud, "agentic")
     assert any(k.startswith("pg/dumps/agentic/") and k.endswith(".zst") for k in cloud.listed())
     assert cloud.storage_class(key) == cloud.archive_class
-    metadata = result.asset_materializations_for_node("postgres__agentic__archive")[0].metadata
+    metadata = materialization(result, "agentic", names.ARCHIVE).metadata
     assert metadata["storage_class"].value == cloud.archive_class
     assert metadata["uri"].value.endswith(f"/{key}")
 

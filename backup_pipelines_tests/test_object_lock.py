@@ -7,9 +7,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from backup_pipelines import names
 from backup_pipelines.core.config import load_config
 from backup_pipelines.storage import stores_from_config
-from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup, today
+from backup_pipelines_tests.helpers import (
+    definitions_for,
+    failure_messages,
+    materialization,
+    run_backup,
+    today,
+)
 
 
 def locked_bucket(s3_endpoint: str) -> str:
@@ -40,7 +47,7 @@ def test_archive_copies_are_locked_until_the_policy_lets_them_go(
     )
     result = run_backup(definitions_for(config), instance, databases=("agentic",))
     assert result.success, failure_messages(result)
-    (archived,) = result.asset_materializations_for_node("postgres__agentic__archive")
+    archived = materialization(result, "agentic", names.ARCHIVE)
     until = midnight_in(3)
     assert archived.metadata["object_lock_retain_until"].value == until.isoformat()
 

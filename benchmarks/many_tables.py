@@ -5,8 +5,8 @@
 1. the dump step alone (dump_step.py: pg_dump, the row counter, zstd, the manifest), and for
    comparison what exact counts by count(*) cost (one per table inside one repeatable-read
    snapshot, as the dump step did before it counted rows in the stream);
-2. the whole `daily_backup` job (`dg launch`, a fresh process and its step processes: dump,
-   archive, verification), with the peak RSS of every process.
+2. the whole `daily_backup` job (`dg launch`, a fresh process and its step process: dump,
+   archive and verification in one), with the peak RSS of every process.
 
 The database (5 rows a table, every 10th empty) is built once in --home and reused.
 """

@@ -3,6 +3,7 @@
 Layout, in both the dump and the archive store:
     <database>/<YYYY-MM-DD>/<database>_<YYYYMMDDTHHMMSSZ>.dump[.zst|.gz][.age]
     <database>/<YYYY-MM-DD>/manifest.json    written last: no manifest, no backup
+and, in the refs store, each step's reference: postgres/<database>/<step>/<YYYY-MM-DD>.json.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from backup_pipelines import names
 from backup_pipelines.core.postgres import RelationCount, TableConstraint
 from backup_pipelines.core.streams import Compression, file_suffix
 from backup_pipelines.storage import ObjectStore, StorageError
@@ -154,3 +156,28 @@ class BackupRef:
     @classmethod
     def from_json(cls, data: bytes) -> BackupRef:
         return cls(**json.loads(data))
+
+
+def ref_key(database: str, step: str, day: str) -> str:
+    return f"{names.DATABASE_PREFIX}/{database}/{step}/{day}.json"
+
+
+def save_ref(refs: ObjectStore, step: str, ref: BackupRef) -> None:
+    refs.write_bytes(ref_key(ref.database, step, ref.partition), ref.to_json())
+
+
+def load_ref(refs: ObjectStore, database: str, step: str, day: str) -> BackupRef:
+    """The reference `step` stored for `day`; a clear error when that step never ran."""
+    key = ref_key(database, step, day)
+    if not refs.exists(key):
+        asset = f"{names.DATABASE_PREFIX}/{database}/{step}"
+        how = (
+            "Dumps can only be taken on their own day, so this day cannot be archived."
+            if step == names.DUMP
+            else f"Materialize {asset} for that day first."
+        )
+        raise StorageError(
+            f"there is no {step} of database {database!r} for {day}: {asset} was never "
+            f"materialized for that day (or its backup was pruned). {how}"
+        )
+    return BackupRef.from_json(refs.read_bytes(key))

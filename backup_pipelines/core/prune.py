@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from backup_pipelines.core.config import RetentionRules
-from backup_pipelines.core.manifest import MANIFEST_NAME
+from backup_pipelines.core.manifest import MANIFEST_NAME, ref_key
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.core.snapshots import LISTING as SNAPSHOT_LISTING
 from backup_pipelines.core.snapshots import MANIFEST as SNAPSHOT_MANIFEST
@@ -65,7 +65,7 @@ class DayObjects:
 
 
 def tombstone_key(database: str, day: str) -> str:
-    return f"postgres/{database}/{_PRUNING}/{day}.json"
+    return ref_key(database, _PRUNING, day)
 
 
 def inventory(stores: BackupStores, database: str) -> dict[str, DayObjects]:

@@ -1,4 +1,4 @@
-"""Dagster resources: the configuration file, the stores and the IO manager for references.
+"""Dagster resources: the configuration file and what it configures (stores, connections, tools).
 
 Only the file's path is Dagster config; its `${VAR}` values are expanded inside the run, so
 no secret reaches run config, the definitions or the UI.
@@ -7,13 +7,9 @@ no secret reaches run config, the definitions or the UI.
 from pathlib import Path
 
 from dagster import (
-    ConfigurableIOManager,
     ConfigurableResource,
     Definitions,
     InitResourceContext,
-    InputContext,
-    OutputContext,
-    ResourceDependency,
 )
 from pydantic import PrivateAttr
 
@@ -21,7 +17,6 @@ from backup_pipelines import names
 from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env, load_config
 from backup_pipelines.core.dump import DumpSettings
 from backup_pipelines.core.encryption import ArchiveKey, key_from_config
-from backup_pipelines.core.manifest import BackupRef
 from backup_pipelines.core.pgbackrest import Engine, engine_from_config
 from backup_pipelines.core.pitr import ScratchPlace
 from backup_pipelines.core.postgres import (
@@ -31,7 +26,7 @@ from backup_pipelines.core.postgres import (
     find_client_tools,
 )
 from backup_pipelines.core.restore_test import RestoreTestSettings
-from backup_pipelines.storage import BackupStores, StorageError, stores_from_config
+from backup_pipelines.storage import BackupStores, stores_from_config
 
 
 class BackupSettings(ConfigurableResource):
@@ -125,44 +120,11 @@ class BackupSettings(ConfigurableResource):
         return find_client_tools(self.config().pg_bin_dir)
 
 
-class BackupRefIOManager(ConfigurableIOManager):
-    """Keeps the small `BackupRef` each asset hands on, as JSON beside the backups."""
-
-    settings: ResourceDependency[BackupSettings]
-
-    @staticmethod
-    def _key(asset_path: list[str], partition: str) -> str:
-        return "/".join([*asset_path, f"{partition}.json"])
-
-    def handle_output(self, context: OutputContext, obj: BackupRef) -> None:
-        key = self._key(context.asset_key.path, context.asset_partition_key)
-        self.settings.stores().refs.write_bytes(key, obj.to_json())
-
-    def load_input(self, context: InputContext) -> BackupRef:
-        path, partition = context.asset_key.path, context.asset_partition_key
-        refs = self.settings.stores().refs
-        key = self._key(path, partition)
-        if not refs.exists(key):
-            raise StorageError(
-                f"there is no {path[-1]} of database {path[1]!r} for {partition}: "
-                f"{'/'.join(path)} was never materialized for that day (or its backup was "
-                f"pruned). {_how_to_get(path[-1])}"
-            )
-        return BackupRef.from_json(refs.read_bytes(key))
-
-
-def _how_to_get(step: str) -> str:
-    if step == names.DUMP:
-        return "Dumps can only be taken on their own day, so this day cannot be archived."
-    return f"Materialize {step} for that day first."
-
-
 def resource_definitions(config_path: str) -> Definitions:
     """The resources every domain's assets and ops ask for by name."""
     settings = BackupSettings(config_path=config_path)
     return Definitions(
         resources={
             names.SETTINGS_RESOURCE: settings,
-            names.REF_IO_MANAGER: BackupRefIOManager(settings=settings),
         }
     )

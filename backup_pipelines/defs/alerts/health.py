@@ -195,7 +195,7 @@ def failed_runs(
         problems.append(
             Problem(
                 key=f"run:{run.run_id}",
-                title=f"run of {_what_ran(run, [step for step, _ in steps])} failed"
+                title=f"run of {_what_ran(instance, run)} failed"
                 + (f" for {day}" if day else "")
                 + f" ({', '.join(sorted({_database_of(step) for step, _ in steps} - {''}))})",
                 details="\n".join(lines),
@@ -206,16 +206,30 @@ def failed_runs(
     return problems, newest
 
 
-def _what_ran(run: DagsterRun, failed_steps: list[str]) -> str:
+def _what_ran(instance: DagsterInstance, run: DagsterRun) -> str:
     """The job's name, or for Dagster's internal jobs (a UI materialization, `__ASSET_JOB`) the
-    assets it ran (else those whose steps failed), which is what the reader knows them by."""
+    assets it ran (else those it planned and did not materialize), which is what the reader
+    knows them by."""
     if not run.job_name.startswith("__"):
         return run.job_name
     keys = sorted(key.to_user_string() for key in run.asset_selection or ())
-    # An asset's step key is its key path joined by "__".
-    keys = keys or sorted({step.replace("__", "/") for step in failed_steps})
+    keys = keys or sorted(_unmaterialized(instance, run.run_id))
     more = f" and {len(keys) - _ASSETS_NAMED} more" if len(keys) > _ASSETS_NAMED else ""
     return ", ".join(keys[:_ASSETS_NAMED]) + more if keys else "an asset run"
+
+
+def _unmaterialized(instance: DagsterInstance, run_id: str) -> set[str]:
+    planned_type = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    planned, done = set(), set()
+    for record in instance.all_logs(
+        run_id, of_type={planned_type, DagsterEventType.ASSET_MATERIALIZATION}
+    ):
+        event = record.dagster_event
+        if event and event.asset_key:
+            (planned if event.event_type == planned_type else done).add(
+                event.asset_key.to_user_string()
+            )
+    return planned - done
 
 
 def _database_of(step_key: str) -> str:

@@ -1,30 +1,38 @@
 """Per database: postgres/<db>/dump -> archive -> verification, daily-partitioned, with their
-checks. Where a dump is taken (core/dump.py), archived (core/archive.py) and checked
-(core/verification.py); each asset calls one of those and reports metadata and check results.
+checks, taken in one step per database. Where a dump is taken (core/dump.py), archived
+(core/archive.py) and checked (core/verification.py); each asset's part calls one of those and
+reports its metadata and check results.
 """
 
 import datetime as dt
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetIn,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
-    Output,
     PartitionsDefinition,
-    asset,
+    multi_asset,
 )
 
 from backup_pipelines import names
 from backup_pipelines.core.archive import ArchiveError, archive_dump
 from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env
 from backup_pipelines.core.dump import take_dump
-from backup_pipelines.core.manifest import BackupRef, Manifest, read_manifest
+from backup_pipelines.core.manifest import (
+    BackupRef,
+    Manifest,
+    load_ref,
+    read_manifest,
+    save_ref,
+)
 from backup_pipelines.core.postgres import Connection, PostgresError
 from backup_pipelines.core.verification import (
     check_archive,
@@ -64,9 +72,13 @@ def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:
     )
 
 
-def database_assets(
+def database_backup(
     database: str, partitions: PartitionsDefinition, pool: str, freshness: dt.timedelta
-) -> list[AssetsDefinition]:
+) -> AssetsDefinition:
+    """The database's dump, archive and verification: three assets with their own checks and
+    materializations, taken in one step (one process per database and day, not three). The
+    step can subset: a launch or a re-execution from asset failure runs only what it selects,
+    and a later asset reads what an earlier one left from the refs store."""
     dump_key, archive_key, verification_key = (
         names.database_key(database, step) for step in names.BACKUP_STEPS
     )
@@ -75,15 +87,39 @@ def database_assets(
     def spec(name: str, key: AssetKey, description: str, blocking: bool = True) -> AssetCheckSpec:
         return per_day_check_spec(name, key, partitions, description, blocking=blocking)
 
-    @asset(
-        key=dump_key,
-        group_name=group,
+    @multi_asset(
+        name=names.database_backup_op(database),
         partitions_def=partitions,
+        # Holds the server's slot through archive and verification too: the chain is one step.
         pool=pool,
-        io_manager_key=names.REF_IO_MANAGER,
-        kinds={"postgres"},
-        description=f"pg_dump of {database}, streamed compressed into the dump store "
-        "(only today's partition can be taken).",
+        can_subset=True,
+        specs=[
+            AssetSpec(
+                dump_key,
+                group_name=group,
+                kinds={"postgres"},
+                skippable=True,
+                description=f"pg_dump of {database}, streamed compressed into the dump store "
+                "(only today's partition can be taken).",
+            ),
+            AssetSpec(
+                archive_key,
+                deps=[dump_key],
+                group_name=group,
+                skippable=True,
+                description=f"Archive copy of {database}'s dump (server-side copy, proved "
+                "identical).",
+            ),
+            AssetSpec(
+                verification_key,
+                deps=[archive_key],
+                group_name=group,
+                skippable=True,
+                description=f"Integrity of {database}'s archive copy, read back whole.",
+                # The UI's freshness state; alerts come from backup_alerts_sensor.
+                freshness_policy=FreshnessPolicy.time_window(fail_window=freshness),
+            ),
+        ],
         check_specs=[
             spec(
                 names.DUMP_COMPLETE,
@@ -91,65 +127,6 @@ def database_assets(
                 "The stored dump has its recorded size, pg_restore "
                 "reads it, and every relation that held rows has its data entry.",
             ),
-        ],
-    )
-    def dump(context: AssetExecutionContext, settings: BackupSettings) -> Iterator[object]:
-        stores = settings.stores()
-        ref, manifest = take_dump(
-            settings.connection(database),
-            stores.dumps,
-            context.partition_key,
-            settings.dump_settings(),
-        )
-        yield Output(
-            ref,
-            metadata={
-                **backup_metadata(ref, manifest),
-                "manifest_uri": MetadataValue.path(stores.dumps.uri(ref.manifest_key)),
-                "dump_seconds": manifest.dump_seconds,
-            },
-        )
-        outcome = check_dump_complete(
-            stores.dumps,
-            ref,
-            manifest,
-            settings.client_tools(),
-            settings.archive_key(),
-            settings.configured_name(database),
-        )
-        yield check_result(outcome, dump_key)
-
-    @asset(
-        key=archive_key,
-        group_name=group,
-        partitions_def=partitions,
-        io_manager_key=names.REF_IO_MANAGER,
-        ins={"dump": AssetIn(dump_key)},
-        description=f"Archive copy of {database}'s dump (server-side copy, proved identical).",
-    )
-    def archive(
-        context: AssetExecutionContext, settings: BackupSettings, dump: BackupRef
-    ) -> Output[BackupRef]:
-        stores = settings.stores()
-        retain_until = settings.config().archive_retain_until(dump.database, dump.partition)
-        ref, manifest = archive_dump(stores.dumps, stores.archive, dump, retain_until)
-        metadata = backup_metadata(ref, manifest)
-        storage_class = stores.archive.storage_class(ref.object_key)
-        if storage_class is not None:
-            metadata["storage_class"] = storage_class
-        if retain_until is not None:
-            metadata["object_lock_retain_until"] = retain_until.isoformat()
-        return Output(ref, metadata=metadata)
-
-    @asset(
-        key=verification_key,
-        group_name=group,
-        partitions_def=partitions,
-        ins={"archive": AssetIn(archive_key)},
-        description=f"Integrity of {database}'s archive copy, read back whole.",
-        # The UI's freshness state; alerts come from backup_alerts_sensor.
-        freshness_policy=FreshnessPolicy.time_window(fail_window=freshness),
-        check_specs=[
             spec(
                 names.ARCHIVE_CHECKSUM,
                 verification_key,
@@ -168,43 +145,115 @@ def database_assets(
             ),
         ],
     )
-    def verification(
-        context: AssetExecutionContext, settings: BackupSettings, archive: BackupRef
-    ) -> MaterializeResult:
-        config, stores = settings.config(), settings.stores()
-        manifest = read_manifest(stores.archive, database, archive.partition)
-        if manifest is None:
-            raise ArchiveError(
-                f"database {database!r}, {archive.partition}: the archive copy has no manifest "
-                f"(the archive step did not finish); materialize {archive_key.to_user_string()} "
-                "for that day again"
-            )
-        outcomes = check_archive(
-            stores.archive,
-            archive,
-            manifest,
-            settings.client_tools(),
-            settings.archive_key(),
-            settings.configured_name(database),
-        )
-        history = recent_sizes(
-            stores.archive, database, archive.partition, config.verification.size_history
-        )
-        outcomes.append(
-            check_size_change(manifest.size_bytes, history, config.verification.size_change_warn)
-        )
-        passed = sum(outcome.passed for outcome in outcomes)
-        return MaterializeResult(
-            metadata=readable(
-                {
-                    "uri": MetadataValue.path(archive.uri),
-                    "verified_sha256": archive.sha256,
-                    "size_bytes": manifest.size_bytes,
-                    "checks": f"{passed} of {len(outcomes)} passed",
-                    "checks_failed": [o.name for o in outcomes if not o.passed],
-                }
-            ),
-            check_results=[check_result(outcome, verification_key) for outcome in outcomes],
-        )
+    def backup(context: AssetExecutionContext, settings: BackupSettings) -> Iterator[object]:
+        selected, day = context.selected_asset_keys, context.partition_key
+        checks = context.selected_asset_check_keys
+        if dump_key in selected:
+            result = take_dump_result(settings, database, day)
+            yield only_selected_checks(result, checks)
+            (dump_check,) = result.check_results or ()
+            if not dump_check.passed:
+                return  # blocking: nothing is archived from a dump that failed its check
+        if archive_key in selected:
+            yield archive_result(settings, database, day)
+        if verification_key in selected:
+            yield only_selected_checks(verification_result(settings, database, day), checks)
 
-    return [dump, archive, verification]
+    return backup
+
+
+def only_selected_checks(
+    result: MaterializeResult, selected: AbstractSet[AssetCheckKey]
+) -> MaterializeResult:
+    """A launch may deselect a check; its outcome is then not reported (the dump's still gates)."""
+    return MaterializeResult(
+        asset_key=result.asset_key,
+        metadata=result.metadata,
+        check_results=[
+            check
+            for check in result.check_results or ()
+            if AssetCheckKey(result.asset_key, check.check_name) in selected
+        ],
+    )
+
+
+def take_dump_result(settings: BackupSettings, database: str, day: str) -> MaterializeResult:
+    stores = settings.stores()
+    ref, manifest = take_dump(
+        settings.connection(database), stores.dumps, day, settings.dump_settings()
+    )
+    save_ref(stores.refs, names.DUMP, ref)
+    outcome = check_dump_complete(
+        stores.dumps,
+        ref,
+        manifest,
+        settings.client_tools(),
+        settings.archive_key(),
+        settings.configured_name(database),
+    )
+    dump_key = names.database_key(database, names.DUMP)
+    return MaterializeResult(
+        asset_key=dump_key,
+        metadata={
+            **backup_metadata(ref, manifest),
+            "manifest_uri": MetadataValue.path(stores.dumps.uri(ref.manifest_key)),
+            "dump_seconds": manifest.dump_seconds,
+        },
+        check_results=[check_result(outcome, dump_key)],
+    )
+
+
+def archive_result(settings: BackupSettings, database: str, day: str) -> MaterializeResult:
+    stores = settings.stores()
+    dump = load_ref(stores.refs, database, names.DUMP, day)
+    retain_until = settings.config().archive_retain_until(database, day)
+    ref, manifest = archive_dump(stores.dumps, stores.archive, dump, retain_until)
+    save_ref(stores.refs, names.ARCHIVE, ref)
+    metadata = backup_metadata(ref, manifest)
+    storage_class = stores.archive.storage_class(ref.object_key)
+    if storage_class is not None:
+        metadata["storage_class"] = storage_class
+    if retain_until is not None:
+        metadata["object_lock_retain_until"] = retain_until.isoformat()
+    return MaterializeResult(
+        asset_key=names.database_key(database, names.ARCHIVE), metadata=metadata
+    )
+
+
+def verification_result(settings: BackupSettings, database: str, day: str) -> MaterializeResult:
+    config, stores = settings.config(), settings.stores()
+    archive = load_ref(stores.refs, database, names.ARCHIVE, day)
+    manifest = read_manifest(stores.archive, database, day)
+    if manifest is None:
+        raise ArchiveError(
+            f"database {database!r}, {day}: the archive copy has no manifest (the archive step "
+            f"did not finish); materialize {names.DATABASE_PREFIX}/{database}/{names.ARCHIVE} "
+            "for that day again"
+        )
+    outcomes = check_archive(
+        stores.archive,
+        archive,
+        manifest,
+        settings.client_tools(),
+        settings.archive_key(),
+        settings.configured_name(database),
+    )
+    history = recent_sizes(stores.archive, database, day, config.verification.size_history)
+    outcomes.append(
+        check_size_change(manifest.size_bytes, history, config.verification.size_change_warn)
+    )
+    passed = sum(outcome.passed for outcome in outcomes)
+    verification_key = names.database_key(database, names.VERIFICATION)
+    return MaterializeResult(
+        asset_key=verification_key,
+        metadata=readable(
+            {
+                "uri": MetadataValue.path(archive.uri),
+                "verified_sha256": archive.sha256,
+                "size_bytes": manifest.size_bytes,
+                "checks": f"{passed} of {len(outcomes)} passed",
+                "checks_failed": [o.name for o in outcomes if not o.passed],
+            }
+        ),
+        check_results=[check_result(outcome, verification_key) for outcome in outcomes],
+    )

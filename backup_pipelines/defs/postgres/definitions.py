@@ -5,7 +5,7 @@ import datetime as dt
 
 from dagster import Definitions
 
-from backup_pipelines.defs.postgres.assets import database_assets, dump_pool
+from backup_pipelines.defs.postgres.assets import database_backup, dump_pool
 from backup_pipelines.defs.postgres.jobs import (
     daily_backup_job,
     restore_database_job,
@@ -28,11 +28,8 @@ def postgres_definitions(project: Project) -> Definitions:
     return Definitions(
         assets=[
             *(
-                asset_def
-                for database in project.databases
-                for asset_def in database_assets(
-                    database, project.partitions, dump_pool(database, config), freshness
-                )
+                database_backup(db, project.partitions, dump_pool(db, config), freshness)
+                for db in project.databases
             ),
             *restore_tests,
         ],

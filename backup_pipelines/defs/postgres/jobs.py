@@ -57,6 +57,9 @@ def daily_backup_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJo
         - AssetSelection.assets(*restore_tests),
         description="Dump, archive and verify every configured database, and snapshot and "
         "verify every configured bucket, for one day.",
+        # A database's chain is one step; an automatic retry (the run worker was lost) redoes
+        # only the assets the failed run did not materialize, never a dump it already took.
+        tags={"dagster/retry_strategy": "FROM_ASSET_FAILURE"},
     )
 
 
