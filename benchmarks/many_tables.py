@@ -80,13 +80,23 @@ def counted_in_snapshot(cluster: LocalCluster) -> tuple[float, int]:
         return time.monotonic() - started, rows
 
 
+INSTANCES = ("sqlite", "postgres")  # Dagster's default local storage; the deployment's
+INSTANCE_DATABASE = "dagster_instance"
+
+
 def project_env(
-    cluster: LocalCluster, home: Path, databases: tuple[str, ...] = (DATABASE,)
+    cluster: LocalCluster,
+    home: Path,
+    databases: tuple[str, ...] = (DATABASE,),
+    instance: str = "sqlite",
 ) -> dict[str, str]:
-    """A configuration backing up the databases into a fresh local store, and its environment."""
+    """A configuration backing up the databases into a fresh local store, and its environment;
+    the Dagster instance keeps runs and events in SQLite files or, as the deployment's
+    dagster.yaml does, in PostgreSQL (a database on the benchmark's server)."""
     store, dagster_home = home / "store", home / "dagster_home"
     shutil.rmtree(store, ignore_errors=True)
     dagster_home.mkdir(exist_ok=True)
+    write_instance_yaml(cluster, dagster_home, instance)
     config = home / "backup_pipelines.yaml"
     urls = {
         name: {"url": f"postgresql://postgres:${{BENCH_PW}}@127.0.0.1:{cluster.port}/{name}"}
@@ -102,6 +112,25 @@ def project_env(
     }
 
 
+def write_instance_yaml(cluster: LocalCluster, dagster_home: Path, instance: str) -> None:
+    instance_yaml = dagster_home / "dagster.yaml"
+    if instance == "sqlite":
+        instance_yaml.unlink(missing_ok=True)
+        return
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (INSTANCE_DATABASE,))
+        if not found.fetchone():
+            admin.execute(f"CREATE DATABASE {INSTANCE_DATABASE}")
+    server = {
+        "hostname": "127.0.0.1",
+        "port": cluster.port,
+        "username": "postgres",
+        "password": {"env": "BENCH_PW"},
+        "db_name": INSTANCE_DATABASE,
+    }
+    instance_yaml.write_text(yaml.safe_dump({"storage": {"postgres": {"postgres_db": server}}}))
+
+
 def dump_step(cluster: LocalCluster, home: Path) -> tuple[float, float]:
     """The dump step as a fresh process: its seconds, and those of the dump itself (the
     manifest's dump_seconds: snapshot, pg_dump, row counter, zstd, the object committed)."""
@@ -112,10 +141,13 @@ def dump_step(cluster: LocalCluster, home: Path) -> tuple[float, float]:
 
 
 def whole_job(
-    cluster: LocalCluster, home: Path, databases: tuple[str, ...] = (DATABASE,)
+    cluster: LocalCluster,
+    home: Path,
+    databases: tuple[str, ...] = (DATABASE,),
+    instance: str = "sqlite",
 ) -> tuple[float, dict[str, int]]:
     """`daily_backup` for today, as `dg launch` runs it: seconds and peak RSS by program."""
-    env = project_env(cluster, home, databases)
+    env = project_env(cluster, home, databases, instance)
     dg = str(Path(sys.executable).parent / "dg")
     launch = ["launch", "--job", names.DAILY_BACKUP_JOB, "--partition", utc_today()]
     return measure([dg, *launch, "-m", "backup_pipelines.definitions"], env)
