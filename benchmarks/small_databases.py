@@ -5,19 +5,29 @@
 prints the seconds per database the job spends beyond the bare dumps (`dg launch`, a fresh
 process and its step processes, one per database), with the Dagster instance on SQLite (Dagster's
 local default) and on PostgreSQL (the deployment's dagster.yaml), and the peak RSS of every
-process. The databases (one table of --rows rows each) are built once in --home and reused.
+process; and, for the floor, the same work (dump, checks, archive, verification) called in one
+process without Dagster. The databases (one table of --rows rows each) are built once in --home
+and reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
 
 import psycopg
-from many_tables import INSTANCES, PASSWORD, bare_pg_dump, whole_job
+from many_tables import INSTANCES, PASSWORD, bare_pg_dump, project_env, whole_job
 
+from backup_pipelines.core.dump import utc_today
+from backup_pipelines.defs.postgres.assets import (
+    archive_result,
+    take_dump_result,
+    verification_result,
+)
+from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 
@@ -40,6 +50,20 @@ def prepare(home: Path, count: int, rows: int) -> tuple[LocalCluster, tuple[str,
     return cluster, names
 
 
+def chain_without_dagster(cluster: LocalCluster, home: Path, databases: tuple[str, ...]) -> float:
+    """Seconds for each database's dump, dump_complete, archive and verification, called one
+    after another in this process as the backup step calls them: the work, without Dagster."""
+    env = project_env(cluster, home, databases)
+    settings = BackupSettings(config_path=env["BACKUP_PIPELINES_CONFIG"])
+    os.environ["BENCH_PW"] = env["BENCH_PW"]
+    started, day = time.monotonic(), utc_today()
+    for database in databases:
+        take_dump_result(settings, database, day)
+        archive_result(settings, database, day)
+        verification_result(settings, database, day)
+    return time.monotonic() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--databases", type=int, default=20)
@@ -51,12 +75,13 @@ def main() -> None:
     options = parser.parse_args()
     cluster, names = prepare(options.home, options.databases, options.rows)
     try:
-        bare, jobs, peaks = [], {i: [] for i in INSTANCES}, {}
+        bare, work, jobs, peaks = [], [], {i: [] for i in INSTANCES}, {}
         for _ in range(options.repeat):
             started = time.monotonic()
             for name in names:
                 bare_pg_dump(cluster, name)
             bare.append(time.monotonic() - started)
+            work.append(chain_without_dagster(cluster, options.home, names))
             for instance in INSTANCES:
                 seconds, peaks[instance] = whole_job(cluster, options.home, names, instance)
                 jobs[instance].append(seconds)
@@ -64,6 +89,12 @@ def main() -> None:
         print(
             f"{len(names)} databases of {options.rows} rows (medians of {options.repeat}): "
             f"bare pg_dump -Fc of each {bare_s:.1f} s"
+        )
+        work_s = statistics.median(work)
+        print(
+            f"  the chain's work without Dagster (one process, one database after another): "
+            f"{work_s:.1f} s = {(work_s - bare_s) / len(names):.2f} s per database beyond the "
+            "bare dumps"
         )
         for instance in INSTANCES:
             job_s = statistics.median(jobs[instance])
