@@ -7,14 +7,17 @@ varied text and nested jsonb each), then times, one after the other on the same 
 
   bare        pg_dump -Fc -f FILE                  (what most people run)
   read limit  pg_dump -Fc -Z0 > /dev/null          (the server backend alone)
-  dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage
+  dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage, as a
+              fresh Python process, and the dump itself (the manifest's dump_seconds)
   chain       dump -> archive -> verification, as the scheduled `daily_backup` job runs it
+              (`dg launch`), and its step alone (the duration in the run's event log)
   verification  the verification step alone: the archive read back, hashed and decoded whole
 
 and prints wall-time ratios and the peak RSS of every process involved (sampled from /proc).
 Then, for restores:
 
-  bare restore  pg_restore -j 2 of the bare pg_dump -Fc file into an empty database
+  bare restore  pg_restore -j 2 of the bare pg_dump -Fc file into an empty database, before
+                and after the restore test (the ratio is against their mean)
   restore test  backup_pipelines' restore test of the archive: download and decompress,
                 pg_restore -j 2, validation against the manifest, drop; timed as a fresh
                 Python process (imports included) and inside it, as a Dagster step runs it
@@ -37,6 +40,7 @@ import psycopg
 import yaml
 
 from backup_pipelines import names
+from backup_pipelines.core.manifest import manifest_key
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 WIDE_TABLE = """
@@ -191,13 +195,16 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
     results["dump step"] = measure(
         [sys.executable, str(Path(__file__).with_name("dump_step.py")), database], bench_env
     )
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    manifest = json.loads((store / "dumps" / manifest_key(database, today)).read_text())
+    # Snapshot to committed object, without the Python process's start-up.
+    results["the dump itself (dump_seconds)"] = (float(manifest["dump_seconds"]), {})
     shutil.rmtree(store, ignore_errors=True)
     results["dump step, encrypted (age)"] = measure(
         [sys.executable, str(Path(__file__).with_name("dump_step.py")), database],
         {**bench_env, **encrypted_config(config, work)},
     )
     shutil.rmtree(store, ignore_errors=True)
-    today = dt.datetime.now(dt.UTC).date().isoformat()
     results["whole chain (dagster)"] = measure(
         [
             str(Path(sys.executable).parent / "dg"),
@@ -211,6 +218,7 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
         ],
         bench_env,
     )
+    results["whole chain, its step alone"] = (step_seconds(work / "dagster_home"), {})
     results["verification step (every byte)"] = measure(
         [sys.executable, str(Path(__file__).with_name("verification_step.py")), database],
         bench_env,
@@ -233,6 +241,21 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
     restores = measure_restores(cluster, work, database, bare_file, bench_env)
     bare_file.unlink()
     return {name: peaks for name, (_, peaks) in {**results, **restores}.items()}
+
+
+def step_seconds(dagster_home: Path) -> float:
+    """The newest run's step durations, from its event log (what Dagster reports per step)."""
+    from dagster import DagsterInstance
+    from dagster._core.events import DagsterEventType
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        (run,) = instance.get_runs(limit=1)
+        successes = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)
+        return sum(
+            record.dagster_event.event_specific_data.duration_ms / 1000
+            for record in successes
+            if record.dagster_event
+        )
 
 
 def encrypted_config(config: Path, work: Path) -> dict[str, str]:
