@@ -7,6 +7,7 @@ varied text and nested jsonb each), then times, one after the other on the same 
 
   bare        pg_dump -Fc -f FILE                  (what most people run)
   read limit  pg_dump -Fc -Z0 > /dev/null          (the server backend alone)
+  bare pipe   pg_dump -Fc -Z0 | zstd > /dev/null   (the dump step's compressor, nothing else)
   dump step   backup_pipelines' dump: pg_dump -Z0 | zstd, hashed, into local storage, as a
               fresh Python process, and the dump itself (the manifest's dump_seconds)
   chain       dump -> archive -> verification, as the scheduled `daily_backup` job runs it
@@ -27,6 +28,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -167,6 +169,9 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int) -> dict[str, object
 
     results["bare pg_dump -Fc"] = measure([pg_dump, "-Fc", "-f", str(bare_file), "-d", dsn], env)
     results["read limit (-Z0 > /dev/null)"] = measure([pg_dump, "-Fc", "-Z0", "-d", dsn], env)
+    # The same compressor as the dump step, with nothing of this project in the pipe.
+    pipe = f"{shlex.quote(pg_dump)} -Fc -Z0 -d {shlex.quote(dsn)} | zstd -q -c > /dev/null"
+    results["pg_dump -Z0 | zstd > /dev/null"] = measure(["bash", "-o", "pipefail", "-c", pipe], env)
 
     store = work / f"store_s{scale}"
     shutil.rmtree(store, ignore_errors=True)
