@@ -5,7 +5,15 @@
  *
  *     <rows> TAB <schema, hex> TAB <table, hex> NEWLINE
  *
- * (hex: names may hold any character). It reads archive versions 1.12 to 1.16 written with
+ * (hex: names may hold any character). With a second argument it also writes, for every entry
+ * whose data the stream holds, where its table-of-contents offset field is and where its data
+ * begins (both as positions in the stream):
+ *
+ *     <offset field position> TAB <data position> NEWLINE
+ *
+ * A stream written to a pipe has no data offsets in its table of contents, so pg_restore -j
+ * must scan for each table's data; with these positions the restore test writes them into its
+ * copy, as pg_dump does when it writes to a file. It reads archive versions 1.12 to 1.16 written with
  * --compress=0, where every COPY row is one length-prefixed chunk ending in a newline and the
  * data ends with the chunk "\.\n\n\n". Anything else fails with exit code 2 and a message.
  *
@@ -28,13 +36,14 @@
 
 static unsigned char buffer[BUFFER_SIZE];
 static size_t filled, position;
+static long long consumed; /* bytes of the stream before buffer[0] */
 static int at_eof;
 static int int_size, off_size, version;
 
 typedef struct {
     char *schema, *table;
-    long long rows;
-    int is_table_data, terminators, seen;
+    long long rows, offset_field, data_position;
+    int is_table_data, terminators, seen, has_data;
 } Entry;
 
 static Entry *entries;
@@ -65,6 +74,7 @@ static void write_all(const unsigned char *data, size_t size) {
 /* Pass on what was read, then read more; returns 0 at the end of the stream. */
 static int refill(void) {
     write_all(buffer, filled);
+    consumed += (long long)filled;
     filled = position = 0;
     while (!at_eof && filled == 0) {
         ssize_t got = read(STDIN_FILENO, buffer, BUFFER_SIZE);
@@ -77,6 +87,8 @@ static int refill(void) {
     }
     return filled > 0;
 }
+
+static long long stream_position(void) { return consumed + (long long)position; }
 
 static int next_byte_or_eof(void) {
     if (position == filled && !refill()) return -1;
@@ -179,6 +191,7 @@ static void read_toc(void) {
         skip_str(what);                   /* owner */
         skip_str(what);                   /* "false": without OIDs */
         for (char *dependency; (dependency = read_str(what)) != NULL;) free(dependency);
+        entry->offset_field = stream_position();
         skip(1 + off_size, what); /* the data's offset, unknown in a stream */
         if (had_dumper && desc && strcmp(desc, "TABLE DATA") == 0) {
             entry->is_table_data = 1;
@@ -228,10 +241,16 @@ static void skip_chunks(const char *what) {
 }
 
 static void read_data(void) {
-    for (int block; (block = next_byte_or_eof()) >= 0;) {
+    for (;;) {
+        long long at = stream_position();
+        int block = next_byte_or_eof();
+        if (block < 0) break;
         long long dump_id = read_int("a data block");
+        Entry *entry = entry_for(dump_id);
+        if (entry->offset_field == 0) fail("data for entry %lld, which is not in the table of contents", dump_id);
+        entry->has_data = 1;
+        entry->data_position = at;
         if (block == BLK_DATA) {
-            Entry *entry = entry_for(dump_id);
             if (entry->seen) fail("the data of entry %lld appears twice", dump_id);
             entry->seen = 1;
             if (entry->is_table_data)
@@ -250,9 +269,18 @@ static void write_hex(FILE *out, const char *text) {
     for (const unsigned char *c = (const unsigned char *)text; *c; c++) fprintf(out, "%02x", *c);
 }
 
+static void write_offsets(const char *path) {
+    FILE *out = fopen(path, "w");
+    if (!out) fail("cannot write %s: %s", path, strerror(errno));
+    for (long id = 1; id < entry_capacity; id++)
+        if (entries[id].has_data)
+            fprintf(out, "%lld\t%lld\n", entries[id].offset_field, entries[id].data_position);
+    if (fclose(out) != 0) fail("cannot write %s: %s", path, strerror(errno));
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fputs("usage: backup-pipelines-rowcount COUNTS_FILE < dump > dump\n", stderr);
+    if (argc != 2 && argc != 3) {
+        fputs("usage: backup-pipelines-rowcount COUNTS_FILE [OFFSETS_FILE] < dump > dump\n", stderr);
         return 2;
     }
     read_header();
@@ -272,5 +300,6 @@ int main(int argc, char **argv) {
         fputc('\n', out);
     }
     if (fclose(out) != 0) fail("cannot write %s: %s", argv[1], strerror(errno));
+    if (argc == 3) write_offsets(argv[2]);
     return 0;
 }

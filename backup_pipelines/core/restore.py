@@ -38,6 +38,7 @@ from backup_pipelines.core.postgres import (
     read_sequences,
     server_major_version,
 )
+from backup_pipelines.core.rowcount import set_data_offsets
 from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest, first_cause
 from backup_pipelines.storage import ObjectStore
 
@@ -140,6 +141,8 @@ def fetched_archive(
             )
         if problem and "No space left" in problem:
             problem += f" (in {workdir}; give restore_test.scratch_dir a disk with more room)"
+        if not problem:
+            set_data_offsets(path, workdir)
         yield FetchedArchive(path, digest, problem, time.monotonic() - started)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

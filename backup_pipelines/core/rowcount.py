@@ -10,20 +10,24 @@ the C program a fraction of one. scripts/setup and the image compile it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 ROW_COUNTER = "backup-pipelines-rowcount"
 ROW_COUNTER_STAGE = "row counter"
+_OFF_SIZE_AT = 9  # the header's byte giving the size of an offset: after "PGDMP", 3, int size
+_OFFSET_SET = 2  # pg_dump's K_OFFSET_POS_SET, the flag before an offset that is known
 
 
 class RowCounterMissing(RuntimeError):
     """The compiled row counter is not installed."""
 
 
-def row_counter_command(counts_file: Path) -> list[str]:
-    """The pipeline stage that counts rows and writes them to `counts_file` at the end."""
+def row_counter_command(counts_file: Path, offsets_file: Path | None = None) -> list[str]:
+    """The pipeline stage that counts rows and writes them to `counts_file` at the end (and,
+    given `offsets_file`, where each entry's offset field and data are)."""
     beside_python = Path(sys.executable).parent / ROW_COUNTER
     program = str(beside_python) if beside_python.exists() else shutil.which(ROW_COUNTER)
     if program is None:
@@ -31,7 +35,7 @@ def row_counter_command(counts_file: Path) -> list[str]:
             f"{ROW_COUNTER} is not installed: scripts/setup compiles tools/rowcount.c into "
             f".venv/bin (cc -O2 -o .venv/bin/{ROW_COUNTER} tools/rowcount.c)"
         )
-    return [program, str(counts_file)]
+    return [program, str(counts_file), *([str(offsets_file)] if offsets_file else [])]
 
 
 def read_counts(counts_file: Path, encoding: str) -> Mapping[tuple[str, str], int]:
@@ -43,3 +47,24 @@ def read_counts(counts_file: Path, encoding: str) -> Mapping[tuple[str, str], in
         name = (bytes.fromhex(schema).decode(encoding), bytes.fromhex(table).decode(encoding))
         counts[name] = int(rows)
     return counts
+
+
+def set_data_offsets(dump: Path, workdir: Path) -> None:
+    """Write each entry's data position into the table of contents of `dump` (a custom-format
+    file written through a pipe, which has none), as pg_dump does when it writes to a file:
+    pg_restore -j then seeks to each table's data instead of scanning for it. A file the row
+    counter cannot read is left as it was; pg_restore still reads it, scanning."""
+    counts, offsets = workdir / "rowcount.counts", workdir / "rowcount.offsets"
+    with dump.open("rb") as stream:
+        done = subprocess.run(
+            row_counter_command(counts, offsets), stdin=stream, stdout=subprocess.DEVNULL
+        )
+    if done.returncode != 0:
+        return
+    with dump.open("r+b") as file:
+        file.seek(_OFF_SIZE_AT)
+        off_size = file.read(1)[0]
+        for line in offsets.read_text().splitlines():
+            field, data = (int(value) for value in line.split("\t"))
+            file.seek(field)
+            file.write(bytes([_OFFSET_SET]) + data.to_bytes(off_size, "little"))
