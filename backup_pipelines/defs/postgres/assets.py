@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
+    Failure,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -153,7 +154,14 @@ def database_backup(
             yield only_selected_checks(result, checks)
             (dump_check,) = result.check_results or ()
             if not dump_check.passed:
-                return  # blocking: nothing is archived from a dump that failed its check
+                # Blocking: nothing is archived from a dump that failed its check. Dagster fails
+                # the step for a reported check; a deselected one must fail it here.
+                if AssetCheckKey(dump_key, names.DUMP_COMPLETE) not in checks:
+                    raise Failure(
+                        f"database {database!r}, {day}: the dump failed {names.DUMP_COMPLETE} "
+                        f"({dump_check.description}); nothing was archived"
+                    )
+                return
         if archive_key in selected:
             yield archive_result(settings, database, day)
         if verification_key in selected:
