@@ -34,7 +34,6 @@ from backup_pipelines.core.postgres import (
 )
 from backup_pipelines.core.rowcount import (
     ROW_COUNTER_STAGE,
-    RowCounterMissing,
     read_counts,
     row_counter_command,
 )
@@ -183,10 +182,7 @@ def _run_dump_pipeline(
         "--no-password",
         f"--dbname={connection.dsn}",
     ]
-    try:
-        stages = [("pg_dump", pg_dump), (ROW_COUNTER_STAGE, row_counter_command(counts_file))]
-    except RowCounterMissing as missing:
-        raise DumpError(f"database {connection.database!r}: {missing}") from None
+    stages = [("pg_dump", pg_dump), (ROW_COUNTER_STAGE, row_counter_command(counts_file))]
     compressor = compress_command(settings.compression, settings.compression_level)
     if compressor:
         stages.append((settings.compression, compressor))

@@ -1,41 +1,38 @@
 """Row counts of a dump, taken from the dump stream itself as it passes to storage: the
 manifest then states what the archive holds, and the database is not read a second time.
 
-The counting is `backup-pipelines-rowcount` (tools/rowcount.c), a stage between pg_dump and the
-compressor that passes the stream on unchanged. It is compiled code because pg_dump's custom
+The counting is a stage between pg_dump and the compressor that passes the stream on
+unchanged: this module run as a program (`python -m backup_pipelines.core.rowcount COUNTS
+[OFFSETS]`), its loop in C (core/_rowcount.c). It is compiled code because pg_dump's custom
 format frames every COPY row on its own: walking 15 million frames takes Python about 7 s and
-the C program a fraction of one. scripts/setup and the image compile it.
+the C loop a fraction of one. The package's own build compiles it (setup.py); importing this
+module fails at once where it is missing, so a broken install never reaches a backup.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-ROW_COUNTER = "backup-pipelines-rowcount"
+from backup_pipelines.core import _rowcount
+
 ROW_COUNTER_STAGE = "row counter"
 _OFF_SIZE_AT = 9  # the header's byte giving the size of an offset: after "PGDMP", 3, int size
 _OFFSET_SET = 2  # pg_dump's K_OFFSET_POS_SET, the flag before an offset that is known
 
 
-class RowCounterMissing(RuntimeError):
-    """The compiled row counter is not installed."""
-
-
 def row_counter_command(counts_file: Path, offsets_file: Path | None = None) -> list[str]:
     """The pipeline stage that counts rows and writes them to `counts_file` at the end (and,
     given `offsets_file`, where each entry's offset field and data are)."""
-    beside_python = Path(sys.executable).parent / ROW_COUNTER
-    program = str(beside_python) if beside_python.exists() else shutil.which(ROW_COUNTER)
-    if program is None:
-        raise RowCounterMissing(
-            f"{ROW_COUNTER} is not installed: scripts/setup compiles tools/rowcount.c into "
-            f".venv/bin (cc -O2 -o .venv/bin/{ROW_COUNTER} tools/rowcount.c)"
-        )
-    return [program, str(counts_file), *([str(offsets_file)] if offsets_file else [])]
+    return [
+        sys.executable,
+        "-m",
+        __name__,
+        str(counts_file),
+        *([str(offsets_file)] if offsets_file else []),
+    ]
 
 
 def read_counts(counts_file: Path, encoding: str) -> Mapping[tuple[str, str], int]:
@@ -68,3 +65,9 @@ def set_data_offsets(dump: Path, workdir: Path) -> None:
             field, data = (int(value) for value in line.split("\t"))
             file.seek(field)
             file.write(bytes([_OFFSET_SET]) + data.to_bytes(off_size, "little"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit(f"usage: python -m {__spec__.name} COUNTS_FILE [OFFSETS_FILE] < dump > dump")
+    _rowcount.count(*sys.argv[1:])

@@ -1,7 +1,7 @@
 /*
- * backup-pipelines-rowcount: copies a pg_dump custom-format stream from stdin to stdout
+ * backup_pipelines.core._rowcount: copies a pg_dump custom-format stream from stdin to stdout
  * unchanged and counts, as it passes, the rows of every table's COPY data. At the end it
- * writes one line per table whose data the dump holds to the file named by its argument:
+ * writes one line per table whose data the dump holds to the file named by its first argument:
  *
  *     <rows> TAB <schema, hex> TAB <table, hex> NEWLINE
  *
@@ -13,14 +13,21 @@
  *
  * A stream written to a pipe has no data offsets in its table of contents, so pg_restore -j
  * must scan for each table's data; with these positions the restore test writes them into its
- * copy, as pg_dump does when it writes to a file. It reads archive versions 1.12 to 1.16 written with
- * --compress=0, where every COPY row is one length-prefixed chunk ending in a newline and the
- * data ends with the chunk "\.\n\n\n". Anything else fails with exit code 2 and a message.
+ * copy, as pg_dump does when it writes to a file. It reads archive versions 1.12 to 1.16 written
+ * with --compress=0, where every COPY row is one length-prefixed chunk ending in a newline and
+ * the data ends with the chunk "\.\n\n\n". Anything else ends the process with exit status 2 and
+ * a message.
+ *
+ * It is a C extension built by the package's own build (setup.py), run as a pipeline stage of
+ * its own: `python -m backup_pipelines.core.rowcount COUNTS [OFFSETS]`. Its state is the
+ * process's and a failure ends the process, so `count` is only ever called once, there.
  *
  * Python walks 15 million such chunks in about 7 s; this walks them at memory speed, which is
  * why it is C (benchmarks/many_tables.py, README "Many small tables").
  */
-#define _POSIX_C_SOURCE 200809L
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <signal.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -278,17 +285,9 @@ static void write_offsets(const char *path) {
     if (fclose(out) != 0) fail("cannot write %s: %s", path, strerror(errno));
 }
 
-int main(int argc, char **argv) {
-    if (argc != 2 && argc != 3) {
-        fputs("usage: backup-pipelines-rowcount COUNTS_FILE [OFFSETS_FILE] < dump > dump\n", stderr);
-        return 2;
-    }
-    read_header();
-    read_toc();
-    read_data();
-    write_all(buffer, filled); /* the rest of what was read */
-    FILE *out = fopen(argv[1], "w");
-    if (!out) fail("cannot write %s: %s", argv[1], strerror(errno));
+static void write_counts(const char *path) {
+    FILE *out = fopen(path, "w");
+    if (!out) fail("cannot write %s: %s", path, strerror(errno));
     for (long id = 1; id < entry_capacity; id++) {
         Entry *entry = &entries[id];
         if (!entry->is_table_data) continue;
@@ -299,7 +298,38 @@ int main(int argc, char **argv) {
         write_hex(out, entry->table);
         fputc('\n', out);
     }
-    if (fclose(out) != 0) fail("cannot write %s: %s", argv[1], strerror(errno));
-    if (argc == 3) write_offsets(argv[2]);
-    return 0;
+    if (fclose(out) != 0) fail("cannot write %s: %s", path, strerror(errno));
 }
+
+static PyObject *count(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *counts_path, *offsets_path = NULL;
+    if (!PyArg_ParseTuple(args, "s|z", &counts_path, &offsets_path)) return NULL;
+    /* Python ignores SIGPIPE; a stage whose reader stopped ends as the program always did. */
+    signal(SIGPIPE, SIG_DFL);
+    Py_BEGIN_ALLOW_THREADS
+    read_header();
+    read_toc();
+    read_data();
+    write_all(buffer, filled); /* the rest of what was read */
+    write_counts(counts_path);
+    if (offsets_path) write_offsets(offsets_path);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"count", count, METH_VARARGS,
+     "count(counts_file, offsets_file=None): pass stdin to stdout, counting rows (once per "
+     "process; a malformed stream ends the process with status 2)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_rowcount",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__rowcount(void) { return PyModule_Create(&module); }
