@@ -404,6 +404,12 @@ class PgBackRestConfig(_Strict):
     bundle: bool = True
     compress_type: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
     process_max: int = Field(default=2, ge=1, le=64)
+    # pgBackRest's lock and log folders for this server (default: folders of this project's
+    # own under the temp folder, per OS user, stanza and repository; never /tmp/pgbackrest,
+    # which one OS user's first run would own for every other).
+    lock_path: str | None = None
+    log_path: str | None = None
+    log_level_file: Literal["off", "error", "warn", "info", "detail"] = "off"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PgBackRestConfig:

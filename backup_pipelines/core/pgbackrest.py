@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import pwd
 import re
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +103,12 @@ class RepositoryInfo:
     wal_min: str | None
     wal_max: str | None
     status: str
+    archive_id: str | None = None  # the current database's archive folder, e.g. "15-1"
+
+    @property
+    def major_version(self) -> int | None:
+        """The PostgreSQL major version the archive holds WAL of (from its id)."""
+        return int(self.archive_id.split("-")[0]) if self.archive_id else None
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,48 @@ class Engine:
     # the database host; empty: the data directory is on this machine.
     database_host: Mapping[str, str] = field(default_factory=dict)
     os_user: str | None = None  # pgBackRest runs as this user (when this process is root)
+    lock_path: Path | None = None  # default: default_folder(..., "lock")
+    log_path: Path | None = None  # default: default_folder(..., "log")
+    log_level_file: str = "off"
+
+    @property
+    def folders(self) -> dict[str, Path]:
+        """pgBackRest's lock and log folders for this server."""
+        return {
+            "LOCK_PATH": self.lock_path or self.default_folder("lock"),
+            "LOG_PATH": self.log_path or self.default_folder("log"),
+        }
+
+    @property
+    def runs_as(self) -> str:
+        """The OS user pgBackRest runs as."""
+        if os.geteuid() == 0 and self.os_user:
+            return self.os_user
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    def default_folder(self, kind: str) -> Path:
+        """A folder of this project's own, per OS user, stanza and repository: two servers, two
+        repositories or two OS users on one worker never share a lock."""
+        repository = hashlib.sha256(self.repository.describe().encode()).hexdigest()[:12]
+        top = Path(tempfile.gettempdir()) / f"backup_pipelines-pgbackrest-{self.runs_as}"
+        return top / f"{self.stanza}-{repository}" / kind
+
+    def prepare_folders(self) -> None:
+        """Create the lock and log folders, owned by the user pgBackRest runs as; refuse one
+        that another user owns (pgBackRest would fail on every command)."""
+        for setting, folder in self.folders.items():
+            created = [path for path in [folder, *folder.parents] if not path.exists()]
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path in created:
+                self.give(path)
+            owner = owner_of(folder)
+            if owner != self.runs_as:
+                raise PgBackRestError(
+                    f"server {self.server!r}: pgBackRest's {setting.split('_')[0].lower()} "
+                    f"folder {folder} belongs to {owner}, not {self.runs_as} who runs "
+                    f"pgBackRest; set servers.{self.server}.pgbackrest.{setting.lower()} to a "
+                    f"folder {self.runs_as} owns"
+                )
 
     @property
     def remote(self) -> bool:
@@ -179,7 +229,8 @@ class Engine:
             "START_FAST": "y",
             "LOG_LEVEL_CONSOLE": "warn",
             "LOG_LEVEL_STDERR": "error",
-            "LOG_LEVEL_FILE": "off",
+            "LOG_LEVEL_FILE": self.log_level_file,
+            **{setting: str(folder) for setting, folder in self.folders.items()},
             # Retention is applied by `expire --set` from this project's plan, never implicitly.
             "REPO1_RETENTION_FULL": "9999999",
             **({"PG1_SOCKET_PATH": self.socket_directory} if self.socket_directory else {}),
@@ -197,6 +248,7 @@ class Engine:
     def run(self, command: str, *args: str, local: bool = False, **options: str) -> str:
         """Run one pgBackRest command as `os_user`; returns its stdout."""
         self.require_data_directory()
+        self.prepare_folders()
         argv = [*self.as_user(), PGBACKREST, command, *args]
         with _process_group(argv, self.environment(local=local, **options)) as process:
             try:
@@ -275,6 +327,7 @@ class Engine:
             wal_min=min((a["min"] for a in archives), default=None),
             wal_max=max((a["max"] for a in archives), default=None),
             status=stanza["status"]["message"],
+            archive_id=stanza["archive"][-1]["id"] if stanza.get("archive") else None,
         )
 
     def verify(self) -> list[str]:
@@ -284,6 +337,32 @@ class Engine:
         except PgBackRestError as error:
             return [str(error)]
         return []
+
+    def archive_files(self, archive_id: str) -> dict[str, dt.datetime]:
+        """Every file in the WAL archive `archive_id` (segments, partial segments, history and
+        backup files), by its repository path, with when it was stored: the repository's own
+        listing, read through pgBackRest whatever the repository type."""
+        folder = f"archive/{self.stanza}/{archive_id}"
+        output = self.run("repo-ls", "--recurse", "--output=json", folder) or "{}"
+        return {
+            f"{folder}/{name}": dt.datetime.fromtimestamp(entry["time"], dt.UTC)
+            for name, entry in json.loads(output).items()
+            if entry.get("type") == "file"
+        }
+
+    def copy_out(self, path: str, destination: Path) -> None:
+        """Write the repository file `path` (decrypted, as stored: still compressed) to
+        `destination`, streamed."""
+        self.require_data_directory()
+        self.prepare_folders()
+        argv = [*self.as_user(), PGBACKREST, "repo-get", path]
+        with destination.open("wb") as out:
+            done = subprocess.run(
+                argv, env=self.environment(), stdout=out, stderr=subprocess.PIPE, cwd="/"
+            )
+        if done.returncode != 0:
+            error = done.stderr.decode(errors="replace")
+            raise PgBackRestError(self._explain("repo-get", done.returncode, error))
 
     def restore(self, target_directory: Path, target: RecoveryTarget) -> None:
         """Restore into `target_directory` (empty or absent), set to recover to `target`."""
@@ -487,4 +566,11 @@ def engine_from_config(config: BackupConfig, server: str, connection: Connection
         process_max=settings.pgbackrest.process_max,
         database_host=database_host,
         os_user=settings.os_user or default_user,
+        lock_path=_folder(config, settings.pgbackrest.lock_path, f"{where}.pgbackrest.lock_path"),
+        log_path=_folder(config, settings.pgbackrest.log_path, f"{where}.pgbackrest.log_path"),
+        log_level_file=settings.pgbackrest.log_level_file,
     )
+
+
+def _folder(config: BackupConfig, value: str | None, setting: str) -> Path | None:
+    return config.local_path(value, setting) if value else None

@@ -24,6 +24,7 @@ from backup_pipelines import names
 from backup_pipelines.core.pgbackrest import (
     BackupSet,
     Engine,
+    PgBackRestError,
     RecoveryTarget,
     RepositoryInfo,
 )
@@ -33,9 +34,19 @@ from backup_pipelines.core.postgres import (
     Connection,
     PostgresError,
     major_version_of,
+    redact,
 )
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.core.verification import CheckOutcome
+from backup_pipelines.core.wal import (
+    DEFAULT_SEGMENT_SIZE,
+    Continuity,
+    Gap,
+    Stretch,
+    check_continuity,
+    reachable_stretches,
+)
+from backup_pipelines.core.wal import utc_text as _iso
 
 MARKER_TABLE = "backup_pipelines_pitr_marker"
 ARCHIVE_WAIT_SECONDS = 120
@@ -46,6 +57,37 @@ class PitrError(RuntimeError):
     """A server cannot be backed up or recovered as asked; the message says which and why."""
 
 
+class RestoreStageError(PitrError):
+    """A restore to a moment failed at one `stage` (window, restore, start, replay, promotion,
+    validation): why, and the restored copy's own last log lines."""
+
+    def __init__(self, server: str, stage: str, reason: str, log_lines: list[str] | None = None):
+        self.server, self.stage, self.reason = server, stage, reason
+        self.log_lines = log_lines or []
+        self.target: dt.datetime | None = None
+        self.window: RecoveryWindow | None = None
+        severe = [
+            line for line in self.log_lines if any(f" {level}: " in line for level in _SEVERE)
+        ]
+        tail = " | ".join((severe or self.log_lines)[-3:])
+        super().__init__(f"server {server!r}: {reason}" + (f": {tail}" if tail else ""))
+
+    def about(
+        self, target: dt.datetime, window: RecoveryWindow | None, gap: Gap | None
+    ) -> RestoreStageError:
+        """The same failure of a restore to `target`, with the window and the gap (if any)
+        that explain it."""
+        missing = f"; the repository is missing {gap.segments()}: {gap.unreachable()}"
+        error = RestoreStageError(
+            self.server, self.stage, self.reason + (missing if gap else ""), self.log_lines
+        )
+        error.target, error.window = target, window
+        return error
+
+
+_SEVERE = ("FATAL", "PANIC", "ERROR")
+
+
 # --- the server's archiving -------------------------------------------------------------------
 _ARCHIVER = """
 SELECT current_setting('archive_mode'), current_setting('wal_level'),
@@ -54,7 +96,8 @@ SELECT current_setting('archive_mode'), current_setting('wal_level'),
        a.archived_count, a.last_archived_wal, a.last_archived_time,
        a.failed_count, a.last_failed_wal, a.last_failed_time, a.stats_reset,
        clock_timestamp(), pg_walfile_name(pg_current_wal_lsn()),
-       (pg_walfile_name_offset(pg_current_wal_lsn())).file_offset
+       (pg_walfile_name_offset(pg_current_wal_lsn())).file_offset,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
 FROM pg_stat_archiver a
 """
 
@@ -77,6 +120,7 @@ class ArchiverStatus:
     measured_at: dt.datetime
     current_wal: str
     current_wal_offset: int
+    wal_segment_size: int = DEFAULT_SEGMENT_SIZE
 
     @property
     def lag_seconds(self) -> float:
@@ -139,28 +183,73 @@ def require_archiving(server: str, status: ArchiverStatus) -> None:
 # --- the recovery window ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class RecoveryWindow:
-    """Every moment between `start` (the oldest backup became consistent) and `end` (the newest
-    archived WAL) can be restored to."""
+    """The moments a restore can reach: every moment inside one of its `stretches` (oldest
+    first). A gap in the WAL archive splits the window; its `gaps` say which segments are
+    missing and what they make unreachable."""
 
-    start: dt.datetime
-    end: dt.datetime
+    stretches: tuple[Stretch, ...]
+    gaps: tuple[Gap, ...] = ()
+
+    @property
+    def start(self) -> dt.datetime:
+        return self.stretches[0].start
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.stretches[-1].end
 
     def contains(self, moment: dt.datetime) -> bool:
-        return self.start <= moment <= self.end
+        return any(stretch.start <= moment <= stretch.end for stretch in self.stretches)
 
     def describe(self) -> str:
-        return f"{_iso(self.start)} to {_iso(self.end)}"
+        return ", and ".join(f"{_iso(s.start)} to {_iso(s.end)}" for s in self.stretches)
 
     def between(self) -> str:
-        return f"between {_iso(self.start)} and {_iso(self.end)}"
+        return ", or ".join(f"between {_iso(s.start)} and {_iso(s.end)}" for s in self.stretches)
+
+    def gap_before(self, moment: dt.datetime) -> Gap | None:
+        """The gap that makes `moment` unreachable, if one does."""
+        return next(
+            (
+                gap
+                for gap in self.gaps
+                if gap.reachable_until is None or gap.reachable_until < moment
+                if gap.resumes_at is None or moment < gap.resumes_at
+            ),
+            None,
+        )
 
 
-def recovery_window(info: RepositoryInfo, status: ArchiverStatus) -> RecoveryWindow | None:
+def recovery_window(
+    info: RepositoryInfo, end: dt.datetime | None, continuity: Continuity, segment_size: int
+) -> RecoveryWindow | None:
+    """The window from the backups, the archive's end (`end`: the last archived moment) and the
+    gaps the repository's listing shows; None when no moment can be reached."""
     if not info.backups:
         return None
-    newest_stop = info.backups[-1].stopped
-    end = max(filter(None, [status.last_archived_time, newest_stop]))
-    return RecoveryWindow(info.backups[0].stopped, end)
+    newest = max(filter(None, [end, continuity.newest_archived_at, info.backups[-1].stopped]))
+    stretches = reachable_stretches(info.backups, continuity.gaps, newest, segment_size)
+    return RecoveryWindow(tuple(stretches), continuity.gaps) if stretches else None
+
+
+@dataclass(frozen=True)
+class ArchiveState:
+    """A server's WAL archive as the repository lists it, and the window that follows."""
+
+    info: RepositoryInfo
+    continuity: Continuity
+    window: RecoveryWindow | None
+
+
+def observe_archive(
+    engine: Engine, info: RepositoryInfo, status: ArchiverStatus | None
+) -> ArchiveState:
+    """Count the repository's WAL segments and derive the recovery window. Without the server
+    (`status` None, the day of the disaster) the window ends at the newest archived segment."""
+    segment_size = status.wal_segment_size if status else DEFAULT_SEGMENT_SIZE
+    continuity = check_continuity(engine, info, segment_size)
+    end = status.last_archived_time if status else None
+    return ArchiveState(info, continuity, recovery_window(info, end, continuity, segment_size))
 
 
 def backup_for(info: RepositoryInfo, moment: dt.datetime) -> BackupSet | None:
@@ -172,18 +261,22 @@ def backup_for(info: RepositoryInfo, moment: dt.datetime) -> BackupSet | None:
 def require_in_window(server: str, window: RecoveryWindow | None, moment: dt.datetime) -> None:
     if window is None:
         raise PitrError(
-            f"server {server!r} has no base backup in its repository yet: take one "
+            f"server {server!r} has no base backup it can be restored from yet: take one "
             "(materialize its base_backup) before restoring to a time"
         )
-    if not window.contains(moment):
+    if window.contains(moment):
+        return
+    gap = window.gap_before(moment) if window.start <= moment <= window.end else None
+    if gap is not None:
         raise PitrError(
-            f"server {server!r} cannot be restored to {_iso(moment)}: its recovery window is "
-            f"{window.describe()}; choose a time inside it"
+            f"server {server!r} cannot be restored to {_iso(moment)}: it lies in a gap of the WAL "
+            f"archive ({gap.describe()}); reachable: {window.describe()}; choose a time inside "
+            "one of those stretches"
         )
-
-
-def _iso(moment: dt.datetime, timespec: str = "seconds") -> str:
-    return moment.astimezone(dt.UTC).isoformat(sep=" ", timespec=timespec)
+    raise PitrError(
+        f"server {server!r} cannot be restored to {_iso(moment)}: its recovery window is "
+        f"{window.describe()}; choose a time inside it"
+    )
 
 
 # --- base backups -----------------------------------------------------------------------------
@@ -192,23 +285,6 @@ def backup_kind(info: RepositoryInfo, full_today: bool) -> str:
     differential against the newest full."""
     has_full = any(backup.kind == "full" for backup in info.backups)
     return "full" if full_today or not has_full else "diff"
-
-
-def wal_gaps(info: RepositoryInfo, verify_problems: list[str]) -> list[str]:
-    """Why WAL from the oldest kept backup to the newest archived segment is not all there."""
-    gaps = [problem for problem in verify_problems if "missing" in problem.lower()]
-    if info.backups and info.wal_min is None:
-        gaps.append("the repository holds no WAL at all")
-    elif info.backups and info.wal_min is not None:
-        oldest = info.backups[0]
-        if info.wal_min[8:] > oldest.wal_start[8:]:
-            gaps.append(
-                f"WAL from {oldest.wal_start} (start of backup {oldest.label}) is gone; "
-                f"the archive starts at {info.wal_min}"
-            )
-        if info.wal_max is not None and info.wal_max[8:] < info.backups[-1].wal_stop[8:]:
-            gaps.append(f"WAL after {info.wal_max} is missing")
-    return gaps
 
 
 def dump_globals(connection: Connection, tools: ClientTools) -> Iterator[bytes]:
@@ -355,11 +431,17 @@ def restored_copy(
         engine.give(holder)
         holder.chmod(0o700)
         started = time.monotonic()
-        engine.restore(directory, target)
+        try:
+            engine.restore(directory, target)
+        except PgBackRestError as error:
+            raise RestoreStageError(engine.server, "restore", str(error)) from None
         restore_seconds = time.monotonic() - started
         copy = RestoredServer(directory, port, _scratch_connection(source, holder, port))
         copy.restore_seconds = restore_seconds
-        bin_dir = server_binaries(engine.server, directory, place.pg_bin_dir)
+        try:
+            bin_dir = server_binaries(engine.server, directory, place.pg_bin_dir)
+        except PitrError as error:
+            raise RestoreStageError(engine.server, "start", str(error)) from None
         _start(engine, copy, holder, bin_dir, private=True)
         copy.start_seconds = time.monotonic() - started - restore_seconds
         yield copy
@@ -424,11 +506,13 @@ def _start(
         cwd="/",
     )
     if done.returncode != 0:
-        raise PitrError(f"server {engine.server!r}: the restored copy did not start: {_tail(log)}")
-    _wait_for_promotion(engine.server, copy, log)
+        stage, reason = _why_stopped(log, "the restored copy did not start")
+        raise RestoreStageError(engine.server, stage, reason, _log_lines(engine, log))
+    _wait_for_promotion(engine, copy, log)
 
 
-def _wait_for_promotion(server: str, copy: RestoredServer, log: Path) -> None:
+def _wait_for_promotion(engine: Engine, copy: RestoredServer, log: Path) -> None:
+    """Wait until the copy leaves recovery; a copy whose server exits meanwhile failed there."""
     deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
     while time.monotonic() < deadline:
         try:
@@ -436,13 +520,42 @@ def _wait_for_promotion(server: str, copy: RestoredServer, log: Path) -> None:
                 if not _scalar(conn, "SELECT pg_is_in_recovery()"):
                     return
         except PostgresError:
-            if "recovery ended before configured recovery target" in _tail(log):
-                break
+            if not (copy.directory / "postmaster.pid").exists():
+                stage, reason = _why_stopped(log, "the restored copy stopped during recovery")
+                raise RestoreStageError(
+                    engine.server, stage, reason, _log_lines(engine, log)
+                ) from None
         time.sleep(0.3)
-    raise PitrError(
-        f"server {server!r}: the restored copy was not promoted within "
-        f"{PROMOTION_WAIT_SECONDS} s: {_tail(log)}"
+    raise RestoreStageError(
+        engine.server,
+        "promotion",
+        f"the restored copy was still in recovery after {PROMOTION_WAIT_SECONDS} s",
+        _log_lines(engine, log),
     )
+
+
+_STOPPED_IN_REPLAY = "recovery ended before configured recovery target was reached"
+
+
+def _why_stopped(log: Path, default: str) -> tuple[str, str]:
+    """The stage and reason of a copy that exited, from its log."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if _STOPPED_IN_REPLAY in text:
+        return "replay", (
+            "recovery ended before the target was reached: the archive holds no WAL to replay "
+            "up to it"
+        )
+    return ("replay" if "redo starts" in text else "start"), default
+
+
+def _log_lines(engine: Engine, log: Path, count: int = 12) -> list[str]:
+    """The copy's last log lines, without any of the engine's secrets."""
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()[-count:]
+    except FileNotFoundError:
+        return ["no server log"]
+    secrets = [engine.password, *engine.repository.secrets.values()]
+    return [redact(line, secrets) for line in lines]
 
 
 def stop_copy(engine: Engine, directory: Path, bin_dir: Path) -> None:
@@ -462,19 +575,6 @@ def stop_copy(engine: Engine, directory: Path, bin_dir: Path) -> None:
             capture_output=True,
             cwd="/",
         )
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    """The server log's reasons (FATAL/PANIC/ERROR lines first), else its last lines."""
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return "no server log"
-    reasons = [line for line in text if any(f" {level}: " in line for level in _SEVERE)]
-    return " | ".join((reasons or text)[-lines:]) or "empty server log"
-
-
-_SEVERE = ("FATAL", "PANIC", "ERROR")
 
 
 # --- proving a restored copy ------------------------------------------------------------------
@@ -530,7 +630,7 @@ def _read_tables(connection: Connection, database: str, proof: CopyProof) -> Non
 class PitrTestReport:
     server: str
     markers: MarkerPair
-    window: RecoveryWindow
+    window: RecoveryWindow | None
     backup: BackupSet
     proof: CopyProof
     restore_seconds: float  # pgbackrest restore
@@ -583,15 +683,24 @@ def run_pitr_restore_test(
     markers = write_markers(source, f"pitr-test {dt.datetime.now(dt.UTC).isoformat()}")
     wait_until_archived(engine.server, source, markers.wal)
     info = engine.info()
-    window = recovery_window(info, archiver_status(source))
-    require_in_window(engine.server, window, markers.target)
-    assert window is not None
+    window = observe_archive(engine, info, archiver_status(source)).window
     backup = backup_for(info, markers.target)
-    assert backup is not None
+    gap = window.gap_before(markers.target) if window else None
+    if backup is None:
+        raise RestoreStageError(
+            engine.server,
+            "window",
+            f"no base backup is consistent before the target {_iso(markers.target)}: take one "
+            "(materialize its base_backup) first",
+        ).about(markers.target, window, gap)
+    # A target outside the window is still tried: the copy's own log is the evidence.
     started = time.monotonic()
-    with restored_copy(engine, source, target_time(markers.target), place) as copy:
-        proof = examine(copy)
-        total = time.monotonic() - started
+    try:
+        with restored_copy(engine, source, target_time(markers.target), place) as copy:
+            proof = examine(copy)
+            total = time.monotonic() - started
+    except RestoreStageError as error:
+        raise error.about(markers.target, window, gap) from None
     removal = time.monotonic() - started - total
     return PitrTestReport(
         engine.server,
@@ -634,7 +743,7 @@ def restore_server(
     backup = info.backups[-1] if info.backups else None
     if request.target.kind == "time":
         moment = _aware(engine.server, str(request.target.value))
-        require_in_window(engine.server, window_for(info, source), moment)
+        require_in_window(engine.server, window_for(engine, info, source), moment)
         backup = backup_for(info, moment)
     if request.port is not None:
         require_free_port(engine.server, request.port)
@@ -670,15 +779,14 @@ def _aware(server: str, value: str) -> dt.datetime:
     return moment
 
 
-def window_for(info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
+def window_for(engine: Engine, info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
     """The window, its end from the server's archiver; if the server is down (the day of the
-    disaster), open-ended: the archive's end is then only known by replaying it."""
+    disaster), from the newest segment in the repository."""
     try:
-        return recovery_window(info, archiver_status(source))
+        status: ArchiverStatus | None = archiver_status(source)
     except PostgresError:
-        if not info.backups:
-            return None
-        return RecoveryWindow(info.backups[0].stopped, dt.datetime.max.replace(tzinfo=dt.UTC))
+        status = None
+    return observe_archive(engine, info, status).window
 
 
 def _refuse_overwrite(server: str, destination: Path, confirm: str | None) -> None:
@@ -698,12 +806,18 @@ def _refuse_overwrite(server: str, destination: Path, confirm: str | None) -> No
 # --- check outcomes ---------------------------------------------------------------------------
 def window_metadata(window: RecoveryWindow | None) -> dict[str, object]:
     if window is None:
-        return {"recovery_window": "none: no base backup yet"}
-    return {
+        return {"recovery_window": "none: no base backup can be restored from yet"}
+    metadata: dict[str, object] = {
         "recovery_window": f"you can restore to any moment {window.between()}",
         "recovery_window_start": _iso(window.start),
         "recovery_window_end": _iso(window.end),
     }
+    if window.gaps:
+        metadata["recovery_window_stretches"] = [
+            f"{_iso(stretch.start)} to {_iso(stretch.end)}" for stretch in window.stretches
+        ]
+        metadata["wal_gaps"] = [gap.describe() for gap in window.gaps]
+    return metadata
 
 
 def backup_verified(
@@ -723,16 +837,26 @@ def backup_verified(
     )
 
 
-def wal_continuity(server: str, info: RepositoryInfo, gaps: list[str]) -> CheckOutcome:
-    oldest = info.backups[0] if info.backups else None
+def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
+    gaps = continuity.gaps
+    missing = sum(gap.count for gap in gaps)
+    timelines = ", ".join(str(timeline) for timeline in continuity.timelines)
     return CheckOutcome(
         names.WAL_CONTINUOUS,
         not gaps,
-        f"WAL is continuous from {oldest.wal_start if oldest else '-'} (oldest backup) to "
-        f"{info.wal_max}"
+        f"every WAL segment from {continuity.start} (start of the oldest kept backup) to "
+        f"{continuity.newest} is in the repository ({continuity.needed} segments, timeline "
+        f"{timelines})"
         if not gaps
-        else f"{server}'s WAL archive has a gap: {gaps[0]}",
-        {"wal_min": info.wal_min or "none", "wal_max": info.wal_max or "none", "gaps": gaps},
+        else f"{server}'s WAL archive is missing {gaps[0].describe()}",
+        {
+            "wal_start": continuity.start or "none",
+            "wal_newest": continuity.newest or "none",
+            "segments_needed": continuity.needed,
+            "segments_missing": missing,
+            "timelines": timelines,
+            "gaps": [gap.describe() for gap in gaps],
+        },
     )
 
 
@@ -759,13 +883,16 @@ def archive_lag(server: str, status: ArchiverStatus, limit_minutes: float) -> Ch
     )
 
 
-def archiving_succeeds(server: str, status: ArchiverStatus) -> CheckOutcome:
+def archiving_succeeds(
+    server: str, status: ArchiverStatus, first_archived_at: dt.datetime | None
+) -> CheckOutcome:
     passed = not status.failing
     return CheckOutcome(
         names.ARCHIVING_SUCCEEDS,
         passed,
         f"archive_command succeeded last ({status.archived_count} segments archived, "
-        f"{status.failed_count} failures since {_iso(status.stats_reset)})"
+        f"{status.failed_count} failures since {_iso(status.stats_reset)}"
+        f"{_failures_note(status, first_archived_at)})"
         if passed
         else f"{server}'s archive_command is failing: segment {status.last_failed_wal} failed "
         f"at {_iso(status.last_failed_time) if status.last_failed_time else '?'}; see the "
@@ -773,9 +900,26 @@ def archiving_succeeds(server: str, status: ArchiverStatus) -> CheckOutcome:
         {
             "archived_count": status.archived_count,
             "failed_count": status.failed_count,
+            "failures_counted_since": _iso(status.stats_reset),
             "last_failed_wal": status.last_failed_wal or "none",
+            "last_failed_time": _iso(status.last_failed_time)
+            if status.last_failed_time
+            else "none",
         },
     )
+
+
+def _failures_note(status: ArchiverStatus, first_archived_at: dt.datetime | None) -> str:
+    """Say when past failures all happened before the repository held anything: archiving was
+    switched on before the repository was created, not a failure of the archive in use."""
+    if not status.failed_count or status.last_failed_time is None or first_archived_at is None:
+        return ""
+    if status.last_failed_time < first_archived_at:
+        return (
+            f"; all of them before the repository's first segment was stored "
+            f"({_iso(first_archived_at)}): archiving was on before the repository existed"
+        )
+    return f"; the newest at {_iso(status.last_failed_time)}, since recovered"
 
 
 def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
@@ -797,6 +941,7 @@ def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
             f"{name}: {tables} tables read" for name, tables in report.proof.databases.items()
         ],
         "problems": problems,
+        **({"failed_stage": "validation"} if problems else {}),
         **window_metadata(report.window),
     }
     return CheckOutcome(
@@ -808,6 +953,23 @@ def pitr_outcome(report: PitrTestReport) -> CheckOutcome:
         if not problems
         else f"PITR restore test of {report.server} failed: {problems[0]}",
         metadata,
+    )
+
+
+def pitr_failure_outcome(error: RestoreStageError) -> CheckOutcome:
+    """A PITR restore test that failed before its copy could be examined: the stage, the
+    reason and the copy's own last log lines are the evidence."""
+    return CheckOutcome(
+        names.PITR_RESTORE_PROVEN,
+        False,
+        f"PITR restore test of {error.server} failed at {error.stage}: {error.reason}",
+        {
+            "failed_stage": error.stage,
+            "reason": error.reason,
+            "target_time": _iso(error.target, "milliseconds") if error.target else "?",
+            "postgres_log": error.log_lines,
+            **window_metadata(error.window),
+        },
     )
 
 

@@ -291,6 +291,10 @@ def _server_section(entry: ServerRunbookEntry) -> str:
             f'<p class="bad">Not recoverable to a moment: {html.escape(why)}.</p>'
         )
     window = f"any moment {entry.window.between()}" if entry.window else "unknown"
+    gaps = "".join(
+        f'<p class="bad wal-gap">The WAL archive has a gap: {html.escape(gap.describe())}.</p>\n'
+        for gap in (entry.window.gaps if entry.window else ())
+    )
     backups = "\n".join(
         f"<tr><td><code>{html.escape(b.label)}</code></td><td>{b.kind}</td>"
         f"<td>{b.stopped:%Y-%m-%d %H:%M:%S} UTC</td><td>{b.database_bytes:,} bytes</td></tr>"
@@ -304,14 +308,14 @@ def _server_section(entry: ServerRunbookEntry) -> str:
 (pgBackRest stanza <code>{html.escape(entry.stanza)}</code>)</td></tr>
 <tr><th>PITR restore test</th><td>{_pitr_test_cell(entry.pitr_test)}</td></tr>
 </table>
-<table><tr><th>Base backup</th><th>Kind</th><th>Consistent from</th><th>Size</th></tr>
+{gaps}<table><tr><th>Base backup</th><th>Kind</th><th>Consistent from</th><th>Size</th></tr>
 {backups}</table>
 <h3>Restore to a moment with pgBackRest alone</h3>
 <p>As root on a machine with pgBackRest and PostgreSQL of the same major version, set the moment
 (inside the window), a new data folder and a free port{
         ", and the secrets " + secrets + " from where you keep them" if secrets else ""
     }:
-<code>export TARGET_TIME='2026-12-01 01:58:00+00' RESTORE_DIR=/var/lib/postgresql/restored
+<code>export TARGET_TIME='{_example_target(entry.window)}' RESTORE_DIR=/var/lib/postgresql/restored
 RESTORE_PORT=5433</code>. For the newest moment instead, drop <code>--type=time</code> and
 <code>--target=…</code>. The server starts, replays WAL to the moment and is promoted; it does not
 archive (<code>archive_mode=off</code>) until you turn that on.</p>
@@ -319,6 +323,15 @@ archive (<code>archive_mode=off</code>) until you turn that on.</p>
 <p>Or launch job <code>{names.RESTORE_SERVER_JOB}</code> with <code>server: {name}</code>,
 <code>target_time</code>, <code>data_directory</code> and <code>port</code>.</p>
 """
+
+
+def _example_target(window: RecoveryWindow | None) -> str:
+    """A moment inside the newest reachable stretch, for the example command."""
+    if window is None:
+        return "2026-12-01 01:58:00+00"
+    newest = window.stretches[-1]
+    middle = newest.start + (newest.end - newest.start) / 2
+    return f"{middle.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}+00"
 
 
 def _pitr_test_cell(record: CheckRecord | None) -> str:

@@ -25,6 +25,7 @@ _HELP = {
 _SERVER_HELP = {
     "wal_archive_lag_seconds": "Age of the oldest WAL not yet archived, at the last look (RPO).",
     "wal_archive_failed_count": "Failed archive_command attempts since the statistics reset.",
+    "wal_archive_missing_segments": "WAL segments missing from the repository (gaps).",
     "recovery_window_start_timestamp_seconds": "Earliest moment the server can be restored to.",
     "recovery_window_end_timestamp_seconds": "Latest moment the server can be restored to.",
     "last_base_backup_size_bytes": "Database size of the newest base backup.",
@@ -79,6 +80,7 @@ def _server_values(instance: DagsterInstance, server: str) -> dict[str, float]:
     for name, field in [
         ("wal_archive_lag_seconds", "archive_lag_seconds"),
         ("wal_archive_failed_count", "failed_count"),
+        ("wal_archive_missing_segments", "wal_missing_segments"),
     ]:
         if field in archive:
             found[name] = float(str(archive[field]).replace(",", ""))

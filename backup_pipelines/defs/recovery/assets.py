@@ -41,7 +41,7 @@ def server_runbook_entry(
         return ServerRunbookEntry(
             server, engine.stanza, engine.repository, pg_ctl, [], None, test, str(error)
         )
-    window = window_for(info, settings.server_connection(server))
+    window = window_for(engine, info, settings.server_connection(server))
     return ServerRunbookEntry(
         server, engine.stanza, engine.repository, pg_ctl, info.backups, window, test
     )

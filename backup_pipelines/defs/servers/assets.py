@@ -78,8 +78,9 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                 names.WAL_CONTINUOUS,
                 key,
                 partitions,
-                "Archived WAL runs without a gap from the oldest kept backup to the newest "
-                "segment: every moment in the window can be reached.",
+                "Every WAL segment from the oldest kept backup's start to the newest archived "
+                "one is in the repository's listing (per timeline, following the history "
+                "files): every moment in the window can be reached.",
             ),
         ],
     )
@@ -100,7 +101,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
             verify_started = time.monotonic()
             problems = engine.verify()
             verify_seconds = time.monotonic() - verify_started
-            window = pitr.recovery_window(info, pitr.archiver_status(connection))
+            archive = pitr.observe_archive(engine, info, pitr.archiver_status(connection))
         except (PgBackRestError, PostgresError, pitr.PitrError) as error:
             raise _fail(server, error) from None
         return MaterializeResult(
@@ -120,12 +121,12 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                     "wal_stop": backup.wal_stop,
                     "builds_on": backup.prior or "none (full)",
                     "repository": engine.repository.describe(),
-                    **pitr.window_metadata(window),
+                    **pitr.window_metadata(archive.window),
                 }
             ),
             check_results=[
                 check_result(pitr.backup_verified(server, backup, info, problems), key),
-                check_result(pitr.wal_continuity(server, info, pitr.wal_gaps(info, problems)), key),
+                check_result(pitr.wal_continuity(server, archive.continuity), key),
             ],
         )
 
@@ -200,7 +201,14 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
             AssetCheckSpec(
                 names.ARCHIVING_SUCCEEDS,
                 asset=key,
-                description="The newest archive_command attempt succeeded.",
+                description="The newest archive_command attempt succeeded (failures before the "
+                "repository's first segment or the last statistics reset are labelled as such).",
+            ),
+            AssetCheckSpec(
+                names.WAL_CONTINUOUS,
+                asset=key,
+                description="Every WAL segment from the oldest kept backup's start to the newest "
+                "archived one is in the repository's listing: the window has no gap.",
             ),
         ],
     )
@@ -208,9 +216,11 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
         limit = settings.config().servers[server].archive_lag_alert_minutes
         try:
             status = pitr.archiver_status(settings.server_connection(server))
-            window = pitr.recovery_window(settings.server_engine(server).info(), status)
+            engine = settings.server_engine(server)
+            archive = pitr.observe_archive(engine, engine.info(), status)
         except (PgBackRestError, PostgresError) as error:
             raise _fail(server, error) from None
+        continuity = pitr.wal_continuity(server, archive.continuity)
         return MaterializeResult(
             metadata=readable(
                 {
@@ -218,12 +228,17 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
                     "last_archived_wal": status.last_archived_wal or "none",
                     "archived_count": status.archived_count,
                     "failed_count": status.failed_count,
-                    **pitr.window_metadata(window),
+                    "wal_missing_segments": continuity.metadata["segments_missing"],
+                    **pitr.window_metadata(archive.window),
                 }
             ),
             check_results=[
                 check_result(pitr.archive_lag(server, status, limit), key),
-                check_result(pitr.archiving_succeeds(server, status), key),
+                check_result(
+                    pitr.archiving_succeeds(server, status, archive.continuity.first_archived_at),
+                    key,
+                ),
+                check_result(continuity, key),
             ],
         )
 

@@ -54,6 +54,10 @@ def pitr_restore_test_asset(server: str, partitions: PartitionsDefinition) -> As
                 settings.server_connection(server),
                 settings.scratch_place(server),
             )
+        except pitr.RestoreStageError as error:
+            failed = pitr.pitr_failure_outcome(error)
+            yield check_result(failed, key)  # recorded first: the history keeps the evidence
+            raise Failure(failed.description) from None
         except (PgBackRestError, PostgresError, pitr.PitrError) as error:
             message = str(error)
             raise Failure(

@@ -1,0 +1,266 @@
+"""A WAL segment deleted from a real pgBackRest repository: continuity is counted from the
+repository's listing, so `wal_continuous` fails naming the segment (pgBackRest's own `verify`
+still exits 0, shown here); the window shows only what can be reached; the PITR restore test
+records the stage, the reason and PostgreSQL's own log lines; `restore_server` refuses a target
+in the gap; the alert names the server. The segment arithmetic and the timeline chain are
+tested without a server."""
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from dagster import build_sensor_context, materialize
+
+from backup_pipelines import names
+from backup_pipelines.core import pitr, wal
+from backup_pipelines.core.pgbackrest import BackupSet
+from backup_pipelines.core.postgres import Connection
+from backup_pipelines.defs.alerts.health import check_problems
+from backup_pipelines.defs.alerts.state import AlertState
+from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines_demo.cluster import LocalCluster
+from backup_pipelines_tests.helpers import (
+    PITR_PASSWORD_ENV,
+    config_document,
+    definitions_for,
+    failure_messages,
+    metadata_number,
+    server_document,
+    start_archiving,
+    today,
+)
+
+SERVER = "main"
+MIB16 = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gapped(cluster) -> Iterator[tuple[LocalCluster, Path, Path]]:
+    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-gap-"))
+    home.chmod(0o755)
+    server = LocalCluster(home / "server", pitr.free_port(), uuid.uuid4().hex)
+    server.init()
+    config = home / "backup_pipelines.yaml"
+    repository = home / "repository"
+    document = config_document(
+        cluster,
+        {"local": {"path": str(home / "backups")}},
+        servers=server_document(server, {"path": str(repository)}),
+    )
+    config.write_text(yaml.safe_dump(document))
+    start_archiving(server, config)
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
+    try:
+        yield server, config, repository
+    finally:
+        server.destroy()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def commit_and_switch(server: LocalCluster, phase: str) -> tuple[dt.datetime, str]:
+    """Commit a row of `phase` and switch the segment so it is archived; returns the moment just
+    before the commit and the segment that holds it."""
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        committed = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        time.sleep(0.05)
+        conn.execute("INSERT INTO ledger (phase) VALUES (%s)", (phase,))
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    engine_connection = Connection.from_url(SERVER, server.url())
+    pitr.wait_until_archived(SERVER, engine_connection, segment)
+    return committed, segment
+
+
+def evaluations(result) -> dict[str, object]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialize_step(defs, instance, step: str, partitioned: bool = True):
+    return materialize(
+        assets=list(defs.assets or []),
+        selection=[names.server_key(SERVER, step)],
+        partition_key=today() if partitioned else None,
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def test_a_deleted_segment_is_found_named_and_cut_out_of_the_window(gapped, instance, monkeypatch):
+    server, config, repository = gapped
+    monkeypatch.setenv(PITR_PASSWORD_ENV, server.superuser_password)
+    monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(config))
+    defs = definitions_for(config)
+    settings = BackupSettings(config_path=str(config))
+    engine = settings.server_engine(SERVER)
+
+    first = materialize_step(defs, instance, names.BASE_BACKUP)
+    assert first.success, failure_messages(first)
+    assert evaluations(first)[names.WAL_CONTINUOUS].passed
+
+    before_gap, _ = commit_and_switch(server, "before the gap")
+    in_gap, lost = commit_and_switch(server, "in the gap")
+    commit_and_switch(server, "after the gap")
+    (stored,) = repository.rglob(f"{lost}-*")
+    stored.unlink()
+    # pgBackRest's own verdict: verify exits 0 for a gap no backup needs for consistency.
+    assert engine.verify() == []
+
+    # The PITR restore test (no backup after the gap): a failed evaluation with the evidence.
+    tested = materialize_step(defs, instance, names.PITR_RESTORE_TEST)
+    assert not tested.success
+    proven = evaluations(tested)[names.PITR_RESTORE_PROVEN]
+    assert not proven.passed
+    metadata = {name: value.value for name, value in proven.metadata.items()}
+    assert metadata["failed_stage"] == "replay"
+    assert lost in proven.description and lost in metadata["reason"]
+    log = str(metadata["postgres_log"])
+    assert "recovery ended before configured recovery target was reached" in log
+    assert server.superuser_password not in log
+    assert "not promoted" not in proven.description
+    assert not list(Path(tempfile.gettempdir()).glob(f"pitr-{SERVER}-*"))
+
+    # A base backup after the gap: it passes verification, and wal_continuous fails naming
+    # the segment and the stretch it makes unreachable.
+    second = materialize_step(defs, instance, names.BASE_BACKUP)
+    assert not second.success  # the blocking check failed
+    checks = evaluations(second)
+    assert checks[names.BASE_BACKUP_VERIFIED].passed
+    continuity = checks[names.WAL_CONTINUOUS]
+    assert not continuity.passed
+    assert f"segment {lost} missing" in continuity.description
+    assert "cannot be reached" in continuity.description
+
+    # wal_archive: the window is two stretches; the moment in the gap is in neither.
+    observed = materialize_step(defs, instance, names.WAL_ARCHIVE, partitioned=False)
+    assert not evaluations(observed)[names.WAL_CONTINUOUS].passed
+    event = instance.get_latest_materialization_event(names.server_key(SERVER, names.WAL_ARCHIVE))
+    shown = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert metadata_number(shown["wal_missing_segments"]) == 1
+    assert len(str(shown["recovery_window_stretches"]).splitlines()) == 2
+    assert lost in str(shown["wal_gaps"])
+    info = engine.info()
+    window = pitr.observe_archive(
+        engine, info, pitr.archiver_status(settings.server_connection(SERVER))
+    ).window
+    assert window is not None and len(window.stretches) == 2
+    assert window.contains(before_gap) and not window.contains(in_gap)
+    # The first stretch ends at the last commit before the gap: 'before the gap' is its end.
+    assert abs((window.stretches[0].end - before_gap).total_seconds()) < 1
+    assert window.stretches[1].start == info.backups[-1].stopped
+
+    # restore_server refuses the moment in the gap, explaining why.
+    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
+    refused = job.execute_in_process(
+        run_config={
+            "ops": {
+                "restore_server_to_target": {
+                    "config": {
+                        "server": SERVER,
+                        "target_time": in_gap.isoformat(),
+                        "data_directory": str(
+                            Path(tempfile.gettempdir()) / f"never-{uuid.uuid4().hex}"
+                        ),
+                    }
+                }
+            }
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not refused.success
+    message = failure_messages(refused)
+    assert "lies in a gap of the WAL archive" in message and lost in message
+
+    # The alert names the server; its details name the segment.
+    sensor = defs.resolve_sensor_def(names.ALERTS_SENSOR)
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    cursor = AlertState(watching_since=since, runs_after=since).to_cursor()
+    with build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    announced = AlertState.from_cursor(result.cursor, dt.datetime.now(dt.UTC)).open
+    gap_alerts = {k: title for k, title in announced.items() if k.endswith(names.WAL_CONTINUOUS)}
+    assert gap_alerts and all(title.startswith(f"{SERVER}: ") for title in gap_alerts.values())
+    details = [
+        problem.details
+        for problem in check_problems(instance, [], [SERVER], "http://ui")
+        if problem.key in gap_alerts
+    ]
+    assert details and all(lost in detail for detail in details)
+
+
+# --- without a server ---------------------------------------------------------------------
+
+
+def test_segment_names_follow_the_segment_size():
+    for size in (MIB16, 64 * 1024 * 1024, 1024 * 1024):
+        name = "00000002000000010000000F"
+        segment = wal.Segment.parse(name, size)
+        assert segment.timeline == 2 and segment.name(size) == name
+    # 16 MiB: 256 segments per log, so ...FF is followed by the next log's 00.
+    after = wal.Segment(1, wal.Segment.parse("0000000100000000000000FF", MIB16).number + 1)
+    assert after.name(MIB16) == "000000010000000100000000"
+    # 64 MiB: 64 segments per log.
+    after = wal.Segment(1, wal.Segment.parse("00000001000000000000003F", 64 << 20).number + 1)
+    assert after.name(64 << 20) == "000000010000000100000000"
+
+
+def test_history_files_give_the_timeline_chain():
+    history = "1\t0/5000000\tno recovery target specified\n\n2\t0/9000000\tbefore 2026-12-01\n"
+    assert wal.parse_history(history) == [(1, 0x5000000), (2, 0x9000000)]
+    chain = [(1, 0, 5), (2, 5, 9), (3, 9, None)]
+    assert [wal.timeline_of(n, chain) for n in (0, 4, 5, 8, 9, 40)] == [1, 1, 2, 2, 3, 3]
+
+
+def _backup(label: str, start: int, stop: int, stopped: dt.datetime) -> BackupSet:
+    return BackupSet(
+        label,
+        "full",
+        stopped,
+        stopped,
+        "0/0",
+        "0/0",
+        wal.Segment(1, start).name(MIB16),
+        wal.Segment(1, stop).name(MIB16),
+        0,
+        0,
+        None,
+    )
+
+
+def test_reachable_stretches_skip_the_gap_and_a_backup_whose_own_wal_is_missing():
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    backups = [
+        _backup("one", 2, 3, t0),
+        _backup("two", 10, 11, t0 + 5 * hour),  # its own WAL is in the second gap
+        _backup("three", 20, 21, t0 + 8 * hour),
+    ]
+    gaps = (
+        wal.Gap("a", "a", 1, 6, 6, reachable_until=t0 + 2 * hour, resumes_at=t0 + 8 * hour),
+        wal.Gap("b", "b", 1, 11, 11, reachable_until=t0 + 5 * hour, resumes_at=t0 + 8 * hour),
+    )
+    stretches = wal.reachable_stretches(backups, gaps, t0 + 10 * hour, MIB16)
+    assert stretches == [
+        wal.Stretch(t0, t0 + 2 * hour),
+        wal.Stretch(t0 + 8 * hour, t0 + 10 * hour),
+    ]
+    window = pitr.RecoveryWindow(tuple(stretches), gaps)
+    assert window.contains(t0 + hour) and not window.contains(t0 + 3 * hour)
+    assert window.gap_before(t0 + 3 * hour) is gaps[0]
+    with pytest.raises(pitr.PitrError, match="lies in a gap of the WAL archive"):
+        pitr.require_in_window(SERVER, window, t0 + 3 * hour)
+    with pytest.raises(pitr.PitrError, match="its recovery window is"):
+        pitr.require_in_window(SERVER, window, t0 + 11 * hour)
