@@ -1,5 +1,7 @@
 """Triggering from outside: the CLI and the HTTP trigger against a real Dagster webserver."""
 
+import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -17,10 +19,20 @@ import boto3
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterRun
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
-from backup_pipelines.trigger.remote import Deployment, wait_for_run
+from backup_pipelines.core.config import load_config
+from backup_pipelines.defs.postgres.assets import dump_pool
+from backup_pipelines.trigger.remote import (
+    _DATABASE_BACKUP,
+    Deployment,
+    _backup_selector,
+    run_status,
+    submit_run,
+    wait_for_run,
+)
 from backup_pipelines_demo.cluster import LocalCluster, free_port
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
@@ -34,6 +46,7 @@ from backup_pipelines_tests.helpers import (
     start_archiving,
     stop,
     today,
+    yesterday,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,3 +262,67 @@ def test_the_trigger_refuses_to_start_without_a_strong_secret(write_config):
     done = cli("serve-trigger", "--port", str(free_port()), env=env)
     assert done.returncode == 2
     assert "set BACKUP_PIPELINES_TRIGGER_SECRET to a random secret" in done.stderr
+
+
+BUSY_RUN = "0" * 8 + "-busy-" + "0" * 8  # another run holding the server's only dump slot
+
+
+def test_a_run_queued_before_midnight_backs_up_the_day_it_asked_for(webserver):
+    """A run asking for yesterday's backup, submitted at 23:59:55 yesterday (simulated: its
+    record's creation time is moved back there) and held behind a busy pool until now, after
+    midnight: it takes yesterday's backup now, and the manifest says when it was asked for."""
+    url, env, home = webserver
+    day = yesterday()
+    asked_at = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59, 55))
+    pool = dump_pool("agentic", load_config(Path(env["BACKUP_PIPELINES_CONFIG"])))
+    deployment = Deployment(url)
+    with deployment_instance(env, home) as instance:
+        slots = instance.event_log_storage
+        slots.set_concurrency_slots(pool, 1)
+        slots.claim_concurrency_slot(pool, BUSY_RUN, "another_dump")
+        try:
+            selector = _backup_selector(deployment, _DATABASE_BACKUP, "agentic")
+            run_id = submit_run(deployment, selector, "test", partition=day, what="agentic")
+            with psycopg.connect(deployment_database_url(env), autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE runs SET create_timestamp = %s WHERE run_id = %s", (asked_at, run_id)
+                )
+            time.sleep(8)  # the daemon has dequeued it by now; the pool holds its dump back
+            assert run_status(deployment, run_id) in (
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+            )
+        finally:
+            slots.free_concurrency_slots_for_run(BUSY_RUN)
+            slots.set_concurrency_slots(pool, 2)
+    assert wait_for_run(deployment, run_id, 300) == DagsterRunStatus.SUCCESS
+    manifest = json.loads(
+        (home.parent / "backups" / "archive" / "agentic" / day / "manifest.json").read_text()
+    )
+    assert manifest["partition"] == day
+    assert manifest["snapshot_taken_at"][:10] == today() != day
+    assert dt.datetime.fromisoformat(manifest["submitted_at"]) == asked_at.replace(tzinfo=dt.UTC)
+    assert manifest["start_delay_seconds"] > 5
+
+
+@contextlib.contextmanager
+def deployment_instance(env: dict[str, str], home: Path) -> Iterator[DagsterInstance]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
+            patch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+
+
+def deployment_database_url(env: dict[str, str]) -> str:
+    return make_conninfo(
+        host=env["DAGSTER_PG_HOST"],
+        port=env["DAGSTER_PG_PORT"],
+        user=env["DAGSTER_PG_USER"],
+        password=env["DAGSTER_PG_PASSWORD"],
+        dbname=env["DAGSTER_PG_DB"],
+    )

@@ -59,25 +59,39 @@ def utc_today() -> str:
     return dt.datetime.now(dt.UTC).date().isoformat()
 
 
-def require_today(database: str, day: str) -> None:
-    """A snapshot can only be taken now, so only today's (UTC) partition can be dumped."""
+def require_day_open(subject: str, day: str, submitted_at: dt.datetime | None) -> None:
+    """A snapshot can only be taken now: of today (UTC), or of the day the run was submitted on
+    (a queue, a pool limit or a daemon restart may start it after midnight). A day that was
+    already over when the run was submitted (a backfill of past days) is refused."""
     today = utc_today()
-    if day != today:
-        raise DumpError(
-            f"database {database!r}: cannot take a dump for {day}: a dump is a snapshot taken "
-            f"now, so only today's partition ({today}, UTC) can be dumped. To re-run archive "
-            "and verification for a past day, select only those assets in the backfill."
-        )
+    if day == today or (submitted_at is not None and _utc_day(submitted_at) == day):
+        return
+    raise DumpError(
+        f"database {subject!r}: cannot take a dump for {day}: a dump is a snapshot taken "
+        f"now, so only today's partition ({today}, UTC) can be dumped. To re-run archive "
+        "and verification for a past day, select only those assets in the backfill."
+    )
+
+
+def _utc_day(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).date().isoformat()
 
 
 def take_dump(
-    connection: Connection, store: ObjectStore, day: str, settings: DumpSettings
+    connection: Connection,
+    store: ObjectStore,
+    day: str,
+    settings: DumpSettings,
+    submitted_at: dt.datetime | None = None,
 ) -> tuple[BackupRef, Manifest]:
+    """Dump `day`'s backup of the connection's database (`submitted_at`: when the run asking
+    for it was submitted; a run submitted on `day` may start after it ended)."""
     database = connection.database
-    require_today(database, day)
+    require_day_open(database, day, submitted_at)
     started = time.monotonic()
     with exported_snapshot(connection) as snapshot:
-        if snapshot.taken_at.date().isoformat() != day:
+        submitted_that_day = submitted_at is not None and _utc_day(submitted_at) == day
+        if _utc_day(snapshot.taken_at) != day and not submitted_that_day:
             raise DumpError(f"database {database!r}: the UTC day changed before the snapshot")
         tools = find_client_tools(settings.pg_bin_dir, snapshot.server_major)
         require_pg_dump_for(tools, snapshot.server_major, database)
@@ -126,6 +140,10 @@ def take_dump(
         dump_seconds=round(time.monotonic() - started, 3),
         encryption=ENCRYPTION_METHOD if settings.encrypt_with else None,
         encryption_recipient=settings.encrypt_with.recipient if settings.encrypt_with else None,
+        submitted_at=submitted_at.isoformat() if submitted_at else None,
+        start_delay_seconds=round((snapshot.taken_at - submitted_at).total_seconds(), 3)
+        if submitted_at
+        else None,
     )
     store.write_bytes(manifest_key(database, day), manifest.to_json())
     remove_superseded(store, database, day, keep=key)

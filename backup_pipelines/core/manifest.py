@@ -65,6 +65,10 @@ class Manifest:
     # The name of the database pg_dump read (its archive header says the same); None in
     # manifests written before it was recorded.
     source_database: str | None = None
+    # When the run asking for this day was submitted, and how long after that the snapshot was
+    # taken (a run queued before midnight may take its day's snapshot after it).
+    submitted_at: str | None = None
+    start_delay_seconds: float | None = None
 
     @property
     def relation_counts(self) -> list[RelationCount]:

@@ -1,9 +1,10 @@
 """Wiring every domain uses: per-day check specs, a check outcome as Dagster's check result,
-metadata as the UI should show it, a UTC schedule."""
+metadata as the UI should show it, a UTC schedule, when a run was asked for."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 
@@ -11,6 +12,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     AssetKey,
     DefaultScheduleStatus,
     JobDefinition,
@@ -138,3 +140,14 @@ def utc_schedule(
         default_status=DefaultScheduleStatus.RUNNING,
         description=f"{description} ('{cron}', UTC)",
     )
+
+
+def run_submitted_at(context: AssetExecutionContext) -> dt.datetime | None:
+    """When the run was submitted (for a retry or re-execution: the run it repeats), which is
+    when the day it asked for was fixed: queued before midnight, it still takes that day."""
+    run = context.run
+    record = context.instance.get_run_record_by_id(run.root_run_id or run.run_id)
+    if record is None:
+        return None
+    created = record.create_timestamp
+    return created if created.tzinfo else created.replace(tzinfo=dt.UTC)

@@ -15,14 +15,19 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.dump import require_today
+from backup_pipelines.core.dump import require_day_open
 from backup_pipelines.core.snapshots import (
     SnapshotError,
     take_snapshot,
     verify_snapshot,
 )
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
+from backup_pipelines.defs.shared import (
+    check_result,
+    per_day_check_spec,
+    readable,
+    run_submitted_at,
+)
 from backup_pipelines.storage import S3Store, source_bucket_store
 
 
@@ -46,7 +51,7 @@ def bucket_assets(name: str, partitions: PartitionsDefinition) -> list[AssetsDef
         "server-side, the rest referenced (only today's partition can be taken).",
     )
     def take(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
-        require_today(name, context.partition_key)
+        require_day_open(name, context.partition_key, run_submitted_at(context))
         store = snapshot_store(settings)
         source = source_bucket_store(settings.config(), name, store)
         manifest = take_snapshot(

@@ -26,7 +26,7 @@ from dagster import (
 from backup_pipelines import names
 from backup_pipelines.core.archive import ArchiveError, archive_dump
 from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env
-from backup_pipelines.core.dump import take_dump
+from backup_pipelines.core.dump import take_dump, utc_today
 from backup_pipelines.core.manifest import (
     BackupRef,
     Manifest,
@@ -42,7 +42,12 @@ from backup_pipelines.core.verification import (
     recent_sizes,
 )
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
+from backup_pipelines.defs.shared import (
+    check_result,
+    per_day_check_spec,
+    readable,
+    run_submitted_at,
+)
 
 
 def dump_pool(database: str, config: BackupConfig) -> str:
@@ -150,7 +155,13 @@ def database_backup(
         selected, day = context.selected_asset_keys, context.partition_key
         checks = context.selected_asset_check_keys
         if dump_key in selected:
-            result = take_dump_result(settings, database, day)
+            result = take_dump_result(settings, database, day, run_submitted_at(context))
+            if day != utc_today():
+                context.log.info(
+                    f"the run asked for {day}'s backup before that day ended and started after "
+                    "it: the snapshot was taken now, for that day, as asked (metadata: "
+                    "submitted_at, start_delay_seconds)"
+                )
             yield only_selected_checks(result, checks)
             (dump_check,) = result.check_results or ()
             if not dump_check.passed:
@@ -185,10 +196,12 @@ def only_selected_checks(
     )
 
 
-def take_dump_result(settings: BackupSettings, database: str, day: str) -> MaterializeResult:
+def take_dump_result(
+    settings: BackupSettings, database: str, day: str, submitted_at: dt.datetime | None = None
+) -> MaterializeResult:
     stores = settings.stores()
     ref, manifest = take_dump(
-        settings.connection(database), stores.dumps, day, settings.dump_settings()
+        settings.connection(database), stores.dumps, day, settings.dump_settings(), submitted_at
     )
     save_ref(stores.refs, names.DUMP, ref)
     outcome = check_dump_complete(
@@ -206,6 +219,8 @@ def take_dump_result(settings: BackupSettings, database: str, day: str) -> Mater
             **backup_metadata(ref, manifest),
             "manifest_uri": MetadataValue.path(stores.dumps.uri(ref.manifest_key)),
             "dump_seconds": manifest.dump_seconds,
+            "submitted_at": manifest.submitted_at or "unknown",
+            "start_delay_seconds": manifest.start_delay_seconds or 0.0,
         },
         check_results=[check_result(outcome, dump_key)],
     )
