@@ -1,6 +1,7 @@
 """A throw-away local PostgreSQL server, for the demo, the tests and the benchmarks.
 
-initdb refuses to run as root, so as root the server runs as the `postgres` system user.
+initdb refuses to run as root, so as root the server runs as a system user: `postgres` unless
+another is given.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from backup_pipelines.core.pitr import free_port
 from backup_pipelines.core.postgres import find_client_tools
 
 SUPERUSER = "postgres"
+SERVER_OS_USER = "postgres"
 
 
-def _as_server_user() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+def _as_server_user(os_user: str) -> list[str]:
+    return ["runuser", "-u", os_user, "--"] if os.geteuid() == 0 else []
 
 
-def _give_to_server_user(path: Path) -> None:
+def _give_to_server_user(path: Path, os_user: str) -> None:
     if os.geteuid() == 0:
-        entry = pwd.getpwnam("postgres")
+        entry = pwd.getpwnam(os_user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
@@ -41,6 +43,7 @@ class LocalCluster:
     port: int
     superuser_password: str
     bin_dir: Path | None = None
+    os_user: str = SERVER_OS_USER  # the system user the server runs as, when started by root
 
     def __post_init__(self) -> None:
         self.bin_dir = self.bin_dir or find_client_tools(None).bin_dir
@@ -49,7 +52,7 @@ class LocalCluster:
     def _run(self, program: str, *args: str) -> None:
         assert self.bin_dir is not None
         done = subprocess.run(
-            [*_as_server_user(), str(self.bin_dir / program), *args],
+            [*_as_server_user(self.os_user), str(self.bin_dir / program), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -64,10 +67,10 @@ class LocalCluster:
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _give_to_server_user(self.root)
+        _give_to_server_user(self.root, self.os_user)
         password_file = self.root / "superuser.pw"
         password_file.write_text(self.superuser_password)
-        _give_to_server_user(password_file)
+        _give_to_server_user(password_file, self.os_user)
         try:
             self._run(
                 "initdb",
@@ -152,7 +155,7 @@ def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict
     ]
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o600)
-    _give_to_server_user(config)
+    _give_to_server_user(config, cluster.os_user)
     settings_file = cluster.data_dir / "postgresql.conf"
     if _ARCHIVING_MARK in settings_file.read_text():
         return False
