@@ -1,7 +1,8 @@
 """The demo: a local PostgreSQL with five sample databases, a backup, a restore test, the UI.
 
-    scripts/demo            # sets up, backs up today's partition, opens the UI on :3000
-    scripts/demo --no-ui    # the same, then stops (a smoke test of the whole set-up)
+    scripts/demo                  # sets up, backs up today's partition, opens the UI on :3000
+    scripts/demo --host 0.0.0.0   # the UI reachable from other machines (a remote server)
+    scripts/demo --no-ui          # the same, then stops (a smoke test of the whole set-up)
 
 The deployment (`dg dev`: webserver and daemon) starts first and the demo submits its runs to
 it over GraphQL, as the project's CLI does, so they are the deployment's own runs: listed on
@@ -13,6 +14,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -87,13 +89,13 @@ def _dg(command: str, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "dg"), command, "--target-path", str(REPO), *args]
 
 
-def _start_deployment(env: dict[str, str], port: int) -> subprocess.Popen:
+def _start_deployment(env: dict[str, str], host: str, port: int) -> subprocess.Popen:
     """`dg dev`: the webserver and the daemon (schedules, sensors, the run queue). Its output,
     every run's event stream included, goes to a log file; the UI shows the same events."""
     print(f"starting the deployment (dg dev); its log: {DEPLOYMENT_LOG}")
     with DEPLOYMENT_LOG.open("ab") as log:
         return subprocess.Popen(
-            _dg("dev", "--host", "127.0.0.1", "--port", str(port)),
+            _dg("dev", "--host", host, "--port", str(port)),
             cwd=DEMO_DIR,
             env=env,
             stdout=log,
@@ -112,6 +114,16 @@ def _stop(deployment: subprocess.Popen) -> None:
             os.killpg(deployment.pid, signal.SIGKILL)
 
 
+def _ui_address(host: str, port: int) -> str:
+    if host in ("127.0.0.1", "localhost"):
+        return (
+            f"http://127.0.0.1:{port} (on a remote machine: ssh -L {port}:127.0.0.1:{port} "
+            f"<machine>, then open that address here, or start with --host 0.0.0.0)"
+        )
+    shown = socket.gethostname() if host == "0.0.0.0" else host
+    return f"http://{shown}:{port}"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -123,7 +135,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-ui", action="store_true", help="back up once, then stop")
     parser.add_argument("--ui-port", type=int, default=3000)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the UI listens on (0.0.0.0: every interface, for a remote machine)",
+    )
     options = parser.parse_args()
+    print(
+        "The first run takes about 6 minutes on a 2-core machine (sample databases, the "
+        "deployment's start, a backup, restore tests, a base backup and a PITR restore test); "
+        "later runs reuse the server and its data."
+    )
 
     DEMO_DIR.mkdir(exist_ok=True)
     DEMO_DIR.chmod(0o755)  # the server runs as the postgres user and must reach its folder
@@ -137,7 +159,7 @@ def main() -> int:
         _archive_wal(cluster)
         _prepare_databases(cluster, passwords)
         env = _dagster_env(passwords)
-        ui = _start_deployment(env, options.ui_port)
+        ui = _start_deployment(env, options.host, options.ui_port)
         try:
             outcome = first_runs(
                 Deployment(f"http://127.0.0.1:{options.ui_port}"), CONFIG, "the demo (scripts/demo)"
@@ -150,8 +172,10 @@ def main() -> int:
             if options.no_ui:
                 return outcome
             print(
-                f"\nDagster UI: http://127.0.0.1:{options.ui_port}  "
+                f"\nDagster UI: {_ui_address(options.host, options.ui_port)}  "
                 "(Ctrl-C stops the UI and PostgreSQL)\n"
+                "What to look at: README.md, section 'What to click' (the lineage of each "
+                "database, the checks, the restore tests, the recovery runbook).\n"
             )
             ui.wait()
             return outcome

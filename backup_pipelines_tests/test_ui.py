@@ -219,6 +219,8 @@ def test_jobs_page_shows_the_last_daily_backup_run(page, deployment):
 
 def test_runbook_page_says_every_database_is_verified(page, deployment):
     runbook = deployment.archive / "recovery_runbook.html"
+    visit(page, f"{deployment.url}/assets/{names.RECOVERY_RUNBOOK}")
+    expect(page.locator(f'a[href="{runbook.as_uri()}"]').first).to_be_visible()
     page.goto(runbook.as_uri())
     expect(page.get_by_text("Every database has a verified archive.")).to_be_visible()
     for database in TEST_DATABASES:

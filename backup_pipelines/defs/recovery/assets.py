@@ -79,7 +79,9 @@ def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDe
         return MaterializeResult(
             metadata=readable(
                 {
-                    "uri": MetadataValue.path(archive.uri(RUNBOOK_KEY)),
+                    # A link in the UI (a file:// one for a local store: copy it where a
+                    # browser will not follow it from a web page).
+                    "uri": MetadataValue.url(archive.uri(RUNBOOK_KEY)),
                     "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
                     "databases_without_verified_archive": [
                         e.database for e in entries if e.manifest is None
