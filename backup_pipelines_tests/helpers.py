@@ -24,6 +24,7 @@ from dagster import (
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
+    build_sensor_context,
     materialize,
 )
 from google.cloud import storage as gcs
@@ -33,6 +34,7 @@ from backup_pipelines import names
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.pgbackrest import repository_from_config
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
 
@@ -446,3 +448,22 @@ def gcs_cloud(endpoint: str) -> Cloud:
         upload=lambda key, data: bucket.blob(key).upload_from_string(data),
         storage_class=lambda key: bucket.get_blob(key).storage_class,
     )
+
+
+def alerts_tick(defs: Definitions, instance: DagsterInstance, cursor: str | None = None) -> str:
+    """One tick of the alerts sensor, as the daemon runs it; returns its new cursor."""
+    sensor = defs.resolve_sensor_def(names.ALERTS_SENSOR)
+    with build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+        resources=defs.resources,
+    ) as context:
+        result = sensor.evaluate_tick(context)
+    return result.cursor
+
+
+def watching_since(hours: float) -> str:
+    """An alerts cursor that has watched for `hours` (so older problems count as new)."""
+    then = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
+    return AlertState(watching_since=then, runs_after=then).to_cursor()

@@ -12,17 +12,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from dagster import AssetKey, build_sensor_context, materialize
+from dagster import AssetKey, materialize
 
 from backup_pipelines.defs.alerts.notifiers import SIGNATURE_HEADER
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines_demo.cluster import free_port
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
+    alerts_tick,
     definitions_for,
     make_certificates,
     run_backup,
     run_restore_test_job,
+    watching_since,
 )
 
 WEBHOOK_SECRET = "whk-9Zq-never-print-me"
@@ -140,31 +142,14 @@ def alerting(write_config, receiver, smtp, monkeypatch, tmp_path):
     return configure
 
 
-def tick(defs, instance, cursor=None):
-    sensor = defs.resolve_sensor_def("backup_alerts_sensor")
-    with build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        repository_def=defs.get_repository_def(),
-        resources=defs.resources,
-    ) as context:
-        result = sensor.evaluate_tick(context)
-    return result.cursor
-
-
-def started_hours_ago(hours: float) -> str:
-    then = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
-    return AlertState(watching_since=then, runs_after=then).to_cursor()
-
-
 def test_a_failed_run_reaches_every_notifier_once(alerting, receiver, smtp, instance, monkeypatch):
     defs = definitions_for(alerting())
-    cursor = tick(defs, instance)
+    cursor = alerts_tick(defs, instance)
     monkeypatch.setenv("TEST_BACKUP_PASSWORD", "wrong-password")
     result = run_backup(defs, instance, databases=("agentic",))
     assert not result.success
 
-    cursor = tick(defs, instance, cursor)
+    cursor = alerts_tick(defs, instance, cursor)
     (hook,) = [m for m in receiver.webhooks() if m["key"].startswith("run:")]
     assert hook["kind"] == "problem"
     assert "failed" in hook["title"] and "(agentic)" in hook["title"]
@@ -181,7 +166,7 @@ def test_a_failed_run_reaches_every_notifier_once(alerting, receiver, smtp, inst
     assert any("PROBLEM: run of" in m["Subject"] for m in mailbox.messages)
 
     posts = len(receiver.posts)
-    tick(defs, instance, cursor)  # the same failure is not announced again
+    alerts_tick(defs, instance, cursor)  # the same failure is not announced again
     assert len(receiver.posts) == posts
     everything = b"".join(body for _, _, body in receiver.posts).decode()
     for secret in (BACKUP_PASSWORD, WEBHOOK_SECRET, SLACK_TOKEN, "wrong-password"):
@@ -197,8 +182,8 @@ def test_failed_check_in_a_successful_run_then_recovery(alerting, receiver, inst
         list(defs.assets), selection=usage, instance=instance, resources=defs.resources
     )
     assert run.success  # the failed capacity check does not fail the run
-    cursor = tick(defs, instance)
-    cursor = tick(defs, instance, cursor)  # a second tick: still one alert
+    cursor = alerts_tick(defs, instance)
+    cursor = alerts_tick(defs, instance, cursor)  # a second tick: still one alert
     capacity = [m for m in receiver.webhooks() if "storage_capacity" in m["key"]]
     assert [m["kind"] for m in capacity] == ["problem"]
     assert "storage: check storage_capacity failed (ERROR)" in capacity[0]["title"]
@@ -208,7 +193,7 @@ def test_failed_check_in_a_successful_run_then_recovery(alerting, receiver, inst
     assert materialize(
         list(defs.assets), selection=usage, instance=instance, resources=defs.resources
     ).success
-    tick(defs, instance, cursor)
+    alerts_tick(defs, instance, cursor)
     capacity = [m for m in receiver.webhooks() if "storage_capacity" in m["key"]]
     assert [m["kind"] for m in capacity] == ["problem", "recovered"]
     assert any("RECOVERED: storage: check storage_capacity" in t for t in receiver.slack_texts())
@@ -216,14 +201,14 @@ def test_failed_check_in_a_successful_run_then_recovery(alerting, receiver, inst
 
 def test_freshness_alert_when_nothing_ran_at_all(alerting, receiver, instance):
     defs = definitions_for(alerting())
-    tick(defs, instance, started_hours_ago(26))  # watching for 26 h, no backup ever
+    alerts_tick(defs, instance, watching_since(26))  # watching for 26 h, no backup ever
     stale = {m["key"]: m for m in receiver.webhooks() if m["key"].startswith("stale:")}
     assert set(stale) == {"stale:agentic", "stale:langfuse"}
     assert "no verified backup for 26.0 h (limit 25.0 h)" in stale["stale:agentic"]["title"]
     assert "daily_backup_schedule" in stale["stale:agentic"]["details"]
     overdue = [m for m in receiver.webhooks() if m["key"].startswith("restore_test_overdue")]
     assert overdue == []  # 26 h is within the 8 days allowed for restore tests
-    tick(defs, instance, started_hours_ago(24 * 9))
+    alerts_tick(defs, instance, watching_since(24 * 9))
     overdue = [m for m in receiver.webhooks() if m["key"].startswith("restore_test_overdue")]
     assert len(overdue) == 2
 
@@ -233,12 +218,12 @@ def test_a_notifier_that_is_down_is_retried_and_never_breaks_the_sensor(
 ):
     defs = definitions_for(alerting())
     receiver.failing = True  # webhook and Slack answer 503; email still works
-    cursor = tick(defs, instance, started_hours_ago(26))
+    cursor = alerts_tick(defs, instance, watching_since(26))
     state = AlertState(**json.loads(cursor))
     assert state.outbox and all(set(m["pending"]) == {"webhook", "slack"} for m in state.outbox)
     assert receiver.webhooks() == []
     receiver.failing = False
-    cursor = tick(defs, instance, cursor)
+    cursor = alerts_tick(defs, instance, cursor)
     assert AlertState(**json.loads(cursor)).outbox == []
     assert {m["key"] for m in receiver.webhooks()} == {"stale:agentic", "stale:langfuse"}
 
@@ -247,7 +232,7 @@ def test_metrics_textfile_after_a_backup_and_a_restore_test(alerting, instance, 
     defs = definitions_for(alerting())
     assert run_backup(defs, instance).success
     assert run_restore_test_job(defs, instance, databases=["agentic"]).success
-    tick(defs, instance)
+    alerts_tick(defs, instance)
     text = (tmp_path / "textfile" / "backup_pipelines.prom").read_text()
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     now = dt.datetime.now(dt.UTC).timestamp()

@@ -24,6 +24,7 @@ from backup_pipelines_tests.helpers import (
     config_document,
     definitions_for,
     failure_messages,
+    metadata_number,
     server_document,
     start_archiving,
     today,
@@ -101,6 +102,8 @@ def test_two_servers_of_two_os_users_both_back_up(two_servers, env, instance):
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS ledger (id serial, at timestamptz)")
             conn.execute("INSERT INTO ledger (at) VALUES (now())")
+            # No stanza yet (the first backup makes it): this segment's archiving fails.
+            conn.execute("SELECT pg_switch_wal()")
     defs = definitions_for(env)
     result = materialize(
         assets=list(defs.assets or []),
@@ -128,6 +131,23 @@ def test_two_servers_of_two_os_users_both_back_up(two_servers, env, instance):
         assert not str(lock).startswith("/tmp/pgbackrest")
         folders[name] = lock
     assert folders["first"] != folders["second"]
+
+    # Those failures came before the repository held anything, and wal_archive says so.
+    observed = materialize(
+        assets=list(defs.assets or []),
+        selection=[names.server_key("second", names.WAL_ARCHIVE)],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    (archiving,) = [
+        e
+        for e in observed.get_asset_check_evaluations()
+        if e.check_name == names.ARCHIVING_SUCCEEDS
+    ]
+    assert archiving.passed
+    assert metadata_number(archiving.metadata["failed_count"]) > 0
+    assert "before the repository existed" in archiving.description
 
 
 def test_a_lock_folder_another_user_owns_is_refused_by_name(two_servers, env, instance, tmp_path):

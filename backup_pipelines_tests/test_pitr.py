@@ -20,7 +20,7 @@ import boto3
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
+from dagster import DagsterInstance, Definitions, materialize
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
@@ -34,6 +34,7 @@ from backup_pipelines_tests.helpers import (
     PITR_PASSWORD_ENV,
     CommandLineWatch,
     RunbookParser,
+    alerts_tick,
     config_document,
     definitions_for,
     failure_messages,
@@ -42,6 +43,7 @@ from backup_pipelines_tests.helpers import (
     server_document,
     start_archiving,
     today,
+    watching_since,
 )
 
 SERVER = "main"
@@ -477,19 +479,11 @@ def test_alerts_and_metrics_cover_the_server(env, archiving, instance, tmp_path)
     config = tmp_path / "alerting.yaml"
     config.write_text(yaml.safe_dump(document))
     defs = definitions_for(config)
-    sensor = defs.resolve_sensor_def(names.ALERTS_SENSOR)
-    watching_since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).isoformat()
-    cursor = AlertState(watching_since=watching_since, runs_after=watching_since).to_cursor()
+    cursor = watching_since(72)
 
     def open_problems() -> set[str]:
-        with build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            repository_def=defs.get_repository_def(),
-            resources=defs.resources,
-        ) as context:
-            result = sensor.evaluate_tick(context)
-        return set(AlertState.from_cursor(result.cursor, dt.datetime.now(dt.UTC)).open)
+        cursor_after = alerts_tick(defs, instance, cursor)
+        return set(AlertState.from_cursor(cursor_after, dt.datetime.now(dt.UTC)).open)
 
     # Nothing ran for three days: no base backup and no PITR restore test are both alerts.
     assert {f"base_backup_stale:{SERVER}", f"pitr_restore_test_overdue:{SERVER}"} <= open_problems()

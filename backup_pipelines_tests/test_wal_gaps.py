@@ -6,6 +6,7 @@ in the gap; the alert names the server. The segment arithmetic and the timeline 
 tested without a server."""
 
 import datetime as dt
+import re
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from dagster import build_sensor_context, materialize
+from dagster import materialize
 
 from backup_pipelines import names
 from backup_pipelines.core import pitr, wal
@@ -28,13 +29,16 @@ from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
 from backup_pipelines_tests.helpers import (
     PITR_PASSWORD_ENV,
+    alerts_tick,
     config_document,
     definitions_for,
     failure_messages,
+    materialize_runbook,
     metadata_number,
     server_document,
     start_archiving,
     today,
+    watching_since,
 )
 
 SERVER = "main"
@@ -156,6 +160,13 @@ def test_a_deleted_segment_is_found_named_and_cut_out_of_the_window(gapped, inst
     assert abs((window.stretches[0].end - before_gap).total_seconds()) < 1
     assert window.stretches[1].start == info.backups[-1].stopped
 
+    # The runbook shows the gap, and its example target lies inside a reachable stretch.
+    materialize_runbook(defs, instance)
+    page = next(config.parent.rglob("recovery_runbook.html")).read_text()
+    assert "The WAL archive has a gap" in page and lost in page
+    (example,) = re.findall(r"export TARGET_TIME='([^']+)'", page)
+    assert window.contains(dt.datetime.fromisoformat(example))
+
     # restore_server refuses the moment in the gap, explaining why.
     job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
     refused = job.execute_in_process(
@@ -180,17 +191,8 @@ def test_a_deleted_segment_is_found_named_and_cut_out_of_the_window(gapped, inst
     assert "lies in a gap of the WAL archive" in message and lost in message
 
     # The alert names the server; its details name the segment.
-    sensor = defs.resolve_sensor_def(names.ALERTS_SENSOR)
-    since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
-    cursor = AlertState(watching_since=since, runs_after=since).to_cursor()
-    with build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        repository_def=defs.get_repository_def(),
-        resources=defs.resources,
-    ) as context:
-        result = sensor.evaluate_tick(context)
-    announced = AlertState.from_cursor(result.cursor, dt.datetime.now(dt.UTC)).open
+    cursor = alerts_tick(defs, instance, watching_since(1))
+    announced = AlertState.from_cursor(cursor, dt.datetime.now(dt.UTC)).open
     gap_alerts = {k: title for k, title in announced.items() if k.endswith(names.WAL_CONTINUOUS)}
     assert gap_alerts and all(title.startswith(f"{SERVER}: ") for title in gap_alerts.values())
     details = [

@@ -236,7 +236,6 @@ def recovery_window(
 class ArchiveState:
     """A server's WAL archive as the repository lists it, and the window that follows."""
 
-    info: RepositoryInfo
     continuity: Continuity
     window: RecoveryWindow | None
 
@@ -249,7 +248,7 @@ def observe_archive(
     segment_size = status.wal_segment_size if status else DEFAULT_SEGMENT_SIZE
     continuity = check_continuity(engine, info, segment_size)
     end = status.last_archived_time if status else None
-    return ArchiveState(info, continuity, recovery_window(info, end, continuity, segment_size))
+    return ArchiveState(continuity, recovery_window(info, end, continuity, segment_size))
 
 
 def backup_for(info: RepositoryInfo, moment: dt.datetime) -> BackupSet | None:
@@ -848,7 +847,7 @@ def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
         f"{continuity.newest} is in the repository ({continuity.needed} segments, timeline "
         f"{timelines})"
         if not gaps
-        else f"{server}'s WAL archive is missing {gaps[0].describe()}",
+        else f"{server}'s WAL archive has a gap: {gaps[0].describe()}",
         {
             "wal_start": continuity.start or "none",
             "wal_newest": continuity.newest or "none",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,8 @@ class Gap:
     def unreachable(self) -> str:
         """The stretch of time this gap makes unreachable."""
         start = utc_text(self.reachable_until) if self.reachable_until else "the oldest backup"
+        if self.approximate:
+            start += " (approximate: when the segment before it was archived; pg_waldump missing)"
         end = (
             f"{utc_text(self.resumes_at)} (the first backup after it)"
             if self.resumes_at
@@ -140,23 +143,15 @@ def check_continuity(engine: Engine, info: RepositoryInfo, segment_size: int) ->
     oldest = Segment.parse(info.backups[0].wal_start, segment_size)
     stops = [Segment.parse(b.wal_stop, segment_size).number for b in info.backups]
     newest = max([s.number for s in archived if s.timeline == newest_timeline] + stops)
-    missing = [
-        number
-        for number in range(oldest.number, newest + 1)
-        if Segment(timeline_of(number, chain), number) not in archived
-    ]
+    needed = [Segment(timeline_of(n, chain), n) for n in range(oldest.number, newest + 1)]
+    missing = [segment.number for segment in needed if segment not in archived]
     gaps = [_gap(run, chain, segment_size, archived, engine, info) for run in _runs(missing)]
     newest_segment = Segment(timeline_of(newest, chain), newest)
     return Continuity(
         start=oldest.name(segment_size),
         newest=newest_segment.name(segment_size),
-        needed=newest - oldest.number + 1,
-        timelines=tuple(
-            sorted(
-                {timeline_of(n, chain) for n in (oldest.number, newest)}
-                | {t for t, first, _ in chain if oldest.number <= first <= newest}
-            )
-        ),
+        needed=len(needed),
+        timelines=tuple(sorted({segment.timeline for segment in needed})),
         gaps=tuple(gaps),
         newest_archived_at=archived[newest_segment][1] if newest_segment in archived else None,
         first_archived_at=first_archived_at,
@@ -213,7 +208,7 @@ def _gap(
         for n in range(first - 1, max(first - 1 - _LOOK_BACK, -1), -1)
         if (segment := Segment(timeline_of(n, chain), n)) in archived
     ]
-    until, approximate = _last_commit(engine, info, before, segment_size)
+    until, approximate = _last_commit(engine, info, before)
     resumes = next(
         (b.stopped for b in info.backups if Segment.parse(b.wal_start, segment_size).number > last),
         None,
@@ -231,7 +226,7 @@ def _gap(
 
 
 def _last_commit(
-    engine: Engine, info: RepositoryInfo, before: list[tuple[str, dt.datetime]], segment_size: int
+    engine: Engine, info: RepositoryInfo, before: list[tuple[str, dt.datetime]]
 ) -> tuple[dt.datetime | None, bool]:
     """The last commit (or abort) recorded in the segments just before a gap, newest first: a
     recovery to a later moment runs out of WAL before it finds a commit after its target."""
@@ -254,15 +249,14 @@ def _last_commit_in(engine: Engine, path: str, waldump: Path) -> dt.datetime | N
     name = PurePosixPath(path).name
     suffix = PurePosixPath(name).suffix
     with tempfile.TemporaryDirectory(prefix="backup-pipelines-wal-") as folder:
-        engine.give(Path(folder))
         stored = Path(folder) / "stored"
         engine.copy_out(path, stored)
         segment = Path(folder) / name[:24]
         with stored.open("rb") as source, segment.open("wb") as out:
-            if suffix in _DECOMPRESS:
-                subprocess.run(_DECOMPRESS[suffix], stdin=source, stdout=out, check=True)
-            else:
-                out.write(source.read())
+            if suffix not in _DECOMPRESS:
+                shutil.copyfileobj(source, out)
+            elif subprocess.run(_DECOMPRESS[suffix], stdin=source, stdout=out).returncode != 0:
+                return None  # unreadable: the segments before it are read instead
         done = subprocess.run(
             [str(waldump), "--rmgr=Transaction", str(segment)],
             capture_output=True,

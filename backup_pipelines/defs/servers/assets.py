@@ -190,7 +190,8 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
         kinds={"postgres", "pgbackrest"},
         description=f"Server {server}'s continuous WAL archive as pg_stat_archiver and the "
         "repository show it: the last archived segment, the archive lag (the measured RPO), "
-        "failed archive_command attempts and the recovery window.",
+        "failed archive_command attempts, missing WAL segments and the recovery window (with a "
+        "gap, the stretches that can be reached).",
         check_specs=[
             AssetCheckSpec(
                 names.ARCHIVE_LAG,
