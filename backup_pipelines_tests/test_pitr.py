@@ -501,12 +501,14 @@ def test_alerts_and_metrics_cover_the_server(env, archiving, instance, tmp_path)
     metrics = textfile.read_text()
     for metric in (
         "wal_archive_lag_seconds",
+        "wal_archive_missing_segments",
         "recovery_window_start_timestamp_seconds",
         "recovery_window_end_timestamp_seconds",
         "last_pitr_restore_test_success",
     ):
         assert f'backup_pipelines_{metric}{{server="{SERVER}"}} ' in metrics
     assert f'backup_pipelines_last_pitr_restore_test_success{{server="{SERVER}"}} 1' in metrics
+    assert f'backup_pipelines_wal_archive_missing_segments{{server="{SERVER}"}} 0' in metrics
 
 
 def test_runbook_commands_restore_the_server_without_this_project(
