@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from backup_pipelines.core.manifest import dump_object_key, manifest_key
-from backup_pipelines.storage import BackupStores, ObjectStore
+from backup_pipelines.core.stores import BackupStores
+from backup_pipelines.storage import ObjectStore
 
 
 def synthetic_objects(database: str, day: dt.date) -> tuple[str, str]:

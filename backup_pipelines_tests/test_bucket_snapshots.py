@@ -17,7 +17,8 @@ from backup_pipelines.core.snapshots import (
     take_snapshot,
     verify_snapshot,
 )
-from backup_pipelines.storage import S3Store, source_bucket_store, stores_from_config
+from backup_pipelines.core.stores import source_bucket_store, stores_from_config
+from backup_pipelines.storage import S3Store
 from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,

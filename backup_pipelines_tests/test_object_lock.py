@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from backup_pipelines import names
 from backup_pipelines.core.config import load_config
-from backup_pipelines.storage import stores_from_config
+from backup_pipelines.core.stores import stores_from_config
 from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,

@@ -15,10 +15,10 @@ from dagster import AssetKey, SkipReason, build_sensor_context
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
 from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
+from backup_pipelines.core.stores import stores_from_config
 from backup_pipelines.defs.recovery.audit import audit_table
 from backup_pipelines.defs.retention.jobs import plan_all
 from backup_pipelines.names import VERIFYING_CHECKS
-from backup_pipelines.storage import stores_from_config
 from backup_pipelines_demo.synthetic_history import synthetic_objects, write_synthetic_history
 from backup_pipelines_tests.helpers import (
     definitions_for,
@@ -275,7 +275,8 @@ import json, os, signal, sys
 from backup_pipelines.core.config import load_config
 from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
 from backup_pipelines.core.prune import Deletion, delete_objects
-from backup_pipelines.storage import LocalStore, stores_from_config
+from backup_pipelines.storage import LocalStore
+from backup_pipelines.core.stores import stores_from_config
 
 config, planned, survive = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 really_delete, done = LocalStore.delete, []

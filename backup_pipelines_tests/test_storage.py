@@ -6,8 +6,8 @@ import os
 import boto3
 import pytest
 
-from backup_pipelines.core.streams import digest_chunks
 from backup_pipelines.storage import LocalStore, S3Store, StorageError, aws_client, writing
+from backup_pipelines.storage.digest import digest_chunks
 from backup_pipelines.storage.parts import MIB, part_size_for
 
 

@@ -3,7 +3,7 @@
 from dagster import AssetKey, materialize
 
 from backup_pipelines.core.config import load_config
-from backup_pipelines.storage import stores_from_config
+from backup_pipelines.core.stores import stores_from_config
 from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup
 
 

@@ -15,8 +15,8 @@ from backup_pipelines.core.manifest import (
     read_manifest,
     remove_superseded,
 )
-from backup_pipelines.core.streams import digest_chunks
 from backup_pipelines.storage import ObjectStore
+from backup_pipelines.storage.digest import digest_chunks
 
 
 class ArchiveError(RuntimeError):

@@ -22,7 +22,8 @@ from backup_pipelines.core.config import (
     SourceLifecycleRule,
     load_config,
 )
-from backup_pipelines.storage import S3Store, source_bucket_store, stores_from_config
+from backup_pipelines.core.stores import source_bucket_store, stores_from_config
+from backup_pipelines.storage import S3Store
 
 RULE_PREFIX = "backup_pipelines-"
 # The prune job removes dumps after dump_days; the bucket itself only a week later, so it is a

@@ -23,7 +23,8 @@ from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decid
 from backup_pipelines.core.snapshots import LISTING as SNAPSHOT_LISTING
 from backup_pipelines.core.snapshots import MANIFEST as SNAPSHOT_MANIFEST
 from backup_pipelines.core.snapshots import read_snapshot, snapshot_days
-from backup_pipelines.storage import BackupStores, S3Store, StoredObject
+from backup_pipelines.core.stores import BackupStores
+from backup_pipelines.storage import S3Store, StoredObject
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
 SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays

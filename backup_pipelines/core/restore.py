@@ -39,8 +39,9 @@ from backup_pipelines.core.postgres import (
     server_major_version,
 )
 from backup_pipelines.core.rowcount import set_data_offsets
-from backup_pipelines.core.streams import HashingCounter, Pipeline, StreamDigest, first_cause
+from backup_pipelines.core.streams import Pipeline, first_cause
 from backup_pipelines.storage import ObjectStore
+from backup_pipelines.storage.digest import HashingCounter, StreamDigest
 
 ASSERTION_TIMEOUT = "5min"
 MAX_IDENTIFIER_BYTES = 63

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
-CHUNK_SIZE = 1 << 20
+from backup_pipelines.storage.digest import CHUNK_SIZE
+
 _STDERR_KEEP = 64 * 1024
 _F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe buffer means far fewer wake-ups per gigabyte
 
@@ -157,29 +157,3 @@ def first_cause(failures: list[tuple[str, int, str]]) -> tuple[str, int, str]:
         if code != SIGPIPE_EXIT and "Broken pipe" not in err:
             return failure
     return failures[0]
-
-
-@dataclass(frozen=True)
-class StreamDigest:
-    sha256: str
-    size: int
-
-
-class HashingCounter:
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def update(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        self.size += len(chunk)
-
-    def digest(self) -> StreamDigest:
-        return StreamDigest(self._hash.hexdigest(), self.size)
-
-
-def digest_chunks(chunks: Iterable[bytes]) -> StreamDigest:
-    counter = HashingCounter()
-    for chunk in chunks:
-        counter.update(chunk)
-    return counter.digest()

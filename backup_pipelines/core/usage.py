@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from backup_pipelines import names
 from backup_pipelines.core.prune import inventory
+from backup_pipelines.core.stores import BackupStores
 from backup_pipelines.core.verification import CheckOutcome
-from backup_pipelines.storage import BackupStores
 
 CAPACITY_WARN_FRACTION = 0.8
 

@@ -24,15 +24,9 @@ from backup_pipelines.core.postgres import (
     parse_toc,
     relations_missing_data,
 )
-from backup_pipelines.core.streams import (
-    SIGPIPE_EXIT,
-    HashingCounter,
-    Pipeline,
-    StreamDigest,
-    digest_chunks,
-    first_cause,
-)
+from backup_pipelines.core.streams import SIGPIPE_EXIT, Pipeline, first_cause
 from backup_pipelines.storage import ObjectStore
+from backup_pipelines.storage.digest import HashingCounter, StreamDigest, digest_chunks
 
 
 @dataclass(frozen=True)

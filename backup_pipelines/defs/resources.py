@@ -26,7 +26,7 @@ from backup_pipelines.core.postgres import (
     find_client_tools,
 )
 from backup_pipelines.core.restore_test import RestoreTestSettings
-from backup_pipelines.storage import BackupStores, stores_from_config
+from backup_pipelines.core.stores import BackupStores, stores_from_config
 
 
 class BackupSettings(ConfigurableResource):

@@ -1,20 +1,9 @@
 """Where backups live: a local folder, S3 buckets, Azure containers or GCS buckets behind one
-interface (base.py), built from the configuration here. Commands (core/) only ever see
-`ObjectStore`."""
+interface (base.py). Commands (core/) only ever see `ObjectStore`; core/stores.py builds the
+stores a configuration names. Nothing here imports core/."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from backup_pipelines.core.config import (
-    AzureStorageConfig,
-    BackupConfig,
-    GcsStorageConfig,
-    RemoteStorageConfig,
-    S3StorageConfig,
-    expand_env,
-)
 from backup_pipelines.storage.azure import AzureStore, azure_service
 from backup_pipelines.storage.base import (
     ObjectStore,
@@ -25,11 +14,10 @@ from backup_pipelines.storage.base import (
 )
 from backup_pipelines.storage.gcs import GcsStore, gcs_client
 from backup_pipelines.storage.local import LocalStore
-from backup_pipelines.storage.s3 import SINGLE_COPY_LIMIT, S3Store, aws_client
+from backup_pipelines.storage.s3 import S3Store, aws_client
 
 __all__ = [
     "AzureStore",
-    "BackupStores",
     "GcsStore",
     "LocalStore",
     "ObjectStore",
@@ -38,157 +26,7 @@ __all__ = [
     "StorageError",
     "StoredObject",
     "aws_client",
-    "source_bucket_store",
-    "stores_from_config",
+    "azure_service",
+    "gcs_client",
     "writing",
 ]
-
-
-@dataclass(frozen=True)
-class BackupStores:
-    """The hot copies (dumps) and the archive copies; both may be the same bucket."""
-
-    dumps: ObjectStore
-    archive: ObjectStore
-    refs: ObjectStore
-    snapshots: S3Store | None = None  # bucket snapshots (S3 storage only)
-
-
-def stores_from_config(
-    config: BackupConfig, *, single_copy_limit: int = SINGLE_COPY_LIMIT
-) -> BackupStores:
-    storage = config.storage
-    if storage.local is not None:
-        local = storage.local
-        root = config.local_path(local.path)
-        archive_root = config.local_path(local.archive_path) if local.archive_path else root
-        return BackupStores(
-            dumps=LocalStore(root / "dumps"),
-            archive=LocalStore(archive_root / "archive"),
-            refs=LocalStore(root / "refs"),
-        )
-    if storage.azure is not None:
-        return _azure_stores(storage.azure)
-    if storage.gcs is not None:
-        return _gcs_stores(storage.gcs)
-    assert storage.s3 is not None
-    return _s3_stores(storage.s3, single_copy_limit)
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """The prefixes of a bucket or container: dumps/, refs/, buckets/ under the configured
-    prefix; archive/ there too unless the archive has its own prefix."""
-
-    prefix: str
-    archive_prefix: str | None
-
-    def under(self, name: str) -> str:
-        return "/".join(filter(None, [self.prefix, name]))
-
-    @property
-    def archive(self) -> str:
-        return self.archive_prefix if self.archive_prefix is not None else self.under("archive")
-
-    @classmethod
-    def of(cls, settings: RemoteStorageConfig, kind: str) -> _Layout:
-        return cls(expand_env(settings.prefix, f"storage.{kind}.prefix"), settings.archive_prefix)
-
-
-def _s3_stores(s3: S3StorageConfig, single_copy_limit: int) -> BackupStores:
-    endpoint = expand_env(s3.endpoint_url, "storage.s3.endpoint_url") if s3.endpoint_url else None
-    client = aws_client("s3", endpoint, s3.region)
-    bucket = expand_env(s3.bucket, "storage.s3.bucket")
-    layout = _Layout.of(s3, "s3")
-    common: dict[str, Any] = {
-        "sse": s3.sse,
-        "kms_key_id": s3.kms_key_id,
-        "max_parts": s3.max_parts,
-        "single_copy_limit": single_copy_limit,
-    }
-    return BackupStores(
-        dumps=S3Store(client, bucket, layout.under("dumps"), **common),
-        archive=S3Store(
-            client,
-            s3.archive_bucket or bucket,
-            layout.archive,
-            storage_class=s3.archive_storage_class,
-            lock_mode=s3.object_lock.mode if s3.object_lock else None,
-            **common,
-        ),
-        refs=S3Store(client, bucket, layout.under("refs"), **common),
-        snapshots=S3Store(client, bucket, layout.under("buckets"), **common),
-    )
-
-
-def _azure_stores(azure: AzureStorageConfig) -> BackupStores:
-    def expanded(name: str) -> str | None:
-        value = getattr(azure, name)
-        return expand_env(value, f"storage.azure.{name}") if value else None
-
-    service = azure_service(
-        expanded("account_url"), expanded("connection_string"), expanded("sas_token")
-    )
-    layout = _Layout.of(azure, "azure")
-    archive_container = azure.archive_container or azure.container
-    archive_setting = "storage.azure." + (
-        "archive_container" if azure.archive_container else "container"
-    )
-    return BackupStores(
-        dumps=AzureStore(service, azure.container, layout.under("dumps")),
-        archive=AzureStore(
-            service,
-            archive_container,
-            layout.archive,
-            tier=azure.archive_tier,
-            setting=archive_setting,
-        ),
-        refs=AzureStore(service, azure.container, layout.under("refs")),
-    )
-
-
-def _gcs_stores(gcs: GcsStorageConfig) -> BackupStores:
-    credentials = (
-        expand_env(gcs.credentials_file, "storage.gcs.credentials_file")
-        if gcs.credentials_file
-        else None
-    )
-    client = gcs_client(gcs.project, credentials)
-    layout = _Layout.of(gcs, "gcs")
-    archive_setting = "storage.gcs." + ("archive_bucket" if gcs.archive_bucket else "bucket")
-    return BackupStores(
-        dumps=GcsStore(client, gcs.bucket, layout.under("dumps")),
-        archive=GcsStore(
-            client,
-            gcs.archive_bucket or gcs.bucket,
-            layout.archive,
-            storage_class=gcs.archive_storage_class,
-            setting=archive_setting,
-        ),
-        refs=GcsStore(client, gcs.bucket, layout.under("refs")),
-    )
-
-
-def source_bucket_store(config: BackupConfig, name: str, backup_store: S3Store) -> S3Store:
-    """The bucket to snapshot; it shares the backup store's client (and so copies
-    server-side) unless it needs another endpoint or other credentials."""
-    source = config.buckets[name]
-    key = f"buckets.{name}"
-    endpoint = (
-        expand_env(source.endpoint_url, f"{key}.endpoint_url") if source.endpoint_url else None
-    )
-    same_endpoint = endpoint in (None, backup_store.client.meta.endpoint_url)
-    if same_endpoint and not source.access_key_id:
-        client = backup_store.client
-    else:
-        client = aws_client(
-            "s3",
-            endpoint or backup_store.client.meta.endpoint_url,
-            source.region,
-            access_key_id=expand_env(source.access_key_id, f"{key}.access_key_id")
-            if source.access_key_id
-            else None,
-            secret_access_key=expand_env(source.secret_access_key or "", f"{key}.secret_access_key")
-            or None,
-        )
-    return S3Store(client, expand_env(source.bucket, f"{key}.bucket"), source.prefix)

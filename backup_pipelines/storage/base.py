@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from backup_pipelines.core.streams import HashingCounter, StreamDigest
+from backup_pipelines.storage.digest import HashingCounter, StreamDigest
 
 
 class StorageError(RuntimeError):

@@ -13,8 +13,8 @@ from google.api_core.exceptions import Forbidden, GoogleAPIError, NotFound, Unau
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
-from backup_pipelines.core.streams import CHUNK_SIZE as READ_SIZE
 from backup_pipelines.storage.base import ObjectStore, ObjectWriter, StorageError, StoredObject
+from backup_pipelines.storage.digest import CHUNK_SIZE as READ_SIZE
 from backup_pipelines.storage.parts import MIB, PartedWriter
 
 # GCS chunks must be multiples of 256 KiB (every part size here is a whole MiB). Their number

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from backup_pipelines.core.streams import CHUNK_SIZE
 from backup_pipelines.storage.base import (
     ObjectStore,
     ObjectWriter,
@@ -18,6 +17,7 @@ from backup_pipelines.storage.base import (
     StoredObject,
     writing,
 )
+from backup_pipelines.storage.digest import CHUNK_SIZE
 
 
 class _LocalWriter(ObjectWriter):

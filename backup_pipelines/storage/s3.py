@@ -15,8 +15,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from backup_pipelines.core.streams import CHUNK_SIZE
 from backup_pipelines.storage.base import ObjectStore, ObjectWriter, StorageError, StoredObject
+from backup_pipelines.storage.digest import CHUNK_SIZE
 from backup_pipelines.storage.parts import MIB, PartedWriter, part_size_for
 
 # Above this, S3 refuses a single CopyObject; a multipart copy is used instead.

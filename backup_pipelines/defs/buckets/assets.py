@@ -21,6 +21,7 @@ from backup_pipelines.core.snapshots import (
     take_snapshot,
     verify_snapshot,
 )
+from backup_pipelines.core.stores import source_bucket_store
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import (
     check_result,
@@ -28,7 +29,7 @@ from backup_pipelines.defs.shared import (
     readable,
     run_submitted_at,
 )
-from backup_pipelines.storage import S3Store, source_bucket_store
+from backup_pipelines.storage import S3Store
 
 
 def snapshot_store(settings: BackupSettings) -> S3Store:
