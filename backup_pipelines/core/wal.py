@@ -25,13 +25,17 @@ from backup_pipelines.core.postgres import DEBIAN_PG_ROOT
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})-[0-9a-f]{40}(\.[a-z0-9]+)?$")
 _HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
-_DECOMPRESS = {".zst": ["zstd", "-dcq"], ".gz": ["gzip", "-dc"], ".bz2": ["bzip2", "-dc"]}
-_DECOMPRESS[".lz4"] = ["lz4", "-dc"]
+_DECOMPRESS = {
+    ".zst": ["zstd", "-dcq"],
+    ".gz": ["gzip", "-dc"],
+    ".bz2": ["bzip2", "-dc"],
+    ".lz4": ["lz4", "-dc"],
+}
 _COMMIT = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 _LOOK_BACK = 4  # segments searched for the last commit before a gap
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Segment:
     """A WAL segment: its timeline and its number counted from the start of WAL."""
 
