@@ -64,7 +64,7 @@ def require_day_open(subject: str, day: str, submitted_at: dt.datetime | None) -
     (a queue, a pool limit or a daemon restart may start it after midnight). A day that was
     already over when the run was submitted (a backfill of past days) is refused."""
     today = utc_today()
-    if day == today or (submitted_at is not None and _utc_day(submitted_at) == day):
+    if day == today or _asked_on(day, submitted_at):
         return
     raise DumpError(
         f"database {subject!r}: cannot take a dump for {day}: a dump is a snapshot taken "
@@ -75,6 +75,11 @@ def require_day_open(subject: str, day: str, submitted_at: dt.datetime | None) -
 
 def _utc_day(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).date().isoformat()
+
+
+def _asked_on(day: str, submitted_at: dt.datetime | None) -> bool:
+    """Was the run submitted while `day` (UTC) was today?"""
+    return submitted_at is not None and _utc_day(submitted_at) == day
 
 
 def take_dump(
@@ -90,8 +95,7 @@ def take_dump(
     require_day_open(database, day, submitted_at)
     started = time.monotonic()
     with exported_snapshot(connection) as snapshot:
-        submitted_that_day = submitted_at is not None and _utc_day(submitted_at) == day
-        if _utc_day(snapshot.taken_at) != day and not submitted_that_day:
+        if _utc_day(snapshot.taken_at) != day and not _asked_on(day, submitted_at):
             raise DumpError(f"database {database!r}: the UTC day changed before the snapshot")
         tools = find_client_tools(settings.pg_bin_dir, snapshot.server_major)
         require_pg_dump_for(tools, snapshot.server_major, database)

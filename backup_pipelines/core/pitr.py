@@ -838,7 +838,6 @@ def backup_verified(
 
 def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
     gaps = continuity.gaps
-    missing = sum(gap.count for gap in gaps)
     timelines = ", ".join(str(timeline) for timeline in continuity.timelines)
     return CheckOutcome(
         names.WAL_CONTINUOUS,
@@ -852,7 +851,7 @@ def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
             "wal_start": continuity.start or "none",
             "wal_newest": continuity.newest or "none",
             "segments_needed": continuity.needed,
-            "segments_missing": missing,
+            "segments_missing": continuity.missing,
             "timelines": timelines,
             "gaps": [gap.describe() for gap in gaps],
         },

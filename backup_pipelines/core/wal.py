@@ -101,6 +101,11 @@ class Continuity:
     newest_archived_at: dt.datetime | None  # when the newest segment was stored
     first_archived_at: dt.datetime | None = None  # when the repository's oldest file was stored
 
+    @property
+    def missing(self) -> int:
+        """Segments needed and not in the repository."""
+        return sum(gap.count for gap in self.gaps)
+
 
 @dataclass(frozen=True)
 class Stretch:

@@ -219,8 +219,15 @@ def take_dump_result(
             **backup_metadata(ref, manifest),
             "manifest_uri": MetadataValue.path(stores.dumps.uri(ref.manifest_key)),
             "dump_seconds": manifest.dump_seconds,
-            "submitted_at": manifest.submitted_at or "unknown",
-            "start_delay_seconds": manifest.start_delay_seconds or 0.0,
+            # Known for a run of the deployment (when it was submitted), not for a direct call.
+            **(
+                {
+                    "submitted_at": manifest.submitted_at,
+                    "start_delay_seconds": manifest.start_delay_seconds,
+                }
+                if manifest.submitted_at
+                else {}
+            ),
         },
         check_results=[check_result(outcome, dump_key)],
     )

@@ -229,7 +229,7 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
                     "last_archived_wal": status.last_archived_wal or "none",
                     "archived_count": status.archived_count,
                     "failed_count": status.failed_count,
-                    "wal_missing_segments": continuity.metadata["segments_missing"],
+                    "wal_missing_segments": archive.continuity.missing,
                     **pitr.window_metadata(archive.window),
                 }
             ),
