@@ -1,4 +1,4 @@
-"""The package's one compiled part: the dump's row counter (backup_pipelines/core/_rowcount.c),
+"""The package's one compiled part: the dump's row counter (backup_pipelines/core/postgres/_rowcount.c),
 built by `pip install .`, `pip install -e .` and `python -m build` alike. Everything else about
 the package is in pyproject.toml."""
 
@@ -7,8 +7,8 @@ from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
 ROW_COUNTER = Extension(
-    "backup_pipelines.core._rowcount",
-    sources=["backup_pipelines/core/_rowcount.c"],
+    "backup_pipelines.core.postgres._rowcount",
+    sources=["backup_pipelines/core/postgres/_rowcount.c"],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
 )
 

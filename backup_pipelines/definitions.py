@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dagster import BetaWarning, Definitions, definitions, multiprocess_executor
 
-from backup_pipelines.core.config import BackupConfig, config_path_from_env, load_config
+from backup_pipelines.core.common.config import BackupConfig, config_path_from_env, load_config
 from backup_pipelines.defs.alerts.definitions import alerts_definitions
 from backup_pipelines.defs.buckets.definitions import buckets_definitions
 from backup_pipelines.defs.postgres.definitions import postgres_definitions

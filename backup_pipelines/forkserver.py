@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dagster._core.instance.ref import InstanceRef
 
-from backup_pipelines.core.config import ConfigError
+from backup_pipelines.core.common.config import ConfigError
 from backup_pipelines.definitions import definitions_from_env
 
 # What opening the run's instance imports whatever its configuration, and the default

@@ -108,7 +108,7 @@ RESTORE_TEST_POOL = "restore_test"
 SETTINGS_RESOURCE = "settings"
 
 
-def dump_pool(server: str) -> str:
+def server_dump_pool(server: str) -> str:
     """The pool of one database server (`host:port` or the configured `server:`)."""
     return "pg_dump_" + re.sub(r"[^A-Za-z0-9_]+", "_", server).strip("_")
 

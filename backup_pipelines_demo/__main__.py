@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.pgbackrest import repository_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.servers.pgbackrest import repository_from_config
 from backup_pipelines.trigger.remote import Deployment, RemoteError
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest, start_cluster
 from backup_pipelines_demo.first_runs import first_runs

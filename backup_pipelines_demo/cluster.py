@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_pipelines.core.pitr import free_port
-from backup_pipelines.core.postgres import find_client_tools
+from backup_pipelines.core.common.postgres_client import find_client_tools
+from backup_pipelines.core.servers.scratch import free_port
 
 SUPERUSER = "postgres"
 SERVER_OS_USER = "postgres"

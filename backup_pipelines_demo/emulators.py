@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from backup_pipelines.core.pitr import free_port
+from backup_pipelines.core.servers.scratch import free_port
 
 # Azurite's well-known account key (public, but treated by the secrets sweep as the secret a
 # real account key would be).

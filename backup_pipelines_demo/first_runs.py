@@ -9,8 +9,8 @@ from typing import TypeVar
 from dagster import DagsterRunStatus
 
 from backup_pipelines import names
-from backup_pipelines.core.config import ServerConfig, load_config
-from backup_pipelines.core.dump import utc_today
+from backup_pipelines.core.common.config import ServerConfig, load_config
+from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines.trigger.remote import (
     FINISHED,
     Deployment,

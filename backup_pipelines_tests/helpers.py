@@ -31,8 +31,8 @@ from google.cloud import storage as gcs
 from psycopg import sql
 
 from backup_pipelines import names
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.pgbackrest import repository_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.servers.pgbackrest import repository_from_config
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings

@@ -8,7 +8,7 @@ import psycopg
 from dagster import AssetKey, materialize
 
 from backup_pipelines import names
-from backup_pipelines.core.manifest import Manifest
+from backup_pipelines.core.postgres.manifest import Manifest
 from backup_pipelines_tests.helpers import (
     TEST_DATABASES,
     definitions_for,

@@ -9,15 +9,15 @@ import boto3
 import pytest
 from dagster import AssetKey, build_sensor_context, materialize
 
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.snapshots import (
+from backup_pipelines.core.buckets.snapshots import (
     SnapshotError,
     read_snapshot,
     restore_snapshot,
     take_snapshot,
     verify_snapshot,
 )
-from backup_pipelines.core.stores import source_bucket_store, stores_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import source_bucket_store, stores_from_config
 from backup_pipelines.storage import S3Store
 from backup_pipelines_tests.helpers import (
     definitions_for,

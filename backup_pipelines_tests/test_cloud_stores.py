@@ -8,9 +8,9 @@ import os
 import pytest
 
 from backup_pipelines import names
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.stores import stores_from_config
-from backup_pipelines.core.usage import storage_usage
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.retention.usage import storage_usage
 from backup_pipelines.storage import writing
 from backup_pipelines.storage.digest import digest_chunks
 from backup_pipelines_demo.emulators import AZURITE_ACCOUNT_KEY

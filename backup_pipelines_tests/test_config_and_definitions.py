@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dagster import AssetKey, build_schedule_context
 
-from backup_pipelines.core.config import ConfigError, expand_env, load_config
+from backup_pipelines.core.common.config import ConfigError, expand_env, load_config
 from backup_pipelines_tests.helpers import definitions_for
 
 REPO = Path(__file__).resolve().parents[1]

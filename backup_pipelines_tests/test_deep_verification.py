@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from backup_pipelines.core.dump import DumpSettings, take_dump
-from backup_pipelines.core.encryption import key_from_identity
-from backup_pipelines.core.postgres import Connection, find_client_tools
-from backup_pipelines.core.verification import check_archive
+from backup_pipelines.core.common.encryption import key_from_identity
+from backup_pipelines.core.common.postgres_client import Connection, find_client_tools
+from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
+from backup_pipelines.core.postgres.verification import check_archive
 from backup_pipelines.storage import LocalStore
 from backup_pipelines_tests.helpers import BACKUP_PASSWORD, today
 

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 import yaml
 
-from backup_pipelines.core.config import expand_env, load_config
-from backup_pipelines.core.pgbackrest import (
+from backup_pipelines.core.common.config import expand_env, load_config
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.servers.pgbackrest import (
     engine_from_config,
     option_variable,
     repository_from_config,
 )
-from backup_pipelines.core.postgres import Connection
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines_tests.helpers import (
     BACKUP_PASSWORD,
@@ -161,7 +161,7 @@ def test_the_dockerfile_installs_clients_13_to_17_and_copies_what_exists(compose
     assert '"postgresql-$PITR_SERVER_VERSION" pgbackrest;' in run
     assert "create_main_cluster = false" in run
     # The package's build compiles the row counter; the image proves it imports.
-    assert "gcc libc6-dev" in run and "import backup_pipelines.core.rowcount" in run
+    assert "gcc libc6-dev" in run and "import backup_pipelines.core.postgres.rowcount" in run
     assert " zstd age" in run and 'pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"' in run
     for kind, value in instructions:
         if kind == "COPY":

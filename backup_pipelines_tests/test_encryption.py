@@ -10,8 +10,8 @@ import psycopg
 import pytest
 import yaml
 
-from backup_pipelines.core.config import ConfigError, load_config
-from backup_pipelines.core.manifest import Manifest, manifest_key
+from backup_pipelines.core.common.config import ConfigError, load_config
+from backup_pipelines.core.postgres.manifest import Manifest, manifest_key
 from backup_pipelines_tests.helpers import (
     RunbookParser,
     definitions_for,

@@ -67,7 +67,7 @@ def test_the_wheel_is_platform_specific_and_carries_the_compiled_counter(built):
     listing = _run([sys.executable, "-m", "zipfile", "-l", str(built["wheel"])]).stdout
     assert "backup_pipelines/core/_rowcount.cpython-311" in listing
     contents = _run(["tar", "tzf", str(built["sdist"])]).stdout
-    assert "backup_pipelines/core/_rowcount.c" in contents and "setup.py" in contents
+    assert "backup_pipelines/core/postgres/_rowcount.c" in contents and "setup.py" in contents
 
 
 def test_the_installed_wheel_backs_up_and_restore_tests_a_database(installed, outside, cluster):

@@ -3,8 +3,8 @@
 import boto3
 import pytest
 
-from backup_pipelines.core.config import ConfigError, load_config
-from backup_pipelines.core.lifecycle import apply_rules, lifecycle_rules, main
+from backup_pipelines.core.common.config import ConfigError, load_config
+from backup_pipelines.core.retention.lifecycle import apply_rules, lifecycle_rules, main
 
 
 def test_rules_match_retention_and_apply_beside_existing_ones(write_config, s3_endpoint, bucket):

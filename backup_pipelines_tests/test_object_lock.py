@@ -8,8 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from backup_pipelines import names
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.stores import stores_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines_tests.helpers import (
     definitions_for,
     failure_messages,

@@ -17,7 +17,7 @@ import yaml
 from dagster import materialize
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
+from backup_pipelines.core.servers.scratch import free_port
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
 from backup_pipelines_tests.helpers import (
@@ -54,10 +54,8 @@ def two_servers(cluster) -> Iterator[tuple[dict[str, LocalCluster], Path, Path]]
     home = Path(tempfile.mkdtemp(prefix="backup-pipelines-two-users-"))
     home.chmod(0o755)
     servers = {
-        "first": LocalCluster(home / "first", pitr.free_port(), uuid.uuid4().hex),
-        "second": LocalCluster(
-            home / "second", pitr.free_port(), uuid.uuid4().hex, os_user=SECOND_USER
-        ),
+        "first": LocalCluster(home / "first", free_port(), uuid.uuid4().hex),
+        "second": LocalCluster(home / "second", free_port(), uuid.uuid4().hex, os_user=SECOND_USER),
     }
     documents: dict = {}
     for name, server in servers.items():

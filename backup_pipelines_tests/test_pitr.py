@@ -24,9 +24,19 @@ from dagster import DagsterInstance, Definitions, materialize
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import PgBackRestError, RepositoryInfo
-from backup_pipelines.core.postgres import Connection
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.servers.archiver import wait_until_archived
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.markers import MARKER_TABLE
+from backup_pipelines.core.servers.pgbackrest import PgBackRestError, RepositoryInfo
+from backup_pipelines.core.servers.pitr_test import target_time
+from backup_pipelines.core.servers.scratch import (
+    ScratchPlace,
+    free_port,
+    restored_copy,
+    server_binaries,
+    stop_copy,
+)
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
@@ -62,7 +72,7 @@ def pitr_home() -> Iterator[Path]:
 def archiving(pitr_home: Path, cluster: LocalCluster) -> Iterator[tuple[LocalCluster, Path]]:
     """A second server archiving into a local pgBackRest repository; the config file for it."""
     password = uuid.uuid4().hex
-    server = LocalCluster(pitr_home / "server", pitr.free_port(), password)
+    server = LocalCluster(pitr_home / "server", free_port(), password)
     server.init()
     config_path = pitr_home / "backup_pipelines.yaml"
     document = config_document(
@@ -98,7 +108,7 @@ def own_server(
 ) -> tuple[LocalCluster, Path]:
     """A fresh cluster of a test's own (initialized, not started) and its configuration file;
     its superuser password is in the environment (PITR_PASSWORD_ENV) for the test's duration."""
-    instance = LocalCluster(pitr_home / name, pitr.free_port(), uuid.uuid4().hex)
+    instance = LocalCluster(pitr_home / name, free_port(), uuid.uuid4().hex)
     instance.init()
     servers = server_document(instance, repository)
     servers[SERVER].update(server)
@@ -159,7 +169,7 @@ def archive_now(server: LocalCluster) -> None:
     """Switch the WAL segment and wait until it is archived: all written so far is recoverable."""
     with psycopg.connect(server.url(), autocommit=True) as conn:
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    pitr.wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
+    wait_until_archived(SERVER, Connection.from_url(SERVER, server.url()), segment)
 
 
 def latest_metadata(instance: DagsterInstance, step: str) -> dict:
@@ -213,15 +223,15 @@ def test_base_backups_restore_to_a_time_between_them_and_after_the_newest(env, a
     info = engine.info()
     assert [b.kind for b in info.backups][-2:] == ["full", "incr"]
     assert info.backups[-1].stopped > between  # `between` lies between the two backups
-    place = pitr.ScratchPlace(None, None, str(server.bin_dir))
+    place = ScratchPlace(None, None, str(server.bin_dir))
 
-    with pitr.restored_copy(engine, source, pitr.target_time(between), place) as copy:
+    with restored_copy(engine, source, target_time(between), place) as copy:
         assert phases_in(url_of(copy.connection)) == {
             "before full": 3,
             "after full": 3,
             "after full, second batch": 3,
         }
-    with pitr.restored_copy(engine, source, pitr.target_time(latest), place) as copy:
+    with restored_copy(engine, source, target_time(latest), place) as copy:
         found = phases_in(url_of(copy.connection))
     assert "just after the second target" not in found
     assert found["after incr, second batch"] == 3 and found["just after the first target"] == 3
@@ -250,7 +260,7 @@ def test_pitr_restore_test_asset_proves_the_target_and_leaves_nothing(env, archi
     assert "you can restore to any moment between" in metadata["recovery_window"]
     assert set(Path(tempfile.gettempdir()).glob(f"pitr-{SERVER}-*")) == scratch_before
     with psycopg.connect(server.url()) as conn:
-        labels = [row[0] for row in conn.execute(f"SELECT label FROM {pitr.MARKER_TABLE}")]
+        labels = [row[0] for row in conn.execute(f"SELECT label FROM {MARKER_TABLE}")]
     assert any(label.endswith(" before") for label in labels)
     assert any(label.endswith(" after") for label in labels)
 
@@ -262,7 +272,7 @@ def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
     defs = definitions_for(env)
     target = backed_up_around_a_target(server, defs, instance, "restore job")
     destination = pitr_home / "restored"
-    port = pitr.free_port()
+    port = free_port()
 
     result = run_restore_server(
         defs, instance, target_time=target.isoformat(), data_directory=str(destination), port=port
@@ -274,7 +284,7 @@ def test_restore_server_job_restores_to_a_time_into_a_new_folder_and_records_it(
         found = phases_in(make_conninfo(**copy, password=server.superuser_password))
         assert found.get("restore job: before") == 3 and "restore job: after" not in found
     finally:
-        pitr.stop_copy(
+        stop_copy(
             BackupSettings(config_path=str(env)).server_engine(SERVER), destination, server.bin_dir
         )
     observations = result.asset_observations_for_node("restore_server_to_target")
@@ -361,13 +371,13 @@ def test_a_restored_copy_starts_on_its_own_major_versions_server(tmp_path):
     copy.mkdir()
     (copy / "PG_VERSION").write_text("15\n")
     debian_15 = Path("/usr/lib/postgresql/15/bin")
-    assert pitr.server_binaries("main", copy, None) == debian_15
-    assert pitr.server_binaries("main", copy, str(debian_15)) == debian_15
-    assert pitr.server_binaries("main", copy, str(tmp_path)) == debian_15  # no pg_ctl there
+    assert server_binaries("main", copy, None) == debian_15
+    assert server_binaries("main", copy, str(debian_15)) == debian_15
+    assert server_binaries("main", copy, str(tmp_path)) == debian_15  # no pg_ctl there
 
     (copy / "PG_VERSION").write_text("99\n")
-    with pytest.raises(pitr.PitrError) as refused:
-        pitr.server_binaries("main", copy, str(debian_15))
+    with pytest.raises(PitrError) as refused:
+        server_binaries("main", copy, str(debian_15))
     assert str(refused.value) == (
         "server 'main': its restored copy is PostgreSQL 99 and starts only on that version's "
         f"server (pg_ctl, postgres), found in none of {debian_15}, /usr/lib/postgresql/99/bin; "
@@ -526,10 +536,10 @@ def test_runbook_commands_restore_the_server_without_this_project(
     assert "you can restore" not in commands and "any moment between" in page
     assert server.superuser_password not in page
 
-    destination, port = pitr_home / "by-hand", pitr.free_port()
+    destination, port = pitr_home / "by-hand", free_port()
     shell_env = {
         "PATH": os.environ["PATH"],
-        "TARGET_TIME": pitr.target_time(target).value,
+        "TARGET_TIME": target_time(target).value,
         "RESTORE_DIR": str(destination),
         "RESTORE_PORT": str(port),
     }
@@ -608,7 +618,7 @@ def test_backups_through_the_database_hosts_tls_server(
     """The production topology on one machine: archive-push on the database host into S3, the
     backup driven from the worker through pgBackRest's TLS server on the database host."""
     tls = make_certificates(pitr_home / "tls", owner="postgres")
-    tls_port = pitr.free_port()
+    tls_port = free_port()
     server, config = own_server(
         monkeypatch,
         pitr_home,
@@ -686,7 +696,7 @@ def test_restore_server_job_restores_to_a_named_restore_point(env, archiving, in
         conn.execute("SELECT pg_create_restore_point(%s)", (point,))
     write_rows(server, "restore point: after")
     archive_now(server)
-    destination, port = pitr_home / "at-restore-point", pitr.free_port()
+    destination, port = pitr_home / "at-restore-point", free_port()
 
     result = run_restore_server(
         defs, instance, restore_point=point, data_directory=str(destination), port=port
@@ -700,5 +710,5 @@ def test_restore_server_job_restores_to_a_named_restore_point(env, archiving, in
         assert observation.metadata["target"].value == f"name {point}"
     finally:
         engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
-        pitr.stop_copy(engine, destination, server.bin_dir)
+        stop_copy(engine, destination, server.bin_dir)
         shutil.rmtree(destination, ignore_errors=True)

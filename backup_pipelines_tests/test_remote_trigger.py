@@ -23,8 +23,8 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
-from backup_pipelines.core.config import load_config
-from backup_pipelines.defs.postgres.assets import dump_pool
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.defs.postgres.assets import database_dump_pool
 from backup_pipelines.trigger.remote import (
     _DATABASE_BACKUP,
     Deployment,
@@ -274,7 +274,7 @@ def test_a_run_queued_before_midnight_backs_up_the_day_it_asked_for(webserver):
     url, env, home = webserver
     day = yesterday()
     asked_at = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59, 55))
-    pool = dump_pool("agentic", load_config(Path(env["BACKUP_PIPELINES_CONFIG"])))
+    pool = database_dump_pool("agentic", load_config(Path(env["BACKUP_PIPELINES_CONFIG"])))
     deployment = Deployment(url)
     with deployment_instance(env, home) as instance:
         slots = instance.event_log_storage

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
+from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 
 
 def reference_keep(history: list[BackupStatus], policy: RetentionPolicy) -> set[dt.date]:

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from dagster import AssetKey, SkipReason, build_sensor_context
 
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
-from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
-from backup_pipelines.core.stores import stores_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
+from backup_pipelines.core.retention.prune import delete_objects, object_uris, tombstone_key
 from backup_pipelines.defs.recovery.audit import audit_table
 from backup_pipelines.defs.retention.jobs import plan_all
 from backup_pipelines.names import VERIFYING_CHECKS
@@ -272,11 +272,11 @@ def test_sensor_plans_twenty_thousand_objects(write_config, s3_endpoint, bucket,
 # power cut or an OOM kill causes. The stores are the real local folders.
 KILLED_PRUNE = """
 import json, os, signal, sys
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.prune import delete_objects, object_uris, tombstone_key
-from backup_pipelines.core.prune import Deletion, delete_objects
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.retention.prune import delete_objects, object_uris, tombstone_key
+from backup_pipelines.core.retention.prune import Deletion, delete_objects
 from backup_pipelines.storage import LocalStore
-from backup_pipelines.core.stores import stores_from_config
+from backup_pipelines.core.common.stores import stores_from_config
 
 config, planned, survive = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 really_delete, done = LocalStore.delete, []

@@ -1,4 +1,4 @@
-"""The manifest's row counts come from the dump stream itself (core/_rowcount.c as a pipeline
+"""The manifest's row counts come from the dump stream itself (core/postgres/_rowcount.c as a pipeline
 stage): on data built to be hard to count they equal count(*), and a stream the counter cannot
 read fails with its own message, the stream passing through unchanged until then."""
 
@@ -10,10 +10,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from backup_pipelines.core.dump import DumpSettings, take_dump
-from backup_pipelines.core.postgres import Connection
-from backup_pipelines.core.rowcount import read_counts, row_counter_command, set_data_offsets
-from backup_pipelines.core.streams import Pipeline, first_cause
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.common.streams import Pipeline, first_cause
+from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
+from backup_pipelines.core.postgres.rowcount import (
+    read_counts,
+    row_counter_command,
+    set_data_offsets,
+)
 from backup_pipelines.storage.local import LocalStore
 from backup_pipelines_tests.helpers import today
 

@@ -2,8 +2,8 @@
 
 from dagster import AssetKey, materialize
 
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.stores import stores_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines_tests.helpers import definitions_for, failure_messages, run_backup
 
 

@@ -18,7 +18,7 @@ import yaml
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from backup_pipelines import names
-from backup_pipelines.core.dump import utc_today
+from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines.trigger.remote import Deployment, location_of
 from backup_pipelines_demo.cluster import LocalCluster, free_port
 from backup_pipelines_demo.first_runs import first_runs

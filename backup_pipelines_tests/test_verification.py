@@ -6,14 +6,18 @@ import subprocess
 
 import pytest
 
-from backup_pipelines.core.dump import DumpSettings, take_dump
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.postgres_client import (
     Connection,
     PostgresError,
     find_client_tools,
     require_pg_dump_for,
 )
-from backup_pipelines.core.verification import check_dump_complete, check_size_change, recent_sizes
+from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
+from backup_pipelines.core.postgres.verification import (
+    check_dump_complete,
+    check_size_change,
+    recent_sizes,
+)
 from backup_pipelines.storage import LocalStore
 from backup_pipelines_tests.helpers import BACKUP_PASSWORD, today
 

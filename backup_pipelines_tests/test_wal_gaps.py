@@ -20,9 +20,13 @@ import yaml
 from dagster import materialize
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr, wal
-from backup_pipelines.core.pgbackrest import BackupSet
-from backup_pipelines.core.postgres import Connection
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.servers import wal
+from backup_pipelines.core.servers.archiver import archiver_status, wait_until_archived
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import BackupSet
+from backup_pipelines.core.servers.scratch import free_port
+from backup_pipelines.core.servers.window import RecoveryWindow, observe_archive, require_in_window
 from backup_pipelines.defs.alerts.health import check_problems
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
@@ -49,7 +53,7 @@ MIB16 = 16 * 1024 * 1024
 def gapped(cluster) -> Iterator[tuple[LocalCluster, Path, Path]]:
     home = Path(tempfile.mkdtemp(prefix="backup-pipelines-gap-"))
     home.chmod(0o755)
-    server = LocalCluster(home / "server", pitr.free_port(), uuid.uuid4().hex)
+    server = LocalCluster(home / "server", free_port(), uuid.uuid4().hex)
     server.init()
     config = home / "backup_pipelines.yaml"
     repository = home / "repository"
@@ -79,7 +83,7 @@ def commit_and_switch(server: LocalCluster, phase: str) -> tuple[dt.datetime, st
         conn.execute("INSERT INTO ledger (phase) VALUES (%s)", (phase,))
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
     engine_connection = Connection.from_url(SERVER, server.url())
-    pitr.wait_until_archived(SERVER, engine_connection, segment)
+    wait_until_archived(SERVER, engine_connection, segment)
     return committed, segment
 
 
@@ -152,8 +156,8 @@ def test_a_deleted_segment_is_found_named_and_cut_out_of_the_window(gapped, inst
     assert len(str(shown["recovery_window_stretches"]).splitlines()) == 2
     assert lost in str(shown["wal_gaps"])
     info = engine.info()
-    window = pitr.observe_archive(
-        engine, info, pitr.archiver_status(settings.server_connection(SERVER))
+    window = observe_archive(
+        engine, info, archiver_status(settings.server_connection(SERVER))
     ).window
     assert window is not None and len(window.stretches) == 2
     assert window.contains(before_gap) and not window.contains(in_gap)
@@ -260,10 +264,10 @@ def test_reachable_stretches_skip_the_gap_and_a_backup_whose_own_wal_is_missing(
         wal.Stretch(t0, t0 + 2 * hour),
         wal.Stretch(t0 + 8 * hour, t0 + 10 * hour),
     ]
-    window = pitr.RecoveryWindow(tuple(stretches), gaps)
+    window = RecoveryWindow(tuple(stretches), gaps)
     assert window.contains(t0 + hour) and not window.contains(t0 + 3 * hour)
     assert window.gap_before(t0 + 3 * hour) is gaps[0]
-    with pytest.raises(pitr.PitrError, match="lies in a gap of the WAL archive"):
-        pitr.require_in_window(SERVER, window, t0 + 3 * hour)
-    with pytest.raises(pitr.PitrError, match="its recovery window is"):
-        pitr.require_in_window(SERVER, window, t0 + 11 * hour)
+    with pytest.raises(PitrError, match="lies in a gap of the WAL archive"):
+        require_in_window(SERVER, window, t0 + 3 * hour)
+    with pytest.raises(PitrError, match="its recovery window is"):
+        require_in_window(SERVER, window, t0 + 11 * hour)

@@ -6,8 +6,8 @@ Reads the configuration file named by BACKUP_PIPELINES_CONFIG; run by backup_thr
 import datetime as dt
 import sys
 
-from backup_pipelines.core.config import config_path_from_env
-from backup_pipelines.core.dump import take_dump
+from backup_pipelines.core.common.config import config_path_from_env
+from backup_pipelines.core.postgres.dump import take_dump
 from backup_pipelines.defs.resources import BackupSettings
 
 

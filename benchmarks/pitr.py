@@ -30,11 +30,13 @@ import yaml
 from dagster import DagsterInstance, materialize
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.dump import utc_today
-from backup_pipelines.core.pgbackrest import repository_from_config
-from backup_pipelines.core.postgres import Connection
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.postgres.dump import utc_today
+from backup_pipelines.core.servers.archiver import archiver_status, wait_until_archived
+from backup_pipelines.core.servers.markers import MarkerPair, write_markers
+from backup_pipelines.core.servers.pgbackrest import repository_from_config
+from backup_pipelines.core.servers.pitr_test import run_pitr_restore_test, target_time
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest, free_port
@@ -91,7 +93,7 @@ def prepare(home: Path, scale: int) -> tuple[LocalCluster, Path]:
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
     source = Connection.from_url(SERVER, cluster.url())
-    pitr.wait_until_archived(SERVER, source, segment, timeout=3600)
+    wait_until_archived(SERVER, source, segment, timeout=3600)
     return cluster, config
 
 
@@ -158,12 +160,12 @@ def restore_figures(cluster: LocalCluster, config: Path, repeat: int) -> dict[st
     place = settings.scratch_place(SERVER)
     runs = []
     for _ in range(repeat):
-        markers = pitr.write_markers(source, f"bare {time.time()}")
-        pitr.wait_until_archived(SERVER, source, markers.wal)
+        markers = write_markers(source, f"bare {time.time()}")
+        wait_until_archived(SERVER, source, markers.wal)
         os.sync()
         bare_restore, bare_total, bare_removal = bare_restore_and_start(cluster, engine, markers)
         os.sync()
-        report = pitr.run_pitr_restore_test(engine, source, place)
+        report = run_pitr_restore_test(engine, source, place)
         assert not report.problems(), report.problems()
         runs.append(
             {
@@ -183,7 +185,7 @@ def restore_figures(cluster: LocalCluster, config: Path, repeat: int) -> dict[st
 
 
 def bare_restore_and_start(
-    cluster: LocalCluster, engine, markers: pitr.MarkerPair
+    cluster: LocalCluster, engine, markers: MarkerPair
 ) -> tuple[float, float, float]:
     """pgbackrest restore + pg_ctl start, polled until promoted: what an operator runs.
     Returns the restore's seconds, the seconds until promoted, and those of stopping and
@@ -203,7 +205,7 @@ def bare_restore_and_start(
                 "restore",
                 "--type=time",
                 "--target-action=promote",
-                f"--target={pitr.target_time(markers.target).value}",
+                f"--target={target_time(markers.target).value}",
             ],
             env=env,
             check=True,
@@ -245,7 +247,7 @@ def lag_figures(cluster: LocalCluster, seconds: int) -> dict[str, float]:
 
     def sample() -> None:
         while not stop.wait(1.0):
-            samples.append(pitr.archiver_status(source).lag_seconds)
+            samples.append(archiver_status(source).lag_seconds)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

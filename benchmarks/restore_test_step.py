@@ -7,7 +7,7 @@ metadata to OUT as JSON; run by backup_throughput.py.
 import json
 import sys
 
-from backup_pipelines.core.config import config_path_from_env
+from backup_pipelines.core.common.config import config_path_from_env
 from backup_pipelines.defs.postgres.restore_tests import restore_test_report
 from backup_pipelines.defs.resources import BackupSettings
 

@@ -21,8 +21,8 @@ import yaml
 from dagster import AssetCheckEvaluation, AssetKey, instance_for_test
 from moto.server import ThreadedMotoServer
 
-from backup_pipelines.core.config import load_config
-from backup_pipelines.core.stores import stores_from_config
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.retention.jobs import plan_all
 from backup_pipelines.names import VERIFYING_CHECKS

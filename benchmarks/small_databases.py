@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from many_tables import INSTANCES, PASSWORD, bare_pg_dump, project_env, whole_job
 
-from backup_pipelines.core.dump import utc_today
+from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines.defs.postgres.assets import (
     archive_result,
     take_dump_result,

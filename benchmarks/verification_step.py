@@ -7,10 +7,10 @@ backup_throughput.py after the chain has archived today's backup.
 import datetime as dt
 import sys
 
-from backup_pipelines.core.config import config_path_from_env
-from backup_pipelines.core.dump import ref_for
-from backup_pipelines.core.manifest import read_manifest
-from backup_pipelines.core.verification import check_archive
+from backup_pipelines.core.common.config import config_path_from_env
+from backup_pipelines.core.postgres.dump import ref_for
+from backup_pipelines.core.postgres.manifest import read_manifest
+from backup_pipelines.core.postgres.verification import check_archive
 from backup_pipelines.defs.resources import BackupSettings
 
 

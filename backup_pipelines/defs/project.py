@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from dagster import DailyPartitionsDefinition
 
-from backup_pipelines.core.config import BackupConfig
+from backup_pipelines.core.common.config import BackupConfig
 
 
 @dataclass(frozen=True)

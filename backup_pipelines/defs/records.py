@@ -22,7 +22,7 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.verification import CheckRecord
+from backup_pipelines.core.common.checks import CheckRecord
 
 _HISTORY_LIMIT = 100_000  # every day of a database for centuries
 _FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}

@@ -14,19 +14,19 @@ from dagster import (
 from pydantic import PrivateAttr
 
 from backup_pipelines import names
-from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env, load_config
-from backup_pipelines.core.dump import DumpSettings
-from backup_pipelines.core.encryption import ArchiveKey, key_from_config
-from backup_pipelines.core.pgbackrest import Engine, engine_from_config
-from backup_pipelines.core.pitr import ScratchPlace
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env, load_config
+from backup_pipelines.core.common.encryption import ArchiveKey, key_from_config
+from backup_pipelines.core.common.postgres_client import (
     ClientTools,
     Connection,
     PostgresError,
     find_client_tools,
 )
-from backup_pipelines.core.restore_test import RestoreTestSettings
-from backup_pipelines.core.stores import BackupStores, stores_from_config
+from backup_pipelines.core.common.stores import BackupStores, stores_from_config
+from backup_pipelines.core.postgres.dump import DumpSettings
+from backup_pipelines.core.postgres.restore_test import RestoreTestSettings
+from backup_pipelines.core.servers.pgbackrest import Engine, engine_from_config
+from backup_pipelines.core.servers.scratch import ScratchPlace
 
 
 class BackupSettings(ConfigurableResource):

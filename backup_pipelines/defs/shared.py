@@ -28,7 +28,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
-from backup_pipelines.core.verification import CheckOutcome
+from backup_pipelines.core.common.checks import CheckOutcome
 
 # Numbers that form a trend over the days, so the UI plots them; every other number is shown
 # as text (a plot of a setting or a count of assertions is a flat line).

@@ -1,5 +1,5 @@
 """Where backups live: a local folder, S3 buckets, Azure containers or GCS buckets behind one
-interface (base.py). Commands (core/) only ever see `ObjectStore`; core/stores.py builds the
+interface (base.py). Commands (core/) only ever see `ObjectStore`; core/common/stores.py builds the
 stores a configuration names. Nothing here imports core/."""
 
 from __future__ import annotations

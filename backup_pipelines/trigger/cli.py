@@ -11,7 +11,7 @@ import sys
 
 from dagster import DagsterRunStatus
 
-from backup_pipelines.core.config import ConfigError, load_config
+from backup_pipelines.core.common.config import ConfigError, load_config
 from backup_pipelines.trigger.http_trigger import SECRET_ENV, trigger_app
 from backup_pipelines.trigger.remote import (
     DEFAULT_URL,

@@ -19,7 +19,7 @@ import requests
 from dagster import AssetKey, DagsterRunStatus
 
 from backup_pipelines import names
-from backup_pipelines.core.dump import utc_today
+from backup_pipelines.core.postgres.dump import utc_today
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 DEFAULT_URL = "http://127.0.0.1:3000"

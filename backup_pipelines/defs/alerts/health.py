@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.config import ServerConfig
+from backup_pipelines.core.common.config import ServerConfig
 from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
 
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from dagster_slack import SlackResource
 
-from backup_pipelines.core.config import (
+from backup_pipelines.core.common.config import (
     AlertsConfig,
     EmailConfig,
     SlackConfig,

@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.config import ServerConfig
+from backup_pipelines.core.common.config import ServerConfig
 from backup_pipelines.defs.alerts.health import (
     age_problems,
     check_problems,

@@ -1,5 +1,5 @@
 """Per configured bucket: s3/<name>/snapshot -> s3/<name>/verification, daily-partitioned.
-Logic: core/snapshots.py."""
+Logic: core/buckets/snapshots.py."""
 
 import datetime as dt
 import random
@@ -15,13 +15,13 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.dump import require_day_open
-from backup_pipelines.core.snapshots import (
+from backup_pipelines.core.buckets.snapshots import (
     SnapshotError,
     take_snapshot,
     verify_snapshot,
 )
-from backup_pipelines.core.stores import source_bucket_store
+from backup_pipelines.core.common.stores import source_bucket_store
+from backup_pipelines.core.postgres.dump import require_day_open
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import (
     check_result,

@@ -4,7 +4,7 @@ from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core.snapshots import SnapshotError, restore_snapshot, snapshot_days
+from backup_pipelines.core.buckets.snapshots import SnapshotError, restore_snapshot, snapshot_days
 from backup_pipelines.defs.buckets.assets import snapshot_store
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.storage import S3Store

@@ -1,6 +1,6 @@
 """Per database: postgres/<db>/dump -> archive -> verification, daily-partitioned, with their
-checks, taken in one step per database. Where a dump is taken (core/dump.py), archived
-(core/archive.py) and checked (core/verification.py); each asset's part calls one of those and
+checks, taken in one step per database. Where a dump is taken (core/postgres/dump.py), archived
+(core/postgres/archive.py) and checked (core/postgres/verification.py); each asset's part calls one of those and
 reports its metadata and check results.
 """
 
@@ -24,18 +24,18 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.archive import ArchiveError, archive_dump
-from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env
-from backup_pipelines.core.dump import take_dump, utc_today
-from backup_pipelines.core.manifest import (
+from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError
+from backup_pipelines.core.postgres.archive import ArchiveError, archive_dump
+from backup_pipelines.core.postgres.dump import take_dump, utc_today
+from backup_pipelines.core.postgres.manifest import (
     BackupRef,
     Manifest,
     load_ref,
     read_manifest,
     save_ref,
 )
-from backup_pipelines.core.postgres import Connection, PostgresError
-from backup_pipelines.core.verification import (
+from backup_pipelines.core.postgres.verification import (
     check_archive,
     check_dump_complete,
     check_size_change,
@@ -50,7 +50,7 @@ from backup_pipelines.defs.shared import (
 )
 
 
-def dump_pool(database: str, config: BackupConfig) -> str:
+def database_dump_pool(database: str, config: BackupConfig) -> str:
     """One pool per database server, so the instance caps parallel dumps on each server."""
     server = config.databases[database].server
     if server is None:
@@ -59,7 +59,7 @@ def dump_pool(database: str, config: BackupConfig) -> str:
             server = Connection.from_url(database, url).server
         except (ConfigError, PostgresError):
             server = database  # the URL is only known at run time; pool by database
-    return names.dump_pool(server)
+    return names.server_dump_pool(server)
 
 
 def backup_metadata(ref: BackupRef, manifest: Manifest) -> dict[str, object]:

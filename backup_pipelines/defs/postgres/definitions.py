@@ -5,7 +5,7 @@ import datetime as dt
 
 from dagster import Definitions
 
-from backup_pipelines.defs.postgres.assets import database_backup, dump_pool
+from backup_pipelines.defs.postgres.assets import database_backup, database_dump_pool
 from backup_pipelines.defs.postgres.jobs import (
     daily_backup_job,
     restore_database_job,
@@ -28,7 +28,7 @@ def postgres_definitions(project: Project) -> Definitions:
     return Definitions(
         assets=[
             *(
-                database_backup(db, project.partitions, dump_pool(db, config), freshness)
+                database_backup(db, project.partitions, database_dump_pool(db, config), freshness)
                 for db in project.databases
             ),
             *restore_tests,

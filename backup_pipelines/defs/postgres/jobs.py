@@ -1,6 +1,6 @@
 """The database jobs: `daily_backup` takes, archives and verifies every backup of a day;
 `restore_test` proves a day's archives restore; `restore_database` is for the day of the
-disaster. Thin wiring over core/restore.py.
+disaster. Thin wiring over core/postgres/restore.py.
 """
 
 import datetime as dt
@@ -28,12 +28,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core.config import expand_env
-from backup_pipelines.core.encryption import EncryptionError
-from backup_pipelines.core.postgres import Connection, PostgresError
-from backup_pipelines.core.restore import (
+from backup_pipelines.core.common.config import expand_env
+from backup_pipelines.core.common.encryption import EncryptionError
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError
+from backup_pipelines.core.postgres.restore import (
+    DatabaseRestoreRequest,
     RestoreError,
-    RestoreRequest,
     archive_manifest,
     restore_archive,
 )
@@ -151,7 +151,7 @@ def restore_from_archive(
         result = restore_archive(
             archive,
             manifest,
-            RestoreRequest(
+            DatabaseRestoreRequest(
                 target=target,
                 target_database=target_database,
                 replace_existing=config.replace_existing,

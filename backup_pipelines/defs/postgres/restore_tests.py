@@ -1,6 +1,6 @@
 """Where a backup is restore-tested: postgres/<db>/restore_test, one partition per day proven
 restorable, downstream of verification. The throw-away database's life and the comparison
-with the manifest are core/restore_test.py.
+with the manifest are core/postgres/restore_test.py.
 
 Materialized only by what asks for a restore test (the restore_test job, its weekly schedule,
 the new-archive sensor, a backfill or a launch that selects it), never by a backup run. A
@@ -21,8 +21,8 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.restore import RestoreError, archive_manifest
-from backup_pipelines.core.restore_test import RestoreTestReport, run_restore_test
+from backup_pipelines.core.postgres.restore import RestoreError, archive_manifest
+from backup_pipelines.core.postgres.restore_test import RestoreTestReport, run_restore_test
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec
 

@@ -13,14 +13,14 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.pgbackrest import PgBackRestError
-from backup_pipelines.core.pitr import window_for
-from backup_pipelines.core.runbook import (
+from backup_pipelines.core.recovery.runbook import (
     RUNBOOK_KEY,
     ServerRunbookEntry,
     render_runbook,
     runbook_entry,
 )
+from backup_pipelines.core.servers.pgbackrest import PgBackRestError
+from backup_pipelines.core.servers.window import window_for
 from backup_pipelines.defs.records import latest_check_record
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import readable

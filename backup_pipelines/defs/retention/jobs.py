@@ -1,6 +1,6 @@
 """The retention plan as Dagster sees it: planning for every database and bucket, and the prune
 job that deletes exactly what a plan listed (and the policy still expires). Thin wiring over
-core/prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
+core/retention/prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
 
 import datetime as dt
 from collections import defaultdict
@@ -10,7 +10,7 @@ from dagster import AssetKey, AssetObservation, Config, DagsterInstance, OpExecu
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core.prune import (
+from backup_pipelines.core.retention.prune import (
     SCOPE_BACKUP,
     SCOPE_DUMP,
     SCOPE_SNAPSHOT,

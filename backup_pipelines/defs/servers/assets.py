@@ -2,11 +2,11 @@
 continuity), globals (roles and tablespaces, for logical restores onto a new server) and
 wal_archive (the continuous archive observed: lag, failures, the recovery window).
 
-The backup logic is core/pitr.py and core/pgbackrest.py; this is the Dagster wiring.
+The backup logic is core/servers/ (base_backup.py, archiver.py, window.py, checks.py); this is
+the Dagster wiring.
 """
 
 import datetime as dt
-import time
 
 from dagster import (
     AssetCheckSpec,
@@ -22,14 +22,21 @@ from dagster import (
 from dagster._utils.schedules import cron_string_iterator
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import (
-    BACKUP_KINDS,
-    NO_STANZA,
-    PgBackRestError,
-    RepositoryInfo,
+from backup_pipelines.core.common.postgres_client import PostgresError
+from backup_pipelines.core.servers.archiver import archiver_status
+from backup_pipelines.core.servers.base_backup import AUTO, take_base_backup
+from backup_pipelines.core.servers.checks import (
+    archive_lag,
+    archiving_succeeds,
+    backup_verified,
+    wal_continuity,
 )
-from backup_pipelines.core.postgres import PostgresError
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import (
+    PgBackRestError,
+)
+from backup_pipelines.core.servers.server_globals import dump_globals
+from backup_pipelines.core.servers.window import observe_archive, window_metadata
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
 
@@ -40,7 +47,7 @@ class BaseBackupConfig(Config):
     """`auto`: full on the days servers.<server>.full_backup falls on (or when none exists),
     else differential. Or force `full`, `diff` or `incr`."""
 
-    kind: str = "auto"
+    kind: str = AUTO
 
 
 def full_backup_day(cron: str, day: str) -> bool:
@@ -88,22 +95,20 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
         context: AssetExecutionContext, config: BaseBackupConfig, settings: BackupSettings
     ) -> MaterializeResult:
         engine = settings.server_engine(server)
+        full_today = full_backup_day(
+            settings.config().servers[server].full_backup, context.partition_key
+        )
         try:
-            connection = settings.server_connection(server)
-            pitr.require_archiving(server, pitr.archiver_status(connection))
-            before = engine.info()
-            if before.status == NO_STANZA:
-                engine.create_stanza()
-                before = engine.info()
-            kind = _kind(config.kind, server, settings, before, context.partition_key)
-            context.log.info(f"taking a {kind} backup of server {server!r}")
-            backup, info = engine.backup(kind, before)
-            verify_started = time.monotonic()
-            problems = engine.verify()
-            verify_seconds = time.monotonic() - verify_started
-            archive = pitr.observe_archive(engine, info, pitr.archiver_status(connection))
-        except (PgBackRestError, PostgresError, pitr.PitrError) as error:
+            report = take_base_backup(
+                engine,
+                settings.server_connection(server),
+                config.kind,
+                full_today,
+                context.log.info,
+            )
+        except (PgBackRestError, PostgresError, PitrError) as error:
             raise _fail(server, error) from None
+        backup = report.backup
         return MaterializeResult(
             metadata=readable(
                 {
@@ -112,7 +117,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                     "size_bytes": backup.database_bytes,
                     "repository_bytes": backup.repository_bytes,
                     "backup_seconds": round(backup.seconds, 1),
-                    "verify_seconds": round(verify_seconds, 1),
+                    "verify_seconds": round(report.verify_seconds, 1),
                     "started": backup.started.isoformat(sep=" "),
                     "stopped": backup.stopped.isoformat(sep=" "),
                     "start_lsn": backup.start_lsn,
@@ -121,29 +126,16 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                     "wal_stop": backup.wal_stop,
                     "builds_on": backup.prior or "none (full)",
                     "repository": engine.repository.describe(),
-                    **pitr.window_metadata(archive.window),
+                    **window_metadata(report.archive.window),
                 }
             ),
             check_results=[
-                check_result(pitr.backup_verified(server, backup, info, problems), key),
-                check_result(pitr.wal_continuity(server, archive.continuity), key),
+                check_result(backup_verified(server, backup, report.info, report.problems), key),
+                check_result(wal_continuity(server, report.archive.continuity), key),
             ],
         )
 
     return base_backup
-
-
-def _kind(
-    requested: str, server: str, settings: BackupSettings, info: RepositoryInfo, day: str
-) -> str:
-    if requested == "auto":
-        cron = settings.config().servers[server].full_backup
-        return pitr.backup_kind(info, full_backup_day(cron, day))
-    if requested not in BACKUP_KINDS:
-        raise pitr.PitrError(
-            f"server {server!r}: backup kind {requested!r} is not auto, {', '.join(BACKUP_KINDS)}"
-        )
-    return requested
 
 
 def globals_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefinition:
@@ -164,9 +156,9 @@ def globals_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefini
         object_key = f"{GLOBALS_PREFIX}/{server}/globals/{context.partition_key}.sql"
         try:
             digest = store.write_chunks(
-                object_key, pitr.dump_globals(connection, settings.client_tools())
+                object_key, dump_globals(connection, settings.client_tools())
             )
-        except (PostgresError, pitr.PitrError) as error:
+        except (PostgresError, PitrError) as error:
             raise _fail(server, error) from None
         return MaterializeResult(
             metadata=readable(
@@ -216,12 +208,12 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
     def wal_archive(settings: BackupSettings) -> MaterializeResult:
         limit = settings.config().servers[server].archive_lag_alert_minutes
         try:
-            status = pitr.archiver_status(settings.server_connection(server))
+            status = archiver_status(settings.server_connection(server))
             engine = settings.server_engine(server)
-            archive = pitr.observe_archive(engine, engine.info(), status)
+            archive = observe_archive(engine, engine.info(), status)
         except (PgBackRestError, PostgresError) as error:
             raise _fail(server, error) from None
-        continuity = pitr.wal_continuity(server, archive.continuity)
+        continuity = wal_continuity(server, archive.continuity)
         return MaterializeResult(
             metadata=readable(
                 {
@@ -230,13 +222,13 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
                     "archived_count": status.archived_count,
                     "failed_count": status.failed_count,
                     "wal_missing_segments": archive.continuity.missing,
-                    **pitr.window_metadata(archive.window),
+                    **window_metadata(archive.window),
                 }
             ),
             check_results=[
-                check_result(pitr.archive_lag(server, status, limit), key),
+                check_result(archive_lag(server, status, limit), key),
                 check_result(
-                    pitr.archiving_succeeds(server, status, archive.continuity.first_archived_at),
+                    archiving_succeeds(server, status, archive.continuity.first_archived_at),
                     key,
                 ),
                 check_result(continuity, key),

@@ -22,10 +22,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import PgBackRestError, RecoveryTarget
-from backup_pipelines.core.postgres import PostgresError
-from backup_pipelines.core.prune import policy_for
+from backup_pipelines.core.common.postgres_client import PostgresError
+from backup_pipelines.core.retention.prune import policy_for
+from backup_pipelines.core.retention.servers import apply_expiry, plan_expiry
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import PgBackRestError, RecoveryTarget
+from backup_pipelines.core.servers.restore import ServerRestoreRequest, restore_server
 from backup_pipelines.defs.postgres.jobs import restore_audit_record, triggered_by
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import readable
@@ -119,17 +121,17 @@ def restore_server_to_target(
         "data_directory": config.data_directory,
         "port": str(config.port) if config.port else "not started",
     }
-    request = pitr.RestoreRequest(
+    request = ServerRestoreRequest(
         target, Path(config.data_directory), config.port, config.confirm_overwrite or None
     )
     try:
-        outcome = pitr.restore_server(
+        outcome = restore_server(
             settings.server_engine(config.server),
             settings.server_connection(config.server),
             request,
             settings.config().pg_bin_dir,
         )
-    except (PgBackRestError, PostgresError, pitr.PitrError) as error:
+    except (PgBackRestError, PostgresError, PitrError) as error:
         yield restore_audit_record(base_backups, None, {**audit, "outcome": f"failed: {error}"})
         raise Failure(str(error)) from None
     backup = outcome.backup
@@ -170,8 +172,8 @@ def expire_server_backups(
     for server in backup_config.servers:
         engine = settings.server_engine(server)
         try:
-            plan = pitr.plan_expiry(engine, policy_for(backup_config.server_retention_for(server)))
-            removed = [] if dry_run else pitr.apply_expiry(engine, plan)
+            plan = plan_expiry(engine, policy_for(backup_config.server_retention_for(server)))
+            removed = [] if dry_run else apply_expiry(engine, plan)
         except PgBackRestError as error:
             raise Failure(str(error)) from None
         yield AssetObservation(

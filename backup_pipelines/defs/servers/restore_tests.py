@@ -1,6 +1,6 @@
 """Where point-in-time recovery is proven: pg_server/<server>/pitr_restore_test, one partition
 per day a restore to a moment was shown to work. The restore, the markers and the proof are
-core/pitr.py (run_pitr_restore_test)."""
+core/servers/pitr_test.py (run_pitr_restore_test)."""
 
 from collections.abc import Iterator
 
@@ -14,9 +14,11 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core import pitr
-from backup_pipelines.core.pgbackrest import PgBackRestError
-from backup_pipelines.core.postgres import PostgresError
+from backup_pipelines.core.common.postgres_client import PostgresError
+from backup_pipelines.core.servers.checks import pitr_failure_outcome, pitr_outcome
+from backup_pipelines.core.servers.errors import PitrError, RestoreStageError
+from backup_pipelines.core.servers.pgbackrest import PgBackRestError
+from backup_pipelines.core.servers.pitr_test import run_pitr_restore_test
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec
 
@@ -49,21 +51,21 @@ def pitr_restore_test_asset(server: str, partitions: PartitionsDefinition) -> As
         context: AssetExecutionContext, settings: BackupSettings
     ) -> Iterator[object]:
         try:
-            report = pitr.run_pitr_restore_test(
+            report = run_pitr_restore_test(
                 settings.server_engine(server),
                 settings.server_connection(server),
                 settings.scratch_place(server),
             )
-        except pitr.RestoreStageError as error:
-            failed = pitr.pitr_failure_outcome(error)
+        except RestoreStageError as error:
+            failed = pitr_failure_outcome(error)
             yield check_result(failed, key)  # recorded first: the history keeps the evidence
             raise Failure(failed.description) from None
-        except (PgBackRestError, PostgresError, pitr.PitrError) as error:
+        except (PgBackRestError, PostgresError, PitrError) as error:
             message = str(error)
             raise Failure(
                 message if message.startswith("server") else f"server {server!r}: {message}"
             ) from None
-        outcome = pitr.pitr_outcome(report)
+        outcome = pitr_outcome(report)
         if not outcome.passed:
             yield check_result(outcome, key)  # recorded first: the history keeps the evidence
             raise Failure(outcome.description)

@@ -22,7 +22,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.config import ServerConfig
+from backup_pipelines.core.common.config import ServerConfig
 from backup_pipelines.defs.records import latest_materialization_id
 from backup_pipelines.defs.shared import utc_schedule
 

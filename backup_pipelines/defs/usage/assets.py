@@ -3,8 +3,8 @@
 from dagster import AssetCheckSpec, AssetsDefinition, MaterializeResult, asset
 
 from backup_pipelines import names
-from backup_pipelines.core.usage import check_capacity
-from backup_pipelines.core.usage import storage_usage as measure_storage
+from backup_pipelines.core.retention.usage import check_capacity
+from backup_pipelines.core.retention.usage import storage_usage as measure_storage
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, readable
 

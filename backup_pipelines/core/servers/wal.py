@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backup_pipelines.core.pgbackrest import BackupSet, Engine, RepositoryInfo
-from backup_pipelines.core.postgres import DEBIAN_PG_ROOT
+from backup_pipelines.core.common.postgres_client import DEBIAN_PG_ROOT
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RepositoryInfo
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})-[0-9a-f]{40}(\.[a-z0-9]+)?$")

@@ -16,15 +16,8 @@ from pathlib import Path
 
 import psycopg
 
-from backup_pipelines.core.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
-from backup_pipelines.core.manifest import (
-    BackupRef,
-    Manifest,
-    dump_object_key,
-    manifest_key,
-    remove_superseded,
-)
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
+from backup_pipelines.core.common.postgres_client import (
     ClientTools,
     Connection,
     ExportedSnapshot,
@@ -32,12 +25,24 @@ from backup_pipelines.core.postgres import (
     find_client_tools,
     require_pg_dump_for,
 )
-from backup_pipelines.core.rowcount import (
+from backup_pipelines.core.common.streams import (
+    Compression,
+    Pipeline,
+    compress_command,
+    first_cause,
+)
+from backup_pipelines.core.postgres.manifest import (
+    BackupRef,
+    Manifest,
+    dump_object_key,
+    manifest_key,
+    remove_superseded,
+)
+from backup_pipelines.core.postgres.rowcount import (
     ROW_COUNTER_STAGE,
     read_counts,
     row_counter_command,
 )
-from backup_pipelines.core.streams import Compression, Pipeline, compress_command, first_cause
 from backup_pipelines.storage import ObjectStore, ObjectWriter, writing
 
 LOCK_WAIT_TIMEOUT = "5min"

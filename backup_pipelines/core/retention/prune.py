@@ -17,13 +17,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from backup_pipelines.core.config import RetentionRules
-from backup_pipelines.core.manifest import MANIFEST_NAME, ref_key
-from backup_pipelines.core.retention import BackupStatus, RetentionPolicy, decide
-from backup_pipelines.core.snapshots import LISTING as SNAPSHOT_LISTING
-from backup_pipelines.core.snapshots import MANIFEST as SNAPSHOT_MANIFEST
-from backup_pipelines.core.snapshots import read_snapshot, snapshot_days
-from backup_pipelines.core.stores import BackupStores
+from backup_pipelines.core.buckets.snapshots import LISTING as SNAPSHOT_LISTING
+from backup_pipelines.core.buckets.snapshots import MANIFEST as SNAPSHOT_MANIFEST
+from backup_pipelines.core.buckets.snapshots import read_snapshot, snapshot_days
+from backup_pipelines.core.common.config import RetentionRules
+from backup_pipelines.core.common.stores import BackupStores
+from backup_pipelines.core.postgres.manifest import MANIFEST_NAME, ref_key
+from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.storage import S3Store, StoredObject
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references

@@ -21,10 +21,9 @@ from typing import IO, Any
 
 import psycopg
 
-from backup_pipelines.core.config import RestoreAssertion
-from backup_pipelines.core.encryption import AGE, ArchiveKey, decoding_stages, key_problem
-from backup_pipelines.core.manifest import Manifest, list_backup_days, read_manifest
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.config import RestoreAssertion
+from backup_pipelines.core.common.encryption import AGE, ArchiveKey, decoding_stages, key_problem
+from backup_pipelines.core.common.postgres_client import (
     ClientTools,
     Connection,
     count_rows,
@@ -38,8 +37,9 @@ from backup_pipelines.core.postgres import (
     read_sequences,
     server_major_version,
 )
-from backup_pipelines.core.rowcount import set_data_offsets
-from backup_pipelines.core.streams import Pipeline, first_cause
+from backup_pipelines.core.common.streams import Pipeline, first_cause
+from backup_pipelines.core.postgres.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.postgres.rowcount import set_data_offsets
 from backup_pipelines.storage import ObjectStore
 from backup_pipelines.storage.digest import HashingCounter, StreamDigest
 
@@ -386,7 +386,7 @@ def _same_value(value: object, expected: object) -> bool:
 
 
 @dataclass(frozen=True)
-class RestoreRequest:
+class DatabaseRestoreRequest:
     target: Connection  # the target server; the database in its URL is only used to connect
     target_database: str
     replace_existing: bool = False
@@ -410,7 +410,7 @@ class RestoreResult:
 def restore_archive(
     store: ObjectStore,
     manifest: Manifest,
-    request: RestoreRequest,
+    request: DatabaseRestoreRequest,
     *,
     pg_bin_dir: str | None = None,
     scratch_dir: str | None = None,
@@ -460,7 +460,7 @@ def restore_archive(
     )
 
 
-def _require_confirmation(request: RestoreRequest, where: str) -> None:
+def _require_confirmation(request: DatabaseRestoreRequest, where: str) -> None:
     if len(request.target_database.encode()) > MAX_IDENTIFIER_BYTES:
         raise RestoreError(f"{where}: target_database is longer than 63 bytes")
     if request.replace_existing and request.confirm != request.target_database:
@@ -470,7 +470,7 @@ def _require_confirmation(request: RestoreRequest, where: str) -> None:
         )
 
 
-def _require_target_state(request: RestoreRequest, exists: bool, where: str) -> None:
+def _require_target_state(request: DatabaseRestoreRequest, exists: bool, where: str) -> None:
     name, server = request.target_database, request.target.server
     if exists and not request.replace_existing:
         raise RestoreError(

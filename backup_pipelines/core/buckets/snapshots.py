@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from backup_pipelines import names
-from backup_pipelines.core.verification import CheckOutcome
+from backup_pipelines.core.common.checks import CheckOutcome
 from backup_pipelines.storage import S3Store, StoredObject
 
 MANIFEST = "manifest.json"

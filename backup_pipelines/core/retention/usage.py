@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backup_pipelines import names
-from backup_pipelines.core.prune import inventory
-from backup_pipelines.core.stores import BackupStores
-from backup_pipelines.core.verification import CheckOutcome
+from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.stores import BackupStores
+from backup_pipelines.core.retention.prune import inventory
 
 CAPACITY_WARN_FRACTION = 0.8
 

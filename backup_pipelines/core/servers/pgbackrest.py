@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backup_pipelines.core.config import BackupConfig, ConfigError, expand_env
-from backup_pipelines.core.postgres import Connection, redact
+from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env
+from backup_pipelines.core.common.postgres_client import Connection, redact
 
 PGBACKREST = "pgbackrest"
 BACKUP_KINDS = ("full", "diff", "incr")

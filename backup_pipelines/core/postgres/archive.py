@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from backup_pipelines.core.dump import ref_for
-from backup_pipelines.core.manifest import (
+from backup_pipelines.core.postgres.dump import ref_for
+from backup_pipelines.core.postgres.manifest import (
     BackupRef,
     Manifest,
     manifest_key,

@@ -17,9 +17,9 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from backup_pipelines.core.config import EncryptionConfig, expand_env
-from backup_pipelines.core.manifest import Manifest
-from backup_pipelines.core.streams import decompress_command
+from backup_pipelines.core.common.config import EncryptionConfig, expand_env
+from backup_pipelines.core.common.streams import decompress_command
+from backup_pipelines.core.postgres.manifest import Manifest
 from backup_pipelines.storage import aws_client
 
 AGE = "age"

@@ -2,8 +2,8 @@
 manifest then states what the archive holds, and the database is not read a second time.
 
 The counting is a stage between pg_dump and the compressor that passes the stream on
-unchanged: this module run as a program (`python -m backup_pipelines.core.rowcount COUNTS
-[OFFSETS]`), its loop in C (core/_rowcount.c). It is compiled code because pg_dump's custom
+unchanged: this module run as a program (`python -m backup_pipelines.core.postgres.rowcount COUNTS
+[OFFSETS]`), its loop in C (core/postgres/_rowcount.c). It is compiled code because pg_dump's custom
 format frames every COPY row on its own: walking 15 million frames takes Python about 7 s and
 the C loop a fraction of one. The package's own build compiles it (setup.py); importing this
 module fails at once where it is missing, so a broken install never reaches a backup.
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from backup_pipelines.core import _rowcount
+from backup_pipelines.core.postgres import _rowcount
 
 ROW_COUNTER_STAGE = "row counter"
 _OFF_SIZE_AT = 9  # the header's byte giving the size of an offset: after "PGDMP", 3, int size

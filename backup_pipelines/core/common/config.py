@@ -79,7 +79,7 @@ class S3StorageConfig(RemoteStorageConfig):
     kms_key_id: str | None = None
     # Some S3-compatible stores allow only 1,000 parts; AWS allows 10,000.
     max_parts: int = Field(default=10_000, ge=10, le=10_000)
-    # Lifecycle rules (see `python -m backup_pipelines.core.lifecycle`): archives move to a colder
+    # Lifecycle rules (see `python -m backup_pipelines.core.retention.lifecycle`): archives move to a colder
     # storage class after this many days.
     archive_transition_days: int | None = Field(default=None, ge=1)
     archive_transition_storage_class: str = "GLACIER_IR"

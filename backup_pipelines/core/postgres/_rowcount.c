@@ -1,5 +1,5 @@
 /*
- * backup_pipelines.core._rowcount: copies a pg_dump custom-format stream from stdin to stdout
+ * backup_pipelines.core.postgres._rowcount: copies a pg_dump custom-format stream from stdin to stdout
  * unchanged and counts, as it passes, the rows of every table's COPY data. At the end it
  * writes one line per table whose data the dump holds to the file named by its first argument:
  *
@@ -19,7 +19,7 @@
  * a message.
  *
  * It is a C extension built by the package's own build (setup.py), run as a pipeline stage of
- * its own: `python -m backup_pipelines.core.rowcount COUNTS [OFFSETS]`. Its state is the
+ * its own: `python -m backup_pipelines.core.postgres.rowcount COUNTS [OFFSETS]`. Its state is the
  * process's and a failure ends the process, so `count` is only ever called once, there.
  *
  * Python walks 15 million such chunks in about 7 s; this walks them at memory speed, which is

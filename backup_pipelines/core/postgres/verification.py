@@ -7,50 +7,30 @@ asset check results, so the asset-checks tab is the audit record.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import statistics
 import subprocess
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from backup_pipelines import names
-from backup_pipelines.core.encryption import ArchiveKey, decoding_stages, key_problem
-from backup_pipelines.core.manifest import BackupRef, Manifest, list_backup_days, read_manifest
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.encryption import ArchiveKey, decoding_stages, key_problem
+from backup_pipelines.core.common.postgres_client import (
     ClientTools,
     TableOfContents,
     parse_toc,
     relations_missing_data,
 )
-from backup_pipelines.core.streams import SIGPIPE_EXIT, Pipeline, first_cause
+from backup_pipelines.core.common.streams import SIGPIPE_EXIT, Pipeline, first_cause
+from backup_pipelines.core.postgres.manifest import (
+    BackupRef,
+    Manifest,
+    list_backup_days,
+    read_manifest,
+)
 from backup_pipelines.storage import ObjectStore
 from backup_pipelines.storage.digest import HashingCounter, StreamDigest, digest_chunks
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    passed: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def warning_only(self) -> bool:
-        """A failure is a warning, not an error (names.WARNING_CHECKS)."""
-        return self.name in names.WARNING_CHECKS
-
-
-@dataclass(frozen=True)
-class CheckRecord:
-    """A check evaluation as Dagster recorded it (read back by the runbook and reports)."""
-
-    passed: bool
-    description: str
-    metadata: dict[str, Any]
-    evaluated_at: dt.datetime
-    run_id: str
 
 
 @dataclass(frozen=True)

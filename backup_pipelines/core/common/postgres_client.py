@@ -340,6 +340,13 @@ def exported_snapshot(connection: Connection) -> Iterator[ExportedSnapshot]:
 # --- creating and dropping databases ----------------------------------------------------------
 
 
+def scalar(conn: psycopg.Connection, query: str) -> object:
+    """The one value a query answers."""
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def server_major_version(conn: psycopg.Connection) -> int:
     (number,) = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     return int(number) // 10000

@@ -3,8 +3,8 @@ backstop to the prune job (dumps expire, archives move to a colder storage class
 multipart uploads are aborted); on the snapshotted source buckets, the rules their `lifecycle:`
 declares (the application's own files expire or move to a colder class).
 
-    python -m backup_pipelines.core.lifecycle            # print the rules for each bucket
-    python -m backup_pipelines.core.lifecycle --apply    # write them (other rules are kept)
+    python -m backup_pipelines.core.retention.lifecycle            # print the rules for each bucket
+    python -m backup_pipelines.core.retention.lifecycle --apply    # write them (other rules are kept)
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from backup_pipelines.core.config import (
+from backup_pipelines.core.common.config import (
     BackupConfig,
     ConfigError,
     SourceLifecycleRule,
     load_config,
 )
-from backup_pipelines.core.stores import source_bucket_store, stores_from_config
+from backup_pipelines.core.common.stores import source_bucket_store, stores_from_config
 from backup_pipelines.storage import S3Store
 
 RULE_PREFIX = "backup_pipelines-"

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backup_pipelines import names
-from backup_pipelines.core.manifest import Manifest, list_backup_days, read_manifest
-from backup_pipelines.core.pgbackrest import BackupSet, Repository, option_variable
-from backup_pipelines.core.pitr import RecoveryWindow
-from backup_pipelines.core.streams import file_suffix
-from backup_pipelines.core.verification import CheckRecord
+from backup_pipelines.core.common.checks import CheckRecord
+from backup_pipelines.core.common.streams import file_suffix
+from backup_pipelines.core.postgres.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Repository, option_variable
+from backup_pipelines.core.servers.window import RecoveryWindow
 from backup_pipelines.storage import ObjectStore
 
 RUNBOOK_KEY = "recovery_runbook.html"

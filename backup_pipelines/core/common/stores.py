@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from backup_pipelines.core.config import (
+from backup_pipelines.core.common.config import (
     AzureStorageConfig,
     BackupConfig,
     GcsStorageConfig,

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from backup_pipelines import names
-from backup_pipelines.core.postgres import RelationCount, TableConstraint
-from backup_pipelines.core.streams import Compression, file_suffix
+from backup_pipelines.core.common.postgres_client import RelationCount, TableConstraint
+from backup_pipelines.core.common.streams import Compression, file_suffix
 from backup_pipelines.storage import ObjectStore, StorageError
 
 MANIFEST_NAME = "manifest.json"

@@ -22,10 +22,10 @@ import psycopg
 from psycopg import sql
 
 from backup_pipelines import names
-from backup_pipelines.core.config import RestoreAssertion
-from backup_pipelines.core.encryption import ArchiveKey
-from backup_pipelines.core.manifest import Manifest
-from backup_pipelines.core.postgres import (
+from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.config import RestoreAssertion
+from backup_pipelines.core.common.encryption import ArchiveKey
+from backup_pipelines.core.common.postgres_client import (
     Connection,
     PostgresError,
     create_database,
@@ -33,7 +33,8 @@ from backup_pipelines.core.postgres import (
     drop_database_if_unused,
     server_major_version,
 )
-from backup_pipelines.core.restore import (
+from backup_pipelines.core.postgres.manifest import Manifest
+from backup_pipelines.core.postgres.restore import (
     RestoreError,
     RestoreValidation,
     fetched_archive,
@@ -43,7 +44,6 @@ from backup_pipelines.core.restore import (
     run_pg_restore,
     validate_restored,
 )
-from backup_pipelines.core.verification import CheckOutcome
 from backup_pipelines.storage import ObjectStore
 
 TEMP_MARKER = "backup_pipelines restore test: dropped by the next restore test if left behind"
