@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostgreSQL server per session, real S3 (moto), Azure (Azurite) and GCS
 (gcp-storage-emulator) endpoints over HTTP.
-Helpers that tests import by name are in helpers.py."""
+Helpers that tests import by name are in support/, one module per concern."""
 
 import os
 import shutil
@@ -19,23 +19,23 @@ from dagster import DagsterInstance, instance_for_test
 from moto.server import ThreadedMotoServer
 
 from backup_pipelines_demo.cluster import LocalCluster, free_port, start_cluster
-from backup_pipelines_demo.emulators import running_azurite, running_gcs_emulator
 from backup_pipelines_demo.sample_databases import (
     create_backup_role,
     create_restore_test_role,
     create_sample_database,
 )
-from backup_pipelines_tests.helpers import (
+from backup_pipelines_tests.support.certificates import make_certificates
+from backup_pipelines_tests.support.clouds import Cloud, azure_cloud, gcs_cloud
+from backup_pipelines_tests.support.config import (
     BACKUP_PASSWORD,
-    DOCKER,
+    NO_SERVER,
     RESTORE_TEST_PASSWORD,
     TEST_DATABASES,
-    Cloud,
-    azure_cloud,
+    Server,
     config_document,
-    gcs_cloud,
-    make_certificates,
 )
+from backup_pipelines_tests.support.emulators import running_azurite, running_gcs_emulator
+from backup_pipelines_tests.support.paths import DOCKER
 
 
 @pytest.fixture(scope="session")
@@ -82,21 +82,34 @@ def instance() -> Iterator[DagsterInstance]:
         yield test_instance
 
 
-@pytest.fixture
-def write_config(
-    tmp_path: Path, cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+def _config_writer(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Path]:
-    """Write a configuration file for the session's server; returns its path."""
     monkeypatch.setenv("TEST_BACKUP_PASSWORD", BACKUP_PASSWORD)
     monkeypatch.setenv("TEST_RESTORE_PASSWORD", RESTORE_TEST_PASSWORD)
 
     def write(storage: dict | None = None, databases: dict | None = None, **extra) -> Path:
         path = tmp_path / "backup_pipelines.yaml"
-        path.write_text(yaml.safe_dump(config_document(cluster, storage, databases, **extra)))
+        path.write_text(yaml.safe_dump(config_document(server, storage, databases, **extra)))
         monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(path))
         return path
 
     return write
+
+
+@pytest.fixture
+def write_config(
+    tmp_path: Path, cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """Write a configuration file for the session's server; returns its path."""
+    return _config_writer(tmp_path, cluster, monkeypatch)
+
+
+@pytest.fixture
+def write_offline_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write a configuration file whose databases point at no server: for tests of the
+    definitions, schedules and configuration, which connect to nothing."""
+    return _config_writer(tmp_path, NO_SERVER, monkeypatch)
 
 
 def compose_tls_terminator(port: int, certificates: Path, s3_endpoint: str) -> str:

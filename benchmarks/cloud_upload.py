@@ -118,7 +118,7 @@ def main() -> None:
     from azure.storage.blob import BlobServiceClient
     from google.cloud import storage
 
-    from backup_pipelines_demo.emulators import running_azurite, running_gcs_emulator
+    from backup_pipelines_tests.support.emulators import running_azurite, running_gcs_emulator
 
     with tempfile.TemporaryDirectory(prefix="backup-pipelines-bench-upload-") as work:
         files = [make_file(Path(work), size) for size in args.sizes]

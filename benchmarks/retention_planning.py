@@ -26,7 +26,7 @@ from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.retention.jobs import plan_all
 from backup_pipelines.names import VERIFYING_CHECKS
-from backup_pipelines_demo.synthetic_history import write_synthetic_history
+from backup_pipelines_tests.support.synthetic_history import write_synthetic_history
 
 
 def main() -> None:

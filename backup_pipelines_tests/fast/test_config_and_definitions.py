@@ -1,0 +1,184 @@
+"""The configuration contract and the Dagster definitions built from it."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, build_schedule_context
+
+from backup_pipelines.core.common.config import ConfigError, expand_env, load_config
+from backup_pipelines_tests.support.paths import REPOSITORY
+from backup_pipelines_tests.support.runs import definitions_for
+
+MINIMAL = {
+    "storage": {"local": {"path": "./b"}},
+    "databases": {"agentic": {"url": "postgresql://u@h:5433/agentic"}},
+}
+
+
+def write(tmp_path: Path, document: dict) -> Path:
+    path = tmp_path / "backup_pipelines.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_minimal_config_and_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.schedule == "0 2 * * *" and config.compression == "zstd"
+    assert config.local_path("./b") == tmp_path / "b"  # relative to the file's folder
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"storage": {}},
+            "storage: Value error, give exactly one of storage.s3, storage.azure, storage.gcs "
+            "or storage.local",
+        ),
+        ({"storage": {"s3": {"bucket": "abc"}, "local": {"path": "x"}}}, "exactly one"),
+        ({"storage": {"s3": {"prefix": "x"}}}, "storage.s3.bucket: Field required"),
+        ({"storage": {"s3": {"bucket": "abc", "sse": "rot13"}}}, "storage.s3.sse"),
+        ({"storage": {"s3": {"bucket": "abc", "kms_key_id": "k"}}}, "set sse: aws:kms"),
+        ({"databases": {}}, "databases: Dictionary should have at least 1 item"),
+        ({"databases": {"Bad-Name": {"url": "x"}}}, "databases: Value error, name 'Bad-Name'"),
+        ({"buckets": {"media": {"bucket": "acme-media"}}}, "configure storage.s3"),
+        ({"databases": {"agentic": {}}}, "databases.agentic.url: Field required"),
+        ({"schedule": "every day"}, "schedule: Value error, 'every day' is not a valid cron"),
+        ({"compression": "lzma"}, "compression"),
+        ({"retention_days": 3}, "retention_days: Extra inputs are not permitted"),
+        ({"restore_test": {"schedule": "sundays"}}, "restore_test.schedule: Value error"),
+        ({"restore_test": {"jobs": 0}}, "restore_test.jobs: Input should be greater than"),
+        (
+            {"retention": {"daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}},
+            "retention: Value error, every rule (daily, weekly, monthly, yearly) is 0",
+        ),
+        (
+            {
+                "databases": {
+                    "a": {"url": "x", "retention": {"daily": 0, "weekly": 0, "monthly": 0}}
+                }
+            },
+            "databases.a.retention: Value error, every rule",
+        ),
+        ({"retention": {"min_keep": 0}}, "retention.min_keep: Input should be greater than"),
+        ({"storage": {"local": {"path": "x"}, "capacity_gb": -1}}, "storage.capacity_gb"),
+        (
+            {"databases": {"a": {"url": "x", "restore_assertions": [{"name": "n"}]}}},
+            "databases.a.restore_assertions.0.sql: Field required",
+        ),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, {**MINIMAL, **change}))
+    assert expected in str(error.value)
+    assert str(tmp_path) in str(error.value)
+
+
+def test_missing_file_says_how_to_fix(tmp_path):
+    with pytest.raises(ConfigError, match="BACKUP_PIPELINES_CONFIG"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_env_expansion_happens_at_use(monkeypatch):
+    monkeypatch.setenv("DB_PW", "s3cret")
+    assert expand_env("postgresql://u:${DB_PW}@h/db", "databases.x.url") == (
+        "postgresql://u:s3cret@h/db"
+    )
+    monkeypatch.delenv("DB_PW")
+    with pytest.raises(ConfigError, match=r"databases.x.url: environment variable DB_PW"):
+        expand_env("postgresql://u:${DB_PW}@h/db", "databases.x.url")
+
+
+def test_definitions_have_a_chain_group_and_pool_per_database(write_offline_config):
+    defs = definitions_for(write_offline_config(schedule="30 1 * * *"))
+    graph = defs.resolve_asset_graph()
+    for database in ("agentic", "langfuse"):
+        dump, archive, verification = (
+            AssetKey(["postgres", database, s]) for s in ("dump", "archive", "verification")
+        )
+        assert graph.get(archive).parent_keys == {dump}
+        assert graph.get(verification).parent_keys == {archive}
+        assert graph.get(dump).group_name == f"postgres_{database}"
+    pools = {
+        defs.resolve_assets_def(AssetKey(["postgres", db, "dump"])).op.pool
+        for db in ("agentic", "langfuse")
+    }
+    assert len(pools) == 1 and next(iter(pools)).startswith("pg_dump_127_0_0_1_")
+
+    schedule = defs.resolve_schedule_def("daily_backup_schedule")
+    assert schedule.cron_schedule == "30 1 * * *" and schedule.execution_timezone == "UTC"
+    tick = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC)
+    request = schedule.evaluate_tick(
+        build_schedule_context(
+            scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        )
+    )
+    assert [r.partition_key for r in request.run_requests] == ["2026-03-29"]
+
+
+def test_dagster_cli_loads_the_definitions(write_offline_config):
+    config = write_offline_config()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "backup_pipelines.definitions",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_dg_checks_and_lists_the_project_definitions(write_offline_config, tmp_path):
+    """`dg` works on the project ([tool.dg] in pyproject), reading BACKUP_PIPELINES_CONFIG."""
+    config = write_offline_config()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "BACKUP_PIPELINES_CONFIG": str(config),
+        "DAGSTER_HOME": str(home),
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+    }
+    dg = str(Path(sys.executable).parent / "dg")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([dg, *args], capture_output=True, text=True, cwd=REPOSITORY, env=env)
+
+    checked = run("check", "defs")
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "All definitions loaded successfully." in checked.stdout + checked.stderr
+    listed = run("list", "defs", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assets = {asset["asset_key"] for asset in json.loads(listed.stdout)["assets"]}
+    assert {"postgres/agentic/dump", "postgres/langfuse/verification"} <= assets
+
+
+def test_daily_backup_leaves_restore_tests_to_their_own_job(write_offline_config):
+    defs = definitions_for(write_offline_config())
+    daily = defs.resolve_job_def("daily_backup").asset_layer.asset_graph.asset_check_keys
+    assert {key.name for key in daily} == {
+        "dump_complete",
+        "archive_checksum",
+        "archive_contents",
+        "size_change",
+    }
+    all_checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert "restored_data_matches" in all_checks
+    jobs = ("restore_test", "restore_database", "refresh_recovery_runbook", "prune_backups")
+    for job in (*jobs, "measure_storage"):
+        assert defs.resolve_job_def(job).name == job

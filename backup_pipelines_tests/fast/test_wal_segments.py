@@ -1,0 +1,75 @@
+"""WAL segment arithmetic, timeline history and the reachable stretches around a gap, from made-up repository listings (the real gap is in integration/test_wal_gaps.py)."""
+
+import datetime as dt
+
+import pytest
+
+from backup_pipelines.core.servers import wal
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import BackupSet
+from backup_pipelines.core.servers.window import RecoveryWindow, require_in_window
+
+SERVER = "main"
+MIB16 = 16 * 1024 * 1024
+
+
+def test_segment_names_follow_the_segment_size():
+    for size in (MIB16, 64 * 1024 * 1024, 1024 * 1024):
+        name = "00000002000000010000000F"
+        segment = wal.Segment.parse(name, size)
+        assert segment.timeline == 2 and segment.name(size) == name
+    # 16 MiB: 256 segments per log, so ...FF is followed by the next log's 00.
+    after = wal.Segment(1, wal.Segment.parse("0000000100000000000000FF", MIB16).number + 1)
+    assert after.name(MIB16) == "000000010000000100000000"
+    # 64 MiB: 64 segments per log.
+    after = wal.Segment(1, wal.Segment.parse("00000001000000000000003F", 64 << 20).number + 1)
+    assert after.name(64 << 20) == "000000010000000100000000"
+
+
+def test_history_files_give_the_timeline_chain():
+    history = "1\t0/5000000\tno recovery target specified\n\n2\t0/9000000\tbefore 2026-12-01\n"
+    assert wal.parse_history(history) == [(1, 0x5000000), (2, 0x9000000)]
+    chain = [(1, 0, 5), (2, 5, 9), (3, 9, None)]
+    assert [wal.timeline_of(n, chain) for n in (0, 4, 5, 8, 9, 40)] == [1, 1, 2, 2, 3, 3]
+
+
+def _backup(label: str, start: int, stop: int, stopped: dt.datetime) -> BackupSet:
+    return BackupSet(
+        label,
+        "full",
+        stopped,
+        stopped,
+        "0/0",
+        "0/0",
+        wal.Segment(1, start).name(MIB16),
+        wal.Segment(1, stop).name(MIB16),
+        0,
+        0,
+        None,
+    )
+
+
+def test_reachable_stretches_skip_the_gap_and_a_backup_whose_own_wal_is_missing():
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    backups = [
+        _backup("one", 2, 3, t0),
+        _backup("two", 10, 11, t0 + 5 * hour),  # its own WAL is in the second gap
+        _backup("three", 20, 21, t0 + 8 * hour),
+    ]
+    gaps = (
+        wal.Gap("a", "a", 1, 6, 6, reachable_until=t0 + 2 * hour, resumes_at=t0 + 8 * hour),
+        wal.Gap("b", "b", 1, 11, 11, reachable_until=t0 + 5 * hour, resumes_at=t0 + 8 * hour),
+    )
+    stretches = wal.reachable_stretches(backups, gaps, t0 + 10 * hour, MIB16)
+    assert stretches == [
+        wal.Stretch(t0, t0 + 2 * hour),
+        wal.Stretch(t0 + 8 * hour, t0 + 10 * hour),
+    ]
+    window = RecoveryWindow(tuple(stretches), gaps)
+    assert window.contains(t0 + hour) and not window.contains(t0 + 3 * hour)
+    assert window.gap_before(t0 + 3 * hour) is gaps[0]
+    with pytest.raises(PitrError, match="lies in a gap of the WAL archive"):
+        require_in_window(SERVER, window, t0 + 3 * hour)
+    with pytest.raises(PitrError, match="its recovery window is"):
+        require_in_window(SERVER, window, t0 + 11 * hour)

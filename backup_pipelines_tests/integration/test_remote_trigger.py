@@ -1,0 +1,330 @@
+"""Triggering from outside: the CLI and the HTTP trigger against a real Dagster webserver."""
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+import yaml
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from psycopg.conninfo import make_conninfo
+
+from backup_pipelines import names
+from backup_pipelines.core.common.config import load_config
+from backup_pipelines.defs.postgres.assets import database_dump_pool
+from backup_pipelines.trigger.remote import (
+    _DATABASE_BACKUP,
+    Deployment,
+    _backup_selector,
+    run_status,
+    submit_run,
+    wait_for_run,
+)
+from backup_pipelines_demo.cluster import LocalCluster, free_port
+from backup_pipelines_tests.support.archiving import start_archiving
+from backup_pipelines_tests.support.config import (
+    BACKUP_PASSWORD,
+    PITR_PASSWORD_ENV,
+    RESTORE_TEST_PASSWORD,
+    backup_url,
+    scratch_url,
+    server_document,
+    today,
+    yesterday,
+)
+from backup_pipelines_tests.support.paths import REPOSITORY
+from backup_pipelines_tests.support.processes import (
+    production_instance_env,
+    serve_definitions,
+    stop,
+)
+
+CLI = [sys.executable, "-m", "backup_pipelines.trigger.cli"]
+TRIGGER_SECRET = "trigger-secret-3f9c1b7e5a"
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{process.args[:4]} exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def webserver(cluster, s3_endpoint, tmp_path_factory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """The production set-up: dagster.yaml on a real PostgreSQL, a webserver on a free
+    port and the daemon that dequeues runs. Yields (url, environment, DAGSTER_HOME)."""
+    root = tmp_path_factory.mktemp("deployment")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster.yaml")
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS dagster_remote")
+        admin.execute("CREATE DATABASE dagster_remote")
+    logs_bucket = f"dagster-logs-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=logs_bucket)
+    config = root / "backup_pipelines.yaml"
+    databases = {name: {"url": backup_url(cluster, name)} for name in ("agentic", "langfuse")}
+    # A server archiving WAL (point-in-time recovery); it runs as postgres, so not under root's
+    # private pytest folder.
+    server_home = Path(tempfile.mkdtemp(prefix="backup-pipelines-remote-pitr-"))
+    server_home.chmod(0o755)
+    server = LocalCluster(server_home / "server", free_port(), uuid.uuid4().hex)
+    server.init()
+    document = {
+        "storage": {"local": {"path": "./backups"}},
+        "databases": databases,
+        "servers": server_document(server, {"path": str(server_home / "repository")}),
+        "restore_test": {"url": scratch_url(cluster)},
+    }
+    config.write_text(yaml.safe_dump(document))
+    start_archiving(server, config)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BACKUP_PIPELINES_CONFIG": str(config),
+        "TEST_BACKUP_PASSWORD": BACKUP_PASSWORD,
+        "TEST_RESTORE_PASSWORD": RESTORE_TEST_PASSWORD,
+        PITR_PASSWORD_ENV: server.superuser_password,
+        **production_instance_env(cluster, "dagster_remote", s3_endpoint, logs_bucket),
+    }
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", "-m", "backup_pipelines.definitions"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    webserver = serve_definitions([str(bin_dir / "dagster-webserver")], port, env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/server_info", webserver)
+        yield url, env, home
+    finally:
+        for process in (webserver, daemon):
+            stop(process, grace=60)
+        server.destroy()
+        shutil.rmtree(server_home, ignore_errors=True)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env or dict(os.environ), timeout=600
+    )
+
+
+def submitted_and_succeeded(url: str, env: dict[str, str], *command: str) -> str:
+    """Run a submitting CLI command with --wait; it prints the run id, then SUCCESS."""
+    done = cli("--url", url, *command, "--wait", "--timeout", "300", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id, status = done.stdout.split()
+    assert status == "SUCCESS"
+    return run_id
+
+
+def test_cli_submits_one_database_and_reports_the_run(webserver):
+    url, env, home = webserver
+    run_id = submitted_and_succeeded(url, env, "backup", "agentic")
+
+    backups = home.parent / "backups" / "archive"
+    assert (backups / "agentic" / today() / "manifest.json").exists()
+    assert not (backups / "langfuse").exists()  # only the database asked for
+
+    run, checks = run_and_checks(env, home, run_id)
+    assert run.job_name == "daily_backup"
+    assert run.tags["dagster/partition"] == today()
+    assert run.tags["backup_pipelines/triggered_by"].startswith("backup-pipelines CLI (")
+    assert checks == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
+
+    assert cli("--url", url, "status", run_id, env=env).stdout.strip() == "SUCCESS"
+    unknown = cli("--url", url, "status", "0" * 36, env=env)
+    assert unknown.returncode == 2 and "RunNotFoundError" in unknown.stderr
+    refused = cli("--url", url, "backup", "nope", env=env)
+    assert refused.returncode == 2, refused.stdout
+    assert f"{url} backs up no database 'nope'; its databases: agentic, langfuse" in (
+        refused.stderr
+    )
+
+
+def run_and_checks(env: dict[str, str], home: Path, run_id: str) -> tuple[DagsterRun, set[str]]:
+    """The run as the deployment's instance records it, and the checks it evaluated."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
+            patch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            run = instance.get_run_by_id(run_id)
+            assert run is not None
+            checks = {
+                event.asset_check_evaluation.check_name
+                for event in instance.all_logs(run_id)
+                if event.dagster_event
+                and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+        finally:
+            instance.dispose()
+    return run, checks
+
+
+def test_cli_queues_one_servers_base_backup(webserver):
+    url, env, home = webserver
+    run_id = submitted_and_succeeded(url, env, "backup-server", "main")
+    run, checks = run_and_checks(env, home, run_id)
+    assert run.job_name == "server_backup" and run.tags["dagster/partition"] == today()
+    assert run.asset_selection == {
+        names.server_key("main", names.BASE_BACKUP),
+        names.server_key("main", names.GLOBALS),
+    }
+    assert checks == {names.BASE_BACKUP_VERIFIED, names.WAL_CONTINUOUS}
+    globals_sql = (
+        home.parent / "backups" / "dumps" / "servers" / "main" / "globals" / f"{today()}.sql"
+    )
+    assert "CREATE ROLE" in globals_sql.read_text()
+
+    refused = cli("--url", url, "backup-server", "agentic", env=env)
+    assert refused.returncode == 2, refused.stdout
+    assert f"{url} backs up no server 'agentic'; its servers: main" in refused.stderr
+
+
+def test_cli_fails_clearly_when_the_server_is_down():
+    port = free_port()
+    done = cli("--url", f"http://ops:hunter2-secret@127.0.0.1:{port}", "backup", "agentic")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert f"cannot reach the Dagster webserver at http://127.0.0.1:{port}" in done.stderr
+    assert "hunter2-secret" not in done.stderr
+
+
+def post(url: str, secret: str | None = None, method: str = "POST") -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if secret is not None:
+        request.add_header("X-Backup-Pipelines-Secret", secret)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        return error.code, json.loads(body) if body.startswith(b"{") else {}
+
+
+def test_http_trigger_answers_202_401_404(webserver):
+    url, env, _ = webserver
+    port = free_port()
+    trigger = subprocess.Popen(
+        [*CLI, "--url", url, "serve-trigger", "--port", str(port)],
+        env={**env, "BACKUP_PIPELINES_TRIGGER_SECRET": TRIGGER_SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/healthz", trigger)
+        assert post(f"{base}/backups/langfuse")[0] == 401
+        assert post(f"{base}/backups/langfuse", "wrong-secret-of-some-length")[0] == 401
+        assert post(f"{base}/backups/nope")[0] == 401  # no secret, no list of databases
+        status, body = post(f"{base}/backups/nope", TRIGGER_SECRET)
+        assert status == 404 and "configured databases: agentic, langfuse" in body["error"]
+        assert post(f"{base}/backups/langfuse", method="GET")[0] == 405
+
+        status, body = post(f"{base}/backups/langfuse", TRIGGER_SECRET)
+        assert status == 202, body
+        assert body["database"] == "langfuse" and body["partition"] == today()
+        final = wait_for_run(Deployment(url), body["run_id"], timeout_seconds=300)
+        assert final.value == "SUCCESS"
+    finally:
+        trigger.terminate()
+        log = trigger.communicate(timeout=30)[0]
+    assert "POST /backups/langfuse" in log
+    assert TRIGGER_SECRET not in log
+
+
+def test_the_trigger_refuses_to_start_without_a_strong_secret(write_config):
+    write_config()
+    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_TRIGGER_SECRET"}
+    done = cli("serve-trigger", "--port", str(free_port()), env=env)
+    assert done.returncode == 2
+    assert "set BACKUP_PIPELINES_TRIGGER_SECRET to a random secret" in done.stderr
+
+
+BUSY_RUN = "0" * 8 + "-busy-" + "0" * 8  # another run holding the server's only dump slot
+
+
+def test_a_run_queued_before_midnight_backs_up_the_day_it_asked_for(webserver):
+    """A run asking for yesterday's backup, submitted at 23:59:55 yesterday (simulated: its
+    record's creation time is moved back there) and held behind a busy pool until now, after
+    midnight: it takes yesterday's backup now, and the manifest says when it was asked for."""
+    url, env, home = webserver
+    day = yesterday()
+    asked_at = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59, 55))
+    pool = database_dump_pool("agentic", load_config(Path(env["BACKUP_PIPELINES_CONFIG"])))
+    deployment = Deployment(url)
+    with deployment_instance(env, home) as instance:
+        slots = instance.event_log_storage
+        slots.set_concurrency_slots(pool, 1)
+        slots.claim_concurrency_slot(pool, BUSY_RUN, "another_dump")
+        try:
+            selector = _backup_selector(deployment, _DATABASE_BACKUP, "agentic")
+            run_id = submit_run(deployment, selector, "test", partition=day, what="agentic")
+            with psycopg.connect(deployment_database_url(env), autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE runs SET create_timestamp = %s WHERE run_id = %s", (asked_at, run_id)
+                )
+            time.sleep(8)  # the daemon has dequeued it by now; the pool holds its dump back
+            assert run_status(deployment, run_id) in (
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+            )
+        finally:
+            slots.free_concurrency_slots_for_run(BUSY_RUN)
+            slots.set_concurrency_slots(pool, 2)
+    assert wait_for_run(deployment, run_id, 300) == DagsterRunStatus.SUCCESS
+    manifest = json.loads(
+        (home.parent / "backups" / "archive" / "agentic" / day / "manifest.json").read_text()
+    )
+    assert manifest["partition"] == day
+    assert manifest["snapshot_taken_at"][:10] == today() != day
+    assert dt.datetime.fromisoformat(manifest["submitted_at"]) == asked_at.replace(tzinfo=dt.UTC)
+    assert manifest["start_delay_seconds"] > 5
+
+
+@contextlib.contextmanager
+def deployment_instance(env: dict[str, str], home: Path) -> Iterator[DagsterInstance]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
+            patch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+
+
+def deployment_database_url(env: dict[str, str]) -> str:
+    return make_conninfo(
+        host=env["DAGSTER_PG_HOST"],
+        port=env["DAGSTER_PG_PORT"],
+        user=env["DAGSTER_PG_USER"],
+        password=env["DAGSTER_PG_PASSWORD"],
+        dbname=env["DAGSTER_PG_DB"],
+    )
