@@ -1,6 +1,6 @@
-"""The package's one compiled part: the dump's row counter (backup_pipelines/core/postgres/_rowcount.c),
-built by `pip install .`, `pip install -e .` and `python -m build` alike. Everything else about
-the package is in pyproject.toml."""
+"""The package's one compiled part: the dump's row counter
+(backup_pipelines/core/postgres/_rowcount.c), built by `pip install .`, `pip install -e .` and
+`python -m build` alike. Everything else about the package is in pyproject.toml."""
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext

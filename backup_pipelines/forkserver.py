@@ -10,18 +10,9 @@ import importlib
 import os
 from pathlib import Path
 
-from dagster._core.instance.ref import InstanceRef
-
 from backup_pipelines.core.common.config import ConfigError
+from backup_pipelines.dagster_private import INSTANCE_MODULES, InstanceRef
 from backup_pipelines.definitions import definitions_from_env
-
-# What opening the run's instance imports whatever its configuration, and the default
-# instance's storage (found by profiling a run's step processes with py-spy).
-_INSTANCE_MODULES = (
-    "dagster._core.instance.factory",
-    "dagster._core.secrets.loader",
-    "dagster._core.storage.sqlite_storage",
-)
 
 
 def _configured_modules() -> list[str]:
@@ -34,7 +25,7 @@ def _configured_modules() -> list[str]:
     return [module for module in named if module]
 
 
-for _module in (*_INSTANCE_MODULES, *_configured_modules()):
+for _module in (*INSTANCE_MODULES, *_configured_modules()):
     importlib.import_module(_module)
 # A configuration that does not load is reported by the step that loads it.
 with contextlib.suppress(ConfigError, OSError):

@@ -42,7 +42,7 @@ import psycopg
 import yaml
 
 from backup_pipelines import names
-from backup_pipelines.core.postgres.manifest import manifest_key
+from backup_pipelines.core.common.layout import manifest_key
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 
 WIDE_TABLE = """

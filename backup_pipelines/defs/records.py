@@ -15,14 +15,14 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
 )
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckRecord
+from backup_pipelines.dagster_private import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+    PartitionKeyFilter,
+)
 
 _HISTORY_LIMIT = 100_000  # every day of a database for centuries
 _FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}

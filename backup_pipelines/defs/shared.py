@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -24,11 +25,10 @@ from dagster import (
     ScheduleEvaluationContext,
     SkipReason,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
+from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.dagster_private import AssetJob
 
 # Numbers that form a trend over the days, so the UI plots them; every other number is shown
 # as text (a plot of a setting or a count of assertions is a flat line).
@@ -96,6 +96,17 @@ def per_day_checks() -> Iterator[None]:
         yield
 
 
+def severity_of(check: str) -> AssetCheckSeverity:
+    """A failure of a check in names.WARNING_CHECKS is a warning; of any other, an error."""
+    return AssetCheckSeverity.WARN if check in names.WARNING_CHECKS else AssetCheckSeverity.ERROR
+
+
+def check_spec(name: str, key: AssetKey, description: str, **options: Any) -> AssetCheckSpec:
+    """A check that declares the severity its failures carry (shown with its definition)."""
+    metadata = {"severity": severity_of(name).value}
+    return AssetCheckSpec(name, asset=key, description=description, metadata=metadata, **options)
+
+
 def per_day_check_spec(
     name: str,
     key: AssetKey,
@@ -106,9 +117,7 @@ def per_day_check_spec(
 ) -> AssetCheckSpec:
     """A check evaluated, and kept in its history, per daily partition of `key`."""
     with per_day_checks():
-        return AssetCheckSpec(
-            name, asset=key, description=description, blocking=blocking, partitions_def=partitions
-        )
+        return check_spec(name, key, description, blocking=blocking, partitions_def=partitions)
 
 
 def check_result(outcome: CheckOutcome, key: AssetKey) -> AssetCheckResult:
@@ -116,7 +125,7 @@ def check_result(outcome: CheckOutcome, key: AssetKey) -> AssetCheckResult:
         asset_key=key,
         check_name=outcome.name,
         passed=outcome.passed,
-        severity=AssetCheckSeverity.WARN if outcome.warning_only else AssetCheckSeverity.ERROR,
+        severity=severity_of(outcome.name),
         description=outcome.description,
         metadata=readable(outcome.metadata),
     )
@@ -124,7 +133,7 @@ def check_result(outcome: CheckOutcome, key: AssetKey) -> AssetCheckResult:
 
 def utc_schedule(
     name: str,
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job: JobDefinition | AssetJob,
     cron: str,
     description: str,
     evaluate: Callable[[ScheduleEvaluationContext], ScheduleResult] | None = None,

@@ -12,7 +12,6 @@ from pathlib import Path
 import yaml
 from dagster import Definitions
 
-from backup_pipelines import names
 from backup_pipelines_tests.support.runs import definitions_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.txt"
@@ -48,7 +47,7 @@ def inventory(defs: Definitions) -> list[str]:
         )
     for check in sorted(graph.asset_check_keys, key=lambda c: c.to_user_string()):
         node = graph.get(check)
-        severity = "WARN" if check.name in names.WARNING_CHECKS else "ERROR"
+        severity = node.metadata.get("severity", "undeclared")
         pool = graph.assets_def_for_key(check).op.pool or "-"
         lines.append(
             f"check {check.to_user_string()} severity={severity} blocking={node.blocking} "

@@ -1,4 +1,5 @@
-"""Storage rules that need no server: multipart part sizes, and the local store's writer and key checks."""
+"""Storage rules that need no server: multipart part sizes, and the local store's writer and
+key checks."""
 
 import pytest
 

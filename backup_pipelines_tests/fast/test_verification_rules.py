@@ -1,6 +1,8 @@
-"""Verification rules that need no backup: the size-change warning and the pg_dump version a server needs."""
+"""Verification rules that need no backup: the size-change warning and the pg_dump version a
+server needs."""
 
 import pytest
+from dagster import AssetCheckSeverity
 
 from backup_pipelines.core.common.postgres_client import (
     PostgresError,
@@ -10,13 +12,14 @@ from backup_pipelines.core.common.postgres_client import (
 from backup_pipelines.core.postgres.verification import (
     check_size_change,
 )
+from backup_pipelines.defs.shared import severity_of
 
 
 def test_size_change_warns_beyond_threshold():
     assert check_size_change(1000, [], 0.5).passed
     assert check_size_change(1400, [1000, 1000, 900], 0.5).passed
     shrunk = check_size_change(100, [1000, 1100, 900], 0.5)
-    assert not shrunk.passed and shrunk.warning_only
+    assert not shrunk.passed and severity_of(shrunk.name) == AssetCheckSeverity.WARN
     assert shrunk.metadata["change_fraction"] == -0.9
     assert not check_size_change(2600, [1000, 1000], 0.5).passed
 

@@ -1,4 +1,5 @@
-"""WAL segment arithmetic, timeline history and the reachable stretches around a gap, from made-up repository listings (the real gap is in integration/test_wal_gaps.py)."""
+"""WAL segment arithmetic, timeline history and the reachable stretches around a gap, from
+made-up repository listings (a real gap is in integration/test_wal_gaps.py)."""
 
 import datetime as dt
 

@@ -173,7 +173,7 @@ def test_retention_never_deletes_an_object_a_kept_snapshot_references(
         (request,) = sensor.evaluate_tick(context).run_requests
     planned = request.run_config["ops"]["delete_expired_backups"]["config"]["deletions"]
     assert sorted(d["partition"] for d in planned) == days[:2]
-    assert {d["database"] for d in planned} == {"s3/media"}
+    assert {(d["kind"], d["name"]) for d in planned} == {("bucket", "media")}
     first = next(d for d in planned if d["partition"] == days[0])
     # Day 0 copied all 20 objects; 19 are still referenced by the kept snapshot.
     assert [uri.rsplit("/", 1)[-1] for uri in first["objects"]] == [

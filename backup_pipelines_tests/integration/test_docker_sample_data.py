@@ -1,4 +1,5 @@
-"""docker/: compose's sample-data step seeds a real server (the rest of docker/ is checked without one, in fast/test_docker_files.py)."""
+"""docker/: compose's sample-data step seeds a real server (the rest of docker/ is checked
+without a server, in fast/test_docker_files.py)."""
 
 import os
 import subprocess

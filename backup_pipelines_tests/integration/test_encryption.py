@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from backup_pipelines.core.common.config import ConfigError, load_config
-from backup_pipelines.core.postgres.manifest import Manifest, manifest_key
+from backup_pipelines.core.common.layout import manifest_key
+from backup_pipelines.core.postgres.manifest import Manifest
 from backup_pipelines_tests.support.config import target_url, today
 from backup_pipelines_tests.support.data import drop, table_fingerprints
 from backup_pipelines_tests.support.runbook_html import RunbookParser

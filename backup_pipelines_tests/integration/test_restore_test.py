@@ -8,7 +8,7 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, Definitions
 
 from backup_pipelines import names
-from backup_pipelines.core.postgres.manifest import manifest_key
+from backup_pipelines.core.common.layout import manifest_key
 from backup_pipelines.core.postgres.restore_test import TEMP_MARKER
 from backup_pipelines.defs.records import latest_check_record
 from backup_pipelines_tests.support.config import (

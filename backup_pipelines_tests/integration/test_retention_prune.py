@@ -14,6 +14,7 @@ from dagster import AssetKey, SkipReason, build_sensor_context
 
 from backup_pipelines.core.common.config import load_config
 from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.common.subjects import Database
 from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.core.retention.prune import delete_objects, object_uris, tombstone_key
 from backup_pipelines.defs.recovery.audit import audit_table
@@ -276,10 +277,10 @@ def test_sensor_plans_twenty_thousand_objects(write_config, s3_endpoint, bucket,
 KILLED_PRUNE = """
 import json, os, signal, sys
 from backup_pipelines.core.common.config import load_config
-from backup_pipelines.core.retention.prune import delete_objects, object_uris, tombstone_key
+from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.common.subjects import Database
 from backup_pipelines.core.retention.prune import Deletion, delete_objects
 from backup_pipelines.storage import LocalStore
-from backup_pipelines.core.common.stores import stores_from_config
 
 config, planned, survive = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 really_delete, done = LocalStore.delete, []
@@ -292,14 +293,17 @@ def delete_or_die(store, key):
 
 LocalStore.delete = delete_or_die
 objects = tuple(tuple(pair) for pair in planned.pop("objects"))
-delete_objects(stores_from_config(load_config(config)), Deletion(**planned, objects=objects))
+subject = Database(planned.pop("database"))
+delete_objects(
+    stores_from_config(load_config(config)), Deletion(subject, **planned, objects=objects)
+)
 """
 
 
 def test_a_prune_killed_between_any_two_deletions_is_finished_by_the_next(history, instance):
     defs, stores, _ = history(count=40)
     settings = defs.resources["settings"]
-    (plan,) = plan_all(settings, instance, [DB])
+    (plan,) = plan_all(settings, instance, [Database(DB)])
     victim = next(  # day 3 failed its verification and still has its dump: 7 objects
         d for d in plan.deletions if d.scope == "backup" and any(n == "dumps" for n, _ in d.objects)
     )
@@ -309,7 +313,14 @@ def test_a_prune_killed_between_any_two_deletions_is_finished_by_the_next(histor
         if survive:  # the previous round deleted the expired days: write them again
             write_synthetic_history(stores, DB, days_back(40), dump_days=days_back(5))
         assert everything(stores) == before
-        planned = json.dumps({**dataclasses.asdict(victim), "objects": victim.objects})
+        planned = json.dumps(
+            {
+                **dataclasses.asdict(victim),
+                "database": DB,
+                "subject": None,
+                "objects": victim.objects,
+            }
+        )
         killed = subprocess.run(
             [sys.executable, "-c", KILLED_PRUNE, settings.config_path, planned, str(survive)],
             capture_output=True,
@@ -318,7 +329,7 @@ def test_a_prune_killed_between_any_two_deletions_is_finished_by_the_next(histor
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert stores.refs.exists(tombstone_key(DB, victim.day))
 
-        (replan,) = plan_all(settings, instance, [DB])
+        (replan,) = plan_all(settings, instance, [Database(DB)])
         assert victim.day not in replan.kept  # never "the only copy"
         (finishing,) = [d for d in replan.deletions if d.day == victim.day]
         assert finishing.scope == "backup" and "interrupted" in finishing.reason

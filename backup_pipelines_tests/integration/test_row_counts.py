@@ -1,6 +1,6 @@
-"""The manifest's row counts come from the dump stream itself (core/postgres/_rowcount.c as a pipeline
-stage): on data built to be hard to count they equal count(*), and a stream the counter cannot
-read fails with its own message, the stream passing through unchanged until then."""
+"""The manifest's row counts come from the dump stream itself (core/postgres/_rowcount.c as a
+pipeline stage): on data built to be hard to count they equal count(*), and a stream the counter
+cannot read fails with its own message, the stream passing through unchanged until then."""
 
 import subprocess
 import uuid

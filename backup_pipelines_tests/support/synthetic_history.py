@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from backup_pipelines.core.common.layout import dump_object_key, manifest_key
 from backup_pipelines.core.common.stores import BackupStores
-from backup_pipelines.core.postgres.manifest import dump_object_key, manifest_key
 from backup_pipelines.storage import ObjectStore
 
 

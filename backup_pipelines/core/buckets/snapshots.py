@@ -1,10 +1,8 @@
 """Incremental snapshots of S3 buckets: take, verify, restore, and what pruning may delete.
 
-Layout in the snapshot store, per configured bucket name and day:
-    <name>/<YYYY-MM-DD>/listing.json    the source listing taken at snapshot time
-    <name>/<YYYY-MM-DD>/objects/<key>   objects new or changed since the previous snapshot
-    <name>/<YYYY-MM-DD>/manifest.json   written last: every key with size, ETag and where its
-                                        bytes live (this day's objects/ or an older day's)
+Per configured bucket name and day (core/common/layout.py): the source listing taken at snapshot
+time, the objects new or changed since the previous snapshot, and the manifest, written last:
+every key with size, ETag and where its bytes live (this day's objects or an older day's).
 An object unchanged since the previous snapshot (same size and ETag) is referenced, not copied.
 """
 
@@ -19,10 +17,16 @@ from dataclasses import asdict, dataclass
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.layout import (
+    day_of_backup_key,
+    is_day_manifest,
+    snapshot_listing_key,
+    snapshot_manifest_key,
+    snapshot_object_key,
+    snapshot_prefix,
+)
 from backup_pipelines.storage import S3Store, StoredObject
 
-MANIFEST = "manifest.json"
-LISTING = "listing.json"
 COPY_THREADS = 16
 _LISTED_MISMATCHES = 20
 
@@ -63,14 +67,14 @@ class SnapshotManifest:
 def snapshot_days(store: S3Store, name: str) -> list[str]:
     """Days with a committed snapshot (a manifest), oldest first."""
     return sorted(
-        key.split("/")[1]
-        for key in store.list_keys(f"{name}/")
-        if key.endswith(f"/{MANIFEST}") and key.count("/") == 2
+        day_of_backup_key(key)
+        for key in store.list_keys(snapshot_prefix(name))
+        if is_day_manifest(key)
     )
 
 
 def read_snapshot(store: S3Store, name: str, day: str) -> SnapshotManifest | None:
-    key = f"{name}/{day}/{MANIFEST}"
+    key = snapshot_manifest_key(name, day)
     return SnapshotManifest.from_json(store.read_bytes(key)) if store.exists(key) else None
 
 
@@ -83,7 +87,9 @@ def take_snapshot(
 ) -> SnapshotManifest:
     """Copy what changed since the newest earlier snapshot; reference the rest."""
     listing = _listing(source)
-    store.write_bytes(f"{name}/{day}/{LISTING}", json.dumps([asdict(o) for o in listing]).encode())
+    store.write_bytes(
+        snapshot_listing_key(name, day), json.dumps([asdict(o) for o in listing]).encode()
+    )
     earlier = [d for d in snapshot_days(store, name) if d < day]
     previous = read_snapshot(store, name, earlier[-1]) if earlier else None
     known = {e.key: e for e in previous.entries} if previous else {}
@@ -96,7 +102,7 @@ def take_snapshot(
             changed.append(listed)
 
     def copy(listed: StoredObject) -> SnapshotEntry:
-        location = f"{name}/{day}/objects/{listed.key}"
+        location = snapshot_object_key(name, day, listed.key)
         store.copy_from(source, listed.key, location)
         stored = store.head(location)
         if stored is None:
@@ -117,7 +123,7 @@ def take_snapshot(
         bytes_copied=sum(e.size for e in copied),
         entries=sorted(unchanged + copied, key=lambda e: e.key),
     )
-    store.write_bytes(f"{name}/{day}/{MANIFEST}", manifest.to_json())
+    store.write_bytes(snapshot_manifest_key(name, day), manifest.to_json())
     return manifest
 
 
@@ -130,7 +136,7 @@ def verify_snapshot(
         raise SnapshotError(f"bucket {name!r} has no snapshot for {day}")
     listed = {
         o["key"]: (o["size"], o["etag"])
-        for o in json.loads(store.read_bytes(f"{name}/{day}/{LISTING}"))
+        for o in json.loads(store.read_bytes(snapshot_listing_key(name, day)))
     }
     recorded = {e.key: (e.size, e.etag) for e in manifest.entries}
     differing = sorted(

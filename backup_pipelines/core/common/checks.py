@@ -7,8 +7,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from backup_pipelines import names
-
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -16,11 +14,6 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def warning_only(self) -> bool:
-        """A failure is a warning, not an error (names.WARNING_CHECKS)."""
-        return self.name in names.WARNING_CHECKS
 
 
 @dataclass(frozen=True)

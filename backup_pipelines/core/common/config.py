@@ -79,8 +79,8 @@ class S3StorageConfig(RemoteStorageConfig):
     kms_key_id: str | None = None
     # Some S3-compatible stores allow only 1,000 parts; AWS allows 10,000.
     max_parts: int = Field(default=10_000, ge=10, le=10_000)
-    # Lifecycle rules (see `python -m backup_pipelines.core.retention.lifecycle`): archives move to a colder
-    # storage class after this many days.
+    # Lifecycle rules (see `python -m backup_pipelines.core.retention.lifecycle`): archives move
+    # to a colder storage class after this many days.
     archive_transition_days: int | None = Field(default=None, ge=1)
     archive_transition_storage_class: str = "GLACIER_IR"
     # The archive bucket must have Object Lock enabled (it is set when a bucket is created).
@@ -174,7 +174,7 @@ class StorageConfig(_Strict):
 
 
 def _require_cron(value: str) -> str:
-    from dagster._utils.schedules import is_valid_cron_string
+    from backup_pipelines.dagster_private import is_valid_cron_string
 
     if not is_valid_cron_string(value):
         raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *')")

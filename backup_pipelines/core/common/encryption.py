@@ -16,10 +16,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from backup_pipelines.core.common.config import EncryptionConfig, expand_env
-from backup_pipelines.core.common.streams import decompress_command
-from backup_pipelines.core.postgres.manifest import Manifest
+from backup_pipelines.core.common.streams import Compression, decompress_command
 from backup_pipelines.storage import aws_client
 
 AGE = "age"
@@ -30,6 +30,22 @@ Stages = list[tuple[str, list[str]]]
 
 class EncryptionError(RuntimeError):
     """The key cannot be loaded or does not fit the archive; the message says which and why."""
+
+
+class Encoded(Protocol):
+    """What a backup's manifest says about how its object was encoded (compressed, encrypted to
+    which recipient) and what it is (`database`, `partition`: named in every refusal)."""
+
+    @property
+    def database(self) -> str: ...
+    @property
+    def partition(self) -> str: ...
+    @property
+    def compression(self) -> Compression: ...
+    @property
+    def encryption(self) -> str | None: ...
+    @property
+    def encryption_recipient(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,7 @@ def _key_from_env(value: str, setting: str) -> ArchiveKey:
     return key_from_identity(expand_env(value, setting), setting)
 
 
-def key_problem(manifest: Manifest, key: ArchiveKey | None) -> str | None:
+def key_problem(manifest: Encoded, key: ArchiveKey | None) -> str | None:
     """Why `key` cannot read `manifest`'s object, or None when it can (or none is needed)."""
     if manifest.encryption is None:
         return None
@@ -137,7 +153,7 @@ def key_problem(manifest: Manifest, key: ArchiveKey | None) -> str | None:
 
 @contextlib.contextmanager
 def decoding_stages(
-    manifest: Manifest, key: ArchiveKey | None
+    manifest: Encoded, key: ArchiveKey | None
 ) -> Iterator[tuple[Stages, tuple[int, ...]]]:
     """The stages turning a stored object back into a pg_dump archive, and the fds they need.
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from backup_pipelines.core.common.layout import manifest_key
 from backup_pipelines.core.postgres.dump import ref_for
 from backup_pipelines.core.postgres.manifest import (
     BackupRef,
     Manifest,
-    manifest_key,
     read_manifest,
     remove_superseded,
 )

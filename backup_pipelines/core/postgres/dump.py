@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 
 from backup_pipelines.core.common.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
+from backup_pipelines.core.common.layout import dump_object_key, manifest_key
 from backup_pipelines.core.common.postgres_client import (
     ClientTools,
     Connection,
@@ -31,13 +32,7 @@ from backup_pipelines.core.common.streams import (
     compress_command,
     first_cause,
 )
-from backup_pipelines.core.postgres.manifest import (
-    BackupRef,
-    Manifest,
-    dump_object_key,
-    manifest_key,
-    remove_superseded,
-)
+from backup_pipelines.core.postgres.manifest import BackupRef, Manifest, remove_superseded
 from backup_pipelines.core.postgres.rowcount import (
     ROW_COUNTER_STAGE,
     read_counts,

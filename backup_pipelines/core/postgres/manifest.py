@@ -1,10 +1,5 @@
-"""What a backup is: its object layout, its manifest (the commit marker) and its reference.
-
-Layout, in both the dump and the archive store:
-    <database>/<YYYY-MM-DD>/<database>_<YYYYMMDDTHHMMSSZ>.dump[.zst|.gz][.age]
-    <database>/<YYYY-MM-DD>/manifest.json    written last: no manifest, no backup
-and, in the refs store, each step's reference: postgres/<database>/<step>/<YYYY-MM-DD>.json.
-"""
+"""What a backup is: its manifest (the commit marker, written last: no manifest, no backup) and
+the reference that passes between the steps. Where they live: core/common/layout.py."""
 
 from __future__ import annotations
 
@@ -14,28 +9,19 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from backup_pipelines import names
+from backup_pipelines.core.common.layout import (
+    database_prefix,
+    day_of_backup_key,
+    day_prefix,
+    is_day_manifest,
+    manifest_key,
+    ref_key,
+)
 from backup_pipelines.core.common.postgres_client import RelationCount, TableConstraint
-from backup_pipelines.core.common.streams import Compression, file_suffix
+from backup_pipelines.core.common.streams import Compression
 from backup_pipelines.storage import ObjectStore, StorageError
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
-
-
-def day_prefix(database: str, day: str) -> str:
-    return f"{database}/{day}/"
-
-
-def manifest_key(database: str, day: str) -> str:
-    return f"{day_prefix(database, day)}{MANIFEST_NAME}"
-
-
-def dump_object_key(
-    database: str, day: str, taken_at: dt.datetime, compression: Compression, *, encrypted: bool
-) -> str:
-    stamp = taken_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = file_suffix(compression) + (".age" if encrypted else "")
-    return f"{day_prefix(database, day)}{database}_{stamp}.dump{suffix}"
 
 
 @dataclass(frozen=True)
@@ -126,11 +112,10 @@ def read_manifest(store: ObjectStore, database: str, day: str) -> Manifest | Non
 
 def list_backup_days(store: ObjectStore, database: str) -> list[str]:
     """Days that have a committed backup (a manifest), oldest first."""
-    suffix = f"/{MANIFEST_NAME}"
     return sorted(
-        key.split("/")[1]
-        for key in store.list_keys(f"{database}/")
-        if key.endswith(suffix) and key.count("/") == 2
+        day_of_backup_key(key)
+        for key in store.list_keys(database_prefix(database))
+        if is_day_manifest(key)
     )
 
 
@@ -160,10 +145,6 @@ class BackupRef:
     @classmethod
     def from_json(cls, data: bytes) -> BackupRef:
         return cls(**json.loads(data))
-
-
-def ref_key(database: str, step: str, day: str) -> str:
-    return f"{names.DATABASE_PREFIX}/{database}/{step}/{day}.json"
 
 
 def save_ref(refs: ObjectStore, step: str, ref: BackupRef) -> None:

@@ -21,8 +21,6 @@ from backup_pipelines.core.servers.pgbackrest import BackupSet, Repository, opti
 from backup_pipelines.core.servers.window import RecoveryWindow
 from backup_pipelines.storage import ObjectStore
 
-RUNBOOK_KEY = "recovery_runbook.html"
-
 # (database, day, check name) -> the newest finished evaluation of that check, if any
 CheckLookup = Callable[[str, str, str, str], CheckRecord | None]  # database, day, step, check
 

@@ -3,8 +3,8 @@ backstop to the prune job (dumps expire, archives move to a colder storage class
 multipart uploads are aborted); on the snapshotted source buckets, the rules their `lifecycle:`
 declares (the application's own files expire or move to a colder class).
 
-    python -m backup_pipelines.core.retention.lifecycle            # print the rules for each bucket
-    python -m backup_pipelines.core.retention.lifecycle --apply    # write them (other rules are kept)
+    python -m backup_pipelines.core.retention.lifecycle           # print each bucket's rules
+    python -m backup_pipelines.core.retention.lifecycle --apply   # write them (others are kept)
 """
 
 from __future__ import annotations

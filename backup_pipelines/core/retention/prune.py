@@ -2,7 +2,7 @@
 
 A plan is computed from what storage actually holds (paginated listings) and from which
 archives passed verification. Deleting a backup first writes its tombstone
-(refs: postgres/<db>/pruning/<day>.json), then removes its manifests, then the rest, the
+(refs: layout.ref_key(<db>, "pruning", <day>)), then removes its manifests, then the rest, the
 tombstone last: from the tombstone on the day no longer counts as a backup, and a plan that
 finds a tombstone finishes that deletion, whatever a crash left (so a dump whose archive copy
 was already deleted is never mistaken for "the only copy"). Objects a crash leaves behind
@@ -17,12 +17,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from backup_pipelines.core.buckets.snapshots import LISTING as SNAPSHOT_LISTING
-from backup_pipelines.core.buckets.snapshots import MANIFEST as SNAPSHOT_MANIFEST
+from backup_pipelines import names
 from backup_pipelines.core.buckets.snapshots import read_snapshot, snapshot_days
 from backup_pipelines.core.common.config import RetentionRules
+from backup_pipelines.core.common.layout import (
+    PRUNING_STEP,
+    database_prefix,
+    day_of_backup_key,
+    day_of_ref_key,
+    is_day_manifest,
+    ref_key,
+    refs_prefix,
+    snapshot_listing_key,
+    snapshot_manifest_key,
+    snapshot_objects_prefix,
+    step_of_ref_key,
+)
 from backup_pipelines.core.common.stores import BackupStores
-from backup_pipelines.core.postgres.manifest import MANIFEST_NAME, ref_key
+from backup_pipelines.core.common.subjects import Bucket, Database, Subject
 from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.storage import S3Store, StoredObject
 
@@ -31,7 +43,6 @@ SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
 SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_PRUNING = "pruning"  # refs/postgres/<db>/pruning/<day>.json: that day's deletion has begun
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
 _INCOMPLETE_AFTER = dt.timedelta(days=2)
 
@@ -44,43 +55,42 @@ class DayObjects:
 
     @property
     def archived(self) -> bool:
-        return any(o.key.endswith(f"/{MANIFEST_NAME}") for o in self.archive)
+        return any(is_day_manifest(o.key) for o in self.archive)
 
     @property
     def dumped(self) -> bool:
-        return any(o.key.endswith(f"/{MANIFEST_NAME}") for o in self.dumps)
+        return any(is_day_manifest(o.key) for o in self.dumps)
 
     @property
     def pruning(self) -> bool:
         """A prune of this day began (and was interrupted): it is no backup any more."""
-        return any(f"/{_PRUNING}/" in o.key for o in self.refs)
+        return any(step_of_ref_key(o.key) == PRUNING_STEP for o in self.refs)
 
     def stored(self, *stores: str) -> list[tuple[str, StoredObject]]:
         """(store, object) pairs of the given stores, each store's manifest first."""
         pairs = []
         for name in stores:
             objects = getattr(self, name)
-            ordered = sorted(objects, key=lambda o: not o.key.endswith(f"/{MANIFEST_NAME}"))
+            ordered = sorted(objects, key=lambda o: not is_day_manifest(o.key))
             pairs += [(name, stored) for stored in ordered]
         return pairs
 
 
 def tombstone_key(database: str, day: str) -> str:
-    return ref_key(database, _PRUNING, day)
+    return ref_key(database, PRUNING_STEP, day)
 
 
 def inventory(stores: BackupStores, database: str) -> dict[str, DayObjects]:
     """Every stored object of `database`, by day."""
     days: dict[str, DayObjects] = {}
     listings = (
-        ("archive", stores.archive, f"{database}/", 1),
-        ("dumps", stores.dumps, f"{database}/", 1),
-        ("refs", stores.refs, f"postgres/{database}/", 3),
+        ("archive", stores.archive, database_prefix(database), day_of_backup_key),
+        ("dumps", stores.dumps, database_prefix(database), day_of_backup_key),
+        ("refs", stores.refs, refs_prefix(database), day_of_ref_key),
     )
-    for name, store, prefix, day_part in listings:
+    for name, store, prefix, day_of in listings:
         for stored in store.list_objects(prefix):
-            parts = stored.key.split("/")
-            day = parts[day_part].removesuffix(".json") if len(parts) > day_part else ""
+            day = day_of(stored.key)
             if _DAY.match(day):
                 getattr(days.setdefault(day, DayObjects()), name).append(stored)
     return days
@@ -88,7 +98,7 @@ def inventory(stores: BackupStores, database: str) -> dict[str, DayObjects]:
 
 @dataclass(frozen=True)
 class Deletion:
-    database: str
+    subject: Subject
     day: str
     scope: str
     reason: str
@@ -96,8 +106,8 @@ class Deletion:
 
 
 @dataclass(frozen=True)
-class DatabasePlan:
-    database: str
+class RetentionPlan:
+    subject: Subject
     kept: dict[str, tuple[str, ...]]  # day -> why
     deletions: list[Deletion]
 
@@ -108,7 +118,7 @@ def plan_database(
     rules: RetentionRules,
     verified: Mapping[str, bool],
     today: dt.date,
-) -> DatabasePlan:
+) -> RetentionPlan:
     """What `rules` keep of `database`'s stored backups, and what to delete."""
     days = inventory(stores, database)
     statuses = [
@@ -119,7 +129,9 @@ def plan_database(
     decisions = decide(statuses, policy_for(rules))
     if sum(bool(status.verified) for status in statuses) < rules.min_keep:
         # Too few good backups: every copy of anything may be needed, dumps included.
-        return DatabasePlan(database, {d.day.isoformat(): d.reasons for d in decisions}, [])
+        return RetentionPlan(
+            Database(database), {d.day.isoformat(): d.reasons for d in decisions}, []
+        )
     kept: dict[str, tuple[str, ...]] = {}
     deletions: list[Deletion] = []
     for decision in decisions:
@@ -136,7 +148,9 @@ def plan_database(
             deletions.append(_backup_deletion(database, day, objects, reason))
         elif day in kept and objects.dumps and age.days >= rules.dump_days and verified.get(day):
             reason = f"dump older than dump_days {rules.dump_days}; its verified archive is kept"
-            dump_refs = [(n, o) for n, o in objects.stored("refs") if "/dump/" in o.key]
+            dump_refs = [
+                (n, o) for n, o in objects.stored("refs") if step_of_ref_key(o.key) == names.DUMP
+            ]
             pairs = objects.stored("dumps") + dump_refs
             deletions.append(_deletion(database, day, SCOPE_DUMP, reason, pairs))
         elif not objects.archived and not objects.dumped and age > _INCOMPLETE_AFTER:
@@ -145,7 +159,7 @@ def plan_database(
             deletions.append(_deletion(database, day, SCOPE_INCOMPLETE, reason, pairs))
         elif not objects.archived and objects.dumped:
             kept[day] = ("dump without an archive copy: the only copy",)
-    return DatabasePlan(database, kept, deletions)
+    return RetentionPlan(Database(database), kept, deletions)
 
 
 def policy_for(rules: RetentionRules) -> RetentionPolicy:
@@ -155,7 +169,9 @@ def policy_for(rules: RetentionRules) -> RetentionPolicy:
 def _deletion(
     database: str, day: str, scope: str, reason: str, pairs: list[tuple[str, StoredObject]]
 ) -> Deletion:
-    return Deletion(database, day, scope, reason, tuple((name, o.key) for name, o in pairs))
+    return Deletion(
+        Database(database), day, scope, reason, tuple((name, o.key) for name, o in pairs)
+    )
 
 
 def _backup_deletion(database: str, day: str, objects: DayObjects, reason: str) -> Deletion:
@@ -163,7 +179,7 @@ def _backup_deletion(database: str, day: str, objects: DayObjects, reason: str) 
     tombstone = tombstone_key(database, day)
     stored = objects.stored("archive", "dumps", "refs")
     keys = [(name, o.key) for name, o in stored if o.key != tombstone]
-    return Deletion(database, day, SCOPE_BACKUP, reason, (*keys, ("refs", tombstone)))
+    return Deletion(Database(database), day, SCOPE_BACKUP, reason, (*keys, ("refs", tombstone)))
 
 
 def _locked_until(stores: BackupStores, objects: DayObjects) -> dt.datetime | None:
@@ -181,7 +197,7 @@ def delete_objects(stores: BackupStores, deletion: Deletion) -> None:
     if deletion.scope == SCOPE_BACKUP:
         record = {"reason": deletion.reason, "objects": [key for _, key in deletion.objects]}
         stores.refs.write_bytes(
-            tombstone_key(deletion.database, deletion.day), json.dumps(record).encode()
+            tombstone_key(deletion.subject.name, deletion.day), json.dumps(record).encode()
         )
     for name, key in deletion.objects:
         getattr(stores, name).delete(key)
@@ -193,7 +209,7 @@ def plan_snapshots(
     rules: RetentionRules,
     verified: Mapping[str, bool],
     today: dt.date,
-) -> DatabasePlan:
+) -> RetentionPlan:
     """What `rules` keep of bucket `name`'s snapshots. An object still referenced by a kept
     snapshot is never deleted, wherever it lives."""
     days = snapshot_days(store, name)
@@ -212,14 +228,14 @@ def plan_snapshots(
         if decision.keep:
             continue
         manifest = read_snapshot(store, name, day)
-        own = set(store.list_keys(f"{name}/{day}/objects/"))
+        own = set(store.list_keys(snapshot_objects_prefix(name, day)))
         referenced = {e.location for e in manifest.entries} if manifest else set()
         objects = [
-            ("snapshots", f"{name}/{day}/{SNAPSHOT_MANIFEST}"),
-            ("snapshots", f"{name}/{day}/{SNAPSHOT_LISTING}"),
+            ("snapshots", snapshot_manifest_key(name, day)),
+            ("snapshots", snapshot_listing_key(name, day)),
             *(("snapshots", key) for key in sorted((own | referenced) - needed)),
         ]
         deletions.append(
-            Deletion(f"s3/{name}", day, SCOPE_SNAPSHOT, decision.reasons[0], tuple(objects))
+            Deletion(Bucket(name), day, SCOPE_SNAPSHOT, decision.reasons[0], tuple(objects))
         )
-    return DatabasePlan(f"s3/{name}", kept, deletions)
+    return RetentionPlan(Bucket(name), kept, deletions)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.layout import snapshot_prefix
 from backup_pipelines.core.common.stores import BackupStores
 from backup_pipelines.core.retention.prune import inventory
 
@@ -26,7 +27,7 @@ def storage_usage(
     usage = {}
     for name in buckets:
         assert stores.snapshots is not None
-        stored = list(stores.snapshots.list_objects(f"{name}/"))
+        stored = list(stores.snapshots.list_objects(snapshot_prefix(name)))
         usage[names.bucket_group(name)] = Usage(sum(o.size for o in stored), len(stored))
     for database in databases:
         stored = [

@@ -130,8 +130,8 @@ def require_in_window(server: str, window: RecoveryWindow | None, moment: dt.dat
     gap = window.gap_before(moment) if window.start <= moment <= window.end else None
     if gap is not None:
         raise PitrError(
-            f"server {server!r} cannot be restored to {utc_text(moment)}: it lies in a gap of the WAL "
-            f"archive ({gap.describe()}); reachable: {window.describe()}; choose a time inside "
+            f"server {server!r} cannot be restored to {utc_text(moment)}: it lies in a gap of the "
+            f"WAL archive ({gap.describe()}); reachable: {window.describe()}; choose a time inside "
             "one of those stretches"
         )
     raise PitrError(

@@ -1,7 +1,7 @@
 """Per database: postgres/<db>/dump -> archive -> verification, daily-partitioned, with their
-checks, taken in one step per database. Where a dump is taken (core/postgres/dump.py), archived
-(core/postgres/archive.py) and checked (core/postgres/verification.py); each asset's part calls one of those and
-reports its metadata and check results.
+checks, taken in one step per database. Where a dump is taken (core/postgres/dump.py),
+archived (core/postgres/archive.py) and checked (core/postgres/verification.py); each asset's
+part calls one of those and reports its metadata and check results.
 """
 
 import datetime as dt

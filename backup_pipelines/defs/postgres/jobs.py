@@ -22,9 +22,6 @@ from dagster import (
     job,
     op,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 from pydantic import Field
 
 from backup_pipelines import names
@@ -37,6 +34,7 @@ from backup_pipelines.core.postgres.restore import (
     archive_manifest,
     restore_archive,
 )
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.resources import BackupSettings
 
 _TRIGGER_TAGS = (
@@ -48,7 +46,7 @@ _TRIGGER_TAGS = (
 )
 
 
-def daily_backup_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJobDefinition:
+def daily_backup_job(restore_tests: list[AssetsDefinition]) -> AssetJob:
     """Partitioned like the assets it selects (one run per day)."""
     return define_asset_job(
         names.DAILY_BACKUP_JOB,
@@ -63,7 +61,7 @@ def daily_backup_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJo
     )
 
 
-def restore_test_job(restore_tests: list[AssetsDefinition]) -> UnresolvedAssetJobDefinition:
+def restore_test_job(restore_tests: list[AssetsDefinition]) -> AssetJob:
     """One run per day tested; a run (or a schedule's request) may select some databases."""
     return define_asset_job(
         names.RESTORE_TEST_JOB,

@@ -11,17 +11,15 @@ from dagster import (
     ScheduleEvaluationContext,
     SkipReason,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from backup_pipelines import names
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.postgres.jobs import restore_test_requests
 from backup_pipelines.defs.records import newest_verified_day
 from backup_pipelines.defs.shared import utc_schedule
 
 
-def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> ScheduleDefinition:
+def daily_backup_schedule(job: AssetJob, cron: str) -> ScheduleDefinition:
     """Back up every database for the UTC day the tick falls on (dumps are taken 'today')."""
 
     def today(context: ScheduleEvaluationContext) -> RunRequest:
@@ -34,7 +32,7 @@ def daily_backup_schedule(job: UnresolvedAssetJobDefinition, cron: str) -> Sched
 
 
 def weekly_restore_test_schedule(
-    job: UnresolvedAssetJobDefinition, databases: list[str], cron: str
+    job: AssetJob, databases: list[str], cron: str
 ) -> ScheduleDefinition:
     """Restore-test each database's newest verified archive (one run per day those fall on)."""
 

@@ -10,11 +10,9 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from backup_pipelines import names
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.postgres.jobs import restore_test_requests
 from backup_pipelines.defs.records import latest_materialization_id
 
@@ -22,7 +20,7 @@ _BATCH = 100
 
 
 def new_archive_restore_test_sensor(
-    databases: list[str], job: UnresolvedAssetJobDefinition, enabled: bool
+    databases: list[str], job: AssetJob, enabled: bool
 ) -> SensorDefinition:
     """Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
 

@@ -13,12 +13,8 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.recovery.runbook import (
-    RUNBOOK_KEY,
-    ServerRunbookEntry,
-    render_runbook,
-    runbook_entry,
-)
+from backup_pipelines.core.common.layout import RUNBOOK_KEY
+from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.window import window_for
 from backup_pipelines.defs.records import latest_check_record

@@ -14,8 +14,6 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from backup_pipelines import names
 from backup_pipelines.defs.records import newest_by_day
 
-AUDIT_CSV_KEY = "audit/audit_report.csv"
-AUDIT_HTML_KEY = "audit/audit_report.html"
 _PAGE = 10_000  # the most Dagster returns in one call
 
 

@@ -8,17 +8,13 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from backup_pipelines import names
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.records import latest_check_record_id, latest_materialization_id
 
 
-def recovery_runbook_sensor(
-    databases: list[str], job: UnresolvedAssetJobDefinition
-) -> SensorDefinition:
+def recovery_runbook_sensor(databases: list[str], job: AssetJob) -> SensorDefinition:
     """Regenerate the runbook after every verification and every restore test."""
 
     @sensor(

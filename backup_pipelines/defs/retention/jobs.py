@@ -1,20 +1,30 @@
 """The retention plan as Dagster sees it: planning for every database and bucket, and the prune
 job that deletes exactly what a plan listed (and the policy still expires). Thin wiring over
-core/retention/prune.py. A plan's subject is a database name, or `s3/<name>` for a bucket's snapshots."""
+core/retention/prune.py. A plan's subject is a database or a bucket (core/common/subjects.py)."""
 
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator
 
-from dagster import AssetKey, AssetObservation, Config, DagsterInstance, OpExecutionContext, job, op
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    Config,
+    DagsterInstance,
+    Failure,
+    OpExecutionContext,
+    job,
+    op,
+)
 from pydantic import Field
 
 from backup_pipelines import names
+from backup_pipelines.core.common.subjects import SUBJECT_KINDS, Bucket, Database, Subject
 from backup_pipelines.core.retention.prune import (
     SCOPE_BACKUP,
     SCOPE_DUMP,
     SCOPE_SNAPSHOT,
-    DatabasePlan,
+    RetentionPlan,
     delete_objects,
     object_uris,
     plan_database,
@@ -31,45 +41,43 @@ _WIPED_STEPS = {
     SCOPE_DUMP: (names.DUMP,),
     SCOPE_SNAPSHOT: names.BUCKET_STEPS,
 }
-_BUCKET = f"{names.BUCKET_PREFIX}/"
 
 
-def subjects(settings: BackupSettings) -> list[str]:
+def subjects(settings: BackupSettings) -> list[Subject]:
     config = settings.config()
-    return [*config.databases, *(f"{_BUCKET}{name}" for name in config.buckets)]
+    return [*map(Database, config.databases), *map(Bucket, config.buckets)]
 
 
-def subject_key(subject: str, step: str) -> AssetKey:
-    if subject.startswith(_BUCKET):
-        return names.bucket_key(subject.removeprefix(_BUCKET), step)
-    return names.database_key(subject, step)
+def subject_key(subject: Subject, step: str) -> AssetKey:
+    if isinstance(subject, Bucket):
+        return names.bucket_key(subject.name, step)
+    return names.database_key(subject.name, step)
 
 
 def plan_all(
-    settings: BackupSettings, instance: DagsterInstance, only: list[str] | None = None
-) -> list[DatabasePlan]:
+    settings: BackupSettings, instance: DagsterInstance, only: list[Subject] | None = None
+) -> list[RetentionPlan]:
     """Plans for every database and bucket (or the subjects in `only`)."""
     config, stores = settings.config(), settings.stores()
     today = dt.datetime.now(dt.UTC).date()
     plans = []
     for subject in subjects(settings) if only is None else only:
         verification = subject_key(subject, names.VERIFICATION)
-        if subject.startswith(_BUCKET):
-            name = subject.removeprefix(_BUCKET)
+        if isinstance(subject, Bucket):
             assert stores.snapshots is not None
             outcomes = verification_outcomes(instance, verification, names.SNAPSHOT_CHECKS)
-            rules = config.bucket_retention_for(name)
-            plans.append(plan_snapshots(stores.snapshots, name, rules, outcomes, today))
+            rules = config.bucket_retention_for(subject.name)
+            plans.append(plan_snapshots(stores.snapshots, subject.name, rules, outcomes, today))
         else:
             outcomes = verification_outcomes(instance, verification, names.VERIFYING_CHECKS)
-            plans.append(
-                plan_database(stores, subject, config.retention_for(subject), outcomes, today)
-            )
+            rules = config.retention_for(subject.name)
+            plans.append(plan_database(stores, subject.name, rules, outcomes, today))
     return plans
 
 
 class PlannedDeletion(Config):
-    database: str
+    kind: str = Field(description="database or bucket")
+    name: str = Field(description="The database's or the bucket's configured name.")
     partition: str
     scope: str = Field(
         description="backup (all copies), dump (hot copy only), incomplete or snapshot"
@@ -86,12 +94,13 @@ class PruneRequest(Config):
 
 
 def prune_run_config(
-    settings: BackupSettings, plans: list[DatabasePlan], dry_run: bool
+    settings: BackupSettings, plans: list[RetentionPlan], dry_run: bool
 ) -> dict[str, object]:
     stores = settings.stores()
     deletions = [
         {
-            "database": d.database,
+            "kind": d.subject.kind,
+            "name": d.subject.name,
             "partition": d.day,
             "scope": d.scope,
             "reason": d.reason,
@@ -110,17 +119,18 @@ def delete_expired_backups(
     context: OpExecutionContext, config: PruneRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
     stores, configured = settings.stores(), subjects(settings)
-    requested = sorted({d.database for d in config.deletions} & set(configured))
+    asked = [_subject(item) for item in config.deletions]  # refuses a bad kind before deleting
+    requested = [subject for subject in configured if subject in asked]
     current = {
-        (d.database, d.day, d.scope): d
+        (d.subject, d.day, d.scope): d
         for plan in plan_all(settings, context.instance, requested)
         for d in plan.deletions
     }
     wiped: dict[AssetKey, list[str]] = defaultdict(list)
     records = []
-    for item in config.deletions:
-        deletion = current.get((item.database, item.partition, item.scope))
-        if item.database not in configured:
+    for item, subject in zip(config.deletions, asked, strict=True):
+        deletion = current.get((subject, item.partition, item.scope))
+        if subject not in configured:
             action = "skipped: the database or bucket is not configured"
         elif deletion is None:
             action = "skipped: the retention policy keeps it now"
@@ -132,14 +142,14 @@ def delete_expired_backups(
             delete_objects(stores, deletion)
             action = "deleted"
             for step in _WIPED_STEPS.get(item.scope, ()):
-                wiped[subject_key(item.database, step)].append(item.partition)
-        context.log.info(f"{item.database} {item.partition} ({item.scope}): {action}")
+                wiped[subject_key(subject, step)].append(item.partition)
+        context.log.info(f"{subject} {item.partition} ({item.scope}): {action}")
         step = {SCOPE_DUMP: names.DUMP, SCOPE_SNAPSHOT: names.SNAPSHOT}.get(
             item.scope, names.ARCHIVE
         )
         records.append(
             AssetObservation(
-                asset_key=subject_key(item.database, step),
+                asset_key=subject_key(subject, step),
                 partition=item.partition,
                 description=f"retention: {action}",
                 metadata={
@@ -152,6 +162,16 @@ def delete_expired_backups(
         )
     _unmark_partitions(context, wiped)
     yield from records  # after the wipe, which would otherwise erase this record
+
+
+def _subject(item: PlannedDeletion) -> Subject:
+    kind = SUBJECT_KINDS.get(item.kind)
+    if kind is None:
+        raise Failure(
+            f"planned deletion of {item.name!r} ({item.partition}): kind {item.kind!r} is not "
+            f"{' or '.join(SUBJECT_KINDS)}; nothing was deleted"
+        )
+    return kind(item.name)
 
 
 def _unmark_partitions(context: OpExecutionContext, wiped: dict[AssetKey, list[str]]) -> None:

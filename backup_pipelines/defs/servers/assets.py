@@ -9,7 +9,6 @@ the Dagster wiring.
 import datetime as dt
 
 from dagster import (
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
     Config,
@@ -19,9 +18,9 @@ from dagster import (
     PartitionsDefinition,
     asset,
 )
-from dagster._utils.schedules import cron_string_iterator
 
 from backup_pipelines import names
+from backup_pipelines.core.common.layout import globals_key
 from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.servers.archiver import archiver_status
 from backup_pipelines.core.servers.base_backup import AUTO, take_base_backup
@@ -37,10 +36,9 @@ from backup_pipelines.core.servers.pgbackrest import (
 )
 from backup_pipelines.core.servers.server_globals import dump_globals
 from backup_pipelines.core.servers.window import observe_archive, window_metadata
+from backup_pipelines.dagster_private import cron_string_iterator
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
-
-GLOBALS_PREFIX = "servers"  # servers/<server>/globals/<day>.sql in the dump store
+from backup_pipelines.defs.shared import check_result, check_spec, per_day_check_spec, readable
 
 
 class BaseBackupConfig(Config):
@@ -153,7 +151,7 @@ def globals_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefini
     ) -> MaterializeResult:
         connection = settings.server_connection(server)
         store = settings.stores().dumps
-        object_key = f"{GLOBALS_PREFIX}/{server}/globals/{context.partition_key}.sql"
+        object_key = globals_key(server, context.partition_key)
         try:
             digest = store.write_chunks(
                 object_key, dump_globals(connection, settings.client_tools())
@@ -185,22 +183,21 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
         "failed archive_command attempts, missing WAL segments and the recovery window (with a "
         "gap, the stretches that can be reached).",
         check_specs=[
-            AssetCheckSpec(
+            check_spec(
                 names.ARCHIVE_LAG,
-                asset=key,
-                description="The newest WAL not yet archived is younger than "
-                "archive_lag_alert_minutes.",
+                key,
+                "The newest WAL not yet archived is younger than archive_lag_alert_minutes.",
             ),
-            AssetCheckSpec(
+            check_spec(
                 names.ARCHIVING_SUCCEEDS,
-                asset=key,
-                description="The newest archive_command attempt succeeded (failures before the "
+                key,
+                "The newest archive_command attempt succeeded (failures before the "
                 "repository's first segment or the last statistics reset are labelled as such).",
             ),
-            AssetCheckSpec(
+            check_spec(
                 names.WAL_CONTINUOUS,
-                asset=key,
-                description="Every WAL segment from the oldest kept backup's start to the newest "
+                key,
+                "Every WAL segment from the oldest kept backup's start to the newest "
                 "archived one is in the repository's listing: the window has no gap.",
             ),
         ],

@@ -16,9 +16,6 @@ from dagster import (
     job,
     op,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 from pydantic import Field
 
 from backup_pipelines import names
@@ -28,6 +25,7 @@ from backup_pipelines.core.retention.servers import apply_expiry, plan_expiry
 from backup_pipelines.core.servers.errors import PitrError
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError, RecoveryTarget
 from backup_pipelines.core.servers.restore import ServerRestoreRequest, restore_server
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.postgres.jobs import restore_audit_record, triggered_by
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import readable
@@ -39,7 +37,7 @@ def _steps(servers: list[str], *steps: str) -> AssetSelection:
     )
 
 
-def server_backup_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+def server_backup_job(servers: list[str]) -> AssetJob:
     return define_asset_job(
         names.SERVER_BACKUP_JOB,
         selection=_steps(servers, *names.SERVER_BACKUP_STEPS),
@@ -48,7 +46,7 @@ def server_backup_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
     )
 
 
-def wal_archive_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+def wal_archive_job(servers: list[str]) -> AssetJob:
     return define_asset_job(
         names.WAL_ARCHIVE_JOB,
         selection=_steps(servers, names.WAL_ARCHIVE),
@@ -56,7 +54,7 @@ def wal_archive_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
     )
 
 
-def pitr_restore_test_job(servers: list[str]) -> UnresolvedAssetJobDefinition:
+def pitr_restore_test_job(servers: list[str]) -> AssetJob:
     return define_asset_job(
         names.PITR_RESTORE_TEST_JOB,
         selection=_steps(servers, names.PITR_RESTORE_TEST),

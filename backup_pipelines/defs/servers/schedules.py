@@ -17,12 +17,10 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import ServerConfig
+from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.records import latest_materialization_id
 from backup_pipelines.defs.shared import utc_schedule
 
@@ -37,8 +35,8 @@ def _day_of(context: ScheduleEvaluationContext) -> str:
 def server_schedules(
     server: str,
     settings: ServerConfig,
-    backup_job: UnresolvedAssetJobDefinition,
-    test_job: UnresolvedAssetJobDefinition,
+    backup_job: AssetJob,
+    test_job: AssetJob,
 ) -> list[ScheduleDefinition]:
     """The server's base backup (its backup_schedule) and its PITR restore test (weekly)."""
 
@@ -77,7 +75,7 @@ def server_schedules(
     ]
 
 
-def wal_archive_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+def wal_archive_schedule(job: AssetJob) -> ScheduleDefinition:
     return utc_schedule(
         names.WAL_ARCHIVE_SCHEDULE,
         job,
@@ -95,9 +93,7 @@ def server_retention_schedule(job: JobDefinition) -> ScheduleDefinition:
     )
 
 
-def new_full_backup_sensor(
-    servers: dict[str, ServerConfig], job: UnresolvedAssetJobDefinition
-) -> SensorDefinition:
+def new_full_backup_sensor(servers: dict[str, ServerConfig], job: AssetJob) -> SensorDefinition:
     """A PITR restore test after each new full backup (restore_test.after_full_backup)."""
     watched = [
         name for name, settings in servers.items() if settings.restore_test.after_full_backup

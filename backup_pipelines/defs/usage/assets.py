@@ -1,21 +1,21 @@
 """What the backups take up in storage, measured hourly, with a capacity check."""
 
-from dagster import AssetCheckSpec, AssetsDefinition, MaterializeResult, asset
+from dagster import AssetsDefinition, MaterializeResult, asset
 
 from backup_pipelines import names
 from backup_pipelines.core.retention.usage import check_capacity
 from backup_pipelines.core.retention.usage import storage_usage as measure_storage
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import check_result, readable
+from backup_pipelines.defs.shared import check_result, check_spec, readable
 
 
 def storage_usage_asset(
     databases: list[str], buckets: list[str], capacity_gb: float | None
 ) -> AssetsDefinition:
-    capacity_check = AssetCheckSpec(
+    capacity_check = check_spec(
         names.STORAGE_CAPACITY,
-        asset=names.STORAGE_USAGE,
-        description="The backups use at most 80% of storage.capacity_gb.",
+        names.STORAGE_USAGE,
+        "The backups use at most 80% of storage.capacity_gb.",
     )
 
     @asset(

@@ -1,0 +1,32 @@
+"""What a backup is of: a database (logical dumps) or an S3 bucket (snapshots). A plan or a
+deletion names its subject by type, never by an encoded string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    kind: ClassVar[str] = "database"
+
+    def __str__(self) -> str:
+        return f"database {self.name!r}"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    kind: ClassVar[str] = "bucket"
+
+    def __str__(self) -> str:
+        return f"bucket {self.name!r}"
+
+
+Subject = Database | Bucket
+SUBJECT_KINDS: dict[str, type[Database] | type[Bucket]] = {
+    Database.kind: Database,
+    Bucket.kind: Bucket,
+}

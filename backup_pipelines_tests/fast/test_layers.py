@@ -1,0 +1,63 @@
+"""The package's imports point down only: storage and the names at the bottom, the backup logic
+(core/: shared pieces, then one folder per backup family, then what spans families) above them,
+the Dagster wiring above that. A module may import its own domain and any lower layer; an
+import of a sibling domain or of a higher layer is a defect this test names."""
+
+from backup_pipelines_tests.support.imports import imports_of, package_modules
+
+PACKAGE = "backup_pipelines"
+# Lowest first; the domains of one layer do not import each other.
+LAYERS = (
+    ("names", "storage", "dagster_private"),
+    ("core.common",),
+    ("core.postgres", "core.servers", "core.buckets"),
+    ("core.retention", "core.recovery"),
+    ("defs", "trigger"),
+    ("definitions",),
+    ("forkserver",),
+)
+
+
+def domain_of(module: str) -> tuple[int, str] | None:
+    """(layer, domain) of a module of the package; None for the package itself."""
+    for layer, domains in enumerate(LAYERS):
+        for domain in domains:
+            name = f"{PACKAGE}.{domain}"
+            if module == name or module.startswith(f"{name}."):
+                return layer, domain
+    return None
+
+
+def test_every_module_has_a_layer():
+    unplaced = [
+        module
+        for module, _ in package_modules(PACKAGE)
+        if module not in (PACKAGE, f"{PACKAGE}.core") and domain_of(module) is None
+    ]
+    assert not unplaced
+
+
+def test_no_import_points_up_or_sideways():
+    wrong = []
+    for module, path in package_modules(PACKAGE):
+        own = domain_of(module)
+        if own is None:
+            continue
+        for imported in imports_of(path):
+            target = domain_of(imported)
+            if target is None or target[1] == own[1]:
+                continue
+            if target[0] >= own[0]:
+                wrong.append(f"{module} imports {imported} ({target[1]} is not below {own[1]})")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_backup_logic_and_storage_import_no_dagster():
+    """(names.py builds AssetKeys inside its key functions only, so core/ can use its names.)"""
+    dagster_users = [
+        module
+        for module, path in package_modules(PACKAGE)
+        if module.startswith((f"{PACKAGE}.core.", f"{PACKAGE}.storage"))
+        and any(name == "dagster" or name.startswith("dagster.") for name in imports_of(path))
+    ]
+    assert not dagster_users
