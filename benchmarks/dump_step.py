@@ -14,7 +14,7 @@ from backup_pipelines.defs.resources import BackupSettings
 def main(database: str) -> None:
     settings = BackupSettings(config_path=str(config_path_from_env()))
     ref, _ = take_dump(
-        settings.connection(database),
+        settings.database(database).connection,
         settings.stores().dumps,
         dt.datetime.now(dt.UTC).date().isoformat(),
         settings.dump_settings(),  # with encryption when the file configures it

@@ -4,6 +4,7 @@ Only the file's path is Dagster config; its `${VAR}` values are expanded inside 
 no secret reaches run config, the definitions or the UI.
 """
 
+from functools import cached_property
 from pathlib import Path
 
 from dagster import (
@@ -29,6 +30,28 @@ from backup_pipelines.core.servers.pgbackrest import Engine, engine_from_config
 from backup_pipelines.core.servers.scratch import ScratchPlace
 
 
+class DatabaseSettings:
+    """What a run's steps need about one database, each resolved once: its URL is expanded once
+    however many steps and checks ask for the connection or the database name it gives."""
+
+    def __init__(self, config: BackupConfig, database: str) -> None:
+        self.name, self._config = database, config
+
+    @cached_property
+    def connection(self) -> Connection:
+        url = self._config.databases[self.name].url
+        return Connection.from_url(self.name, expand_env(url, f"databases.{self.name}.url"))
+
+    @property
+    def configured_name(self) -> str | None:
+        """The database name the URL gives, or None (not given, or the URL cannot be read here:
+        then only the archive's own header and manifest are compared)."""
+        try:
+            return self.connection.params.get("dbname")
+        except (ConfigError, PostgresError):
+            return None
+
+
 class BackupSettings(ConfigurableResource):
     """The operator's configuration file (see README), read afresh by each run."""
 
@@ -36,11 +59,14 @@ class BackupSettings(ConfigurableResource):
     _config: BackupConfig | None = PrivateAttr(default=None)
     _stores: BackupStores | None = PrivateAttr(default=None)
     _archive_key: ArchiveKey | None = PrivateAttr(default=None)
+    _databases: dict[str, DatabaseSettings] = PrivateAttr(default_factory=dict)
+    _client_tools: ClientTools | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         # Once per run: every step then shares one parsed file and one set of S3 clients.
         self._config = load_config(self.config_path)
         self._stores = stores_from_config(self._config)
+        self._databases, self._client_tools = {}, None
 
     def config(self) -> BackupConfig:
         return self._config or load_config(self.config_path)
@@ -48,10 +74,10 @@ class BackupSettings(ConfigurableResource):
     def stores(self) -> BackupStores:
         return self._stores or stores_from_config(self.config())
 
-    def connection(self, database: str) -> Connection:
-        config = self.config()
-        url = expand_env(config.databases[database].url, f"databases.{database}.url")
-        return Connection.from_url(database, url)
+    def database(self, database: str) -> DatabaseSettings:
+        if database not in self._databases:
+            self._databases[database] = DatabaseSettings(self.config(), database)
+        return self._databases[database]
 
     def scratch_connection(self, database: str) -> Connection:
         """Where `database` is restore-tested: restore_test.url, else its own server."""
@@ -60,15 +86,7 @@ class BackupSettings(ConfigurableResource):
             return Connection.from_url(
                 database, expand_env(config.restore_test.url, "restore_test.url")
             )
-        return self.connection(database)
-
-    def configured_name(self, database: str) -> str | None:
-        """The database name `database`'s URL gives, or None (not given, or the URL cannot be
-        read here: then only the archive's own header and manifest are compared)."""
-        try:
-            return self.connection(database).params.get("dbname")
-        except (ConfigError, PostgresError):
-            return None
+        return self.database(database).connection
 
     def restore_test_settings(self, database: str) -> RestoreTestSettings:
         config = self.config()
@@ -81,7 +99,7 @@ class BackupSettings(ConfigurableResource):
             pg_bin_dir=config.pg_bin_dir,
             assertions=tuple(config.databases[database].restore_assertions),
             key=self.archive_key(),
-            configured_name=self.configured_name(database),
+            configured_name=self.database(database).configured_name,
         )
 
     def dump_settings(self) -> DumpSettings:
@@ -117,7 +135,9 @@ class BackupSettings(ConfigurableResource):
         )
 
     def client_tools(self) -> ClientTools:
-        return find_client_tools(self.config().pg_bin_dir)
+        if self._client_tools is None:
+            self._client_tools = find_client_tools(self.config().pg_bin_dir)
+        return self._client_tools
 
 
 def resource_definitions(config_path: str) -> Definitions:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from dagster import AssetKey, build_schedule_context
 
+from backup_pipelines import names
 from backup_pipelines.core.common.config import ConfigError, expand_env, load_config
 from backup_pipelines_tests.support.paths import REPOSITORY
 from backup_pipelines_tests.support.runs import definitions_for
@@ -112,7 +113,7 @@ def test_definitions_have_a_chain_group_and_pool_per_database(write_offline_conf
     }
     assert len(pools) == 1 and next(iter(pools)).startswith("pg_dump_127_0_0_1_")
 
-    schedule = defs.resolve_schedule_def("daily_backup_schedule")
+    schedule = defs.resolve_schedule_def(names.DAILY_BACKUP_SCHEDULE)
     assert schedule.cron_schedule == "30 1 * * *" and schedule.execution_timezone == "UTC"
     tick = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.UTC)
     request = schedule.evaluate_tick(
@@ -172,13 +173,13 @@ def test_daily_backup_leaves_restore_tests_to_their_own_job(write_offline_config
     defs = definitions_for(write_offline_config())
     daily = defs.resolve_job_def("daily_backup").asset_layer.asset_graph.asset_check_keys
     assert {key.name for key in daily} == {
-        "dump_complete",
-        "archive_checksum",
-        "archive_contents",
-        "size_change",
+        names.DUMP_COMPLETE,
+        names.ARCHIVE_CHECKSUM,
+        names.ARCHIVE_CONTENTS,
+        names.SIZE_CHANGE,
     }
     all_checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
-    assert "restored_data_matches" in all_checks
+    assert names.RESTORED_DATA_MATCHES in all_checks
     jobs = ("restore_test", "restore_database", "refresh_recovery_runbook", "prune_backups")
     for job in (*jobs, "measure_storage"):
         assert defs.resolve_job_def(job).name == job

@@ -38,7 +38,7 @@ def test_only_dagster_private_imports_dagsters_private_modules():
 
 
 def test_define_asset_job_returns_the_asset_job_type():
-    assert isinstance(define_asset_job("probe", selection="*"), AssetJob)
+    assert isinstance(define_asset_job("probe", selection=[AssetKey("probe")]), AssetJob)
 
 
 def test_the_cron_dialect_is_dagsters():

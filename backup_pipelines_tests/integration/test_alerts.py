@@ -14,6 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from dagster import AssetKey, materialize
 
+from backup_pipelines import names
 from backup_pipelines.defs.alerts.notifiers import SIGNATURE_HEADER
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines_demo.cluster import free_port
@@ -184,7 +185,7 @@ def test_failed_check_in_a_successful_run_then_recovery(alerting, receiver, inst
     assert run.success  # the failed capacity check does not fail the run
     cursor = alerts_tick(defs, instance)
     cursor = alerts_tick(defs, instance, cursor)  # a second tick: still one alert
-    capacity = [m for m in receiver.webhooks() if "storage_capacity" in m["key"]]
+    capacity = [m for m in receiver.webhooks() if names.STORAGE_CAPACITY in m["key"]]
     assert [m["kind"] for m in capacity] == ["problem"]
     assert "storage: check storage_capacity failed (ERROR)" in capacity[0]["title"]
     assert capacity[0]["link"] == "http://dagster.example:3000/assets/storage_usage"
@@ -194,7 +195,7 @@ def test_failed_check_in_a_successful_run_then_recovery(alerting, receiver, inst
         list(defs.assets), selection=usage, instance=instance, resources=defs.resources
     ).success
     alerts_tick(defs, instance, cursor)
-    capacity = [m for m in receiver.webhooks() if "storage_capacity" in m["key"]]
+    capacity = [m for m in receiver.webhooks() if names.STORAGE_CAPACITY in m["key"]]
     assert [m["kind"] for m in capacity] == ["problem", "recovered"]
     assert any("RECOVERED: storage: check storage_capacity" in t for t in receiver.slack_texts())
 
@@ -205,7 +206,7 @@ def test_freshness_alert_when_nothing_ran_at_all(alerting, receiver, instance):
     stale = {m["key"]: m for m in receiver.webhooks() if m["key"].startswith("stale:")}
     assert set(stale) == {"stale:agentic", "stale:langfuse"}
     assert "no verified backup for 26.0 h (limit 25.0 h)" in stale["stale:agentic"]["title"]
-    assert "daily_backup_schedule" in stale["stale:agentic"]["details"]
+    assert names.DAILY_BACKUP_SCHEDULE in stale["stale:agentic"]["details"]
     overdue = [m for m in receiver.webhooks() if m["key"].startswith("restore_test_overdue")]
     assert overdue == []  # 26 h is within the 8 days allowed for restore tests
     alerts_tick(defs, instance, watching_since(24 * 9))

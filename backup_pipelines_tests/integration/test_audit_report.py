@@ -6,6 +6,7 @@ import io
 
 from dagster import AssetCheckEvaluation, AssetKey, materialize
 
+from backup_pipelines import names
 from backup_pipelines.defs.alerts.health import last_restore_test
 from backup_pipelines.defs.recovery.audit import audit_table
 from backup_pipelines_tests.support.config import today, yesterday
@@ -44,11 +45,11 @@ def test_audit_report_matches_what_happened(write_config, instance):
         AssetKey(["postgres", "agentic", "dump"]), limit=1
     ).records
     assert agentic["archived"] == "True" and agentic["verified"] == "True"
-    assert agentic["archive_checksum"] == agentic["archive_contents"] == "passed"
-    assert agentic["restored_data_matches"] == "passed" and int(agentic["rows_compared"]) > 0
+    assert agentic[names.ARCHIVE_CHECKSUM] == agentic[names.ARCHIVE_CONTENTS] == "passed"
+    assert agentic[names.RESTORED_DATA_MATCHES] == "passed" and int(agentic["rows_compared"]) > 0
     assert agentic["sha256"] == dump.asset_materialization.metadata["sha256"].value
     assert agentic["snapshot_taken_at"].startswith(today())
-    assert rows[("langfuse", today())]["restored_data_matches"] == ""
+    assert rows[("langfuse", today())][names.RESTORED_DATA_MATCHES] == ""
     assert rows[("agentic", yesterday())]["archived"] == "False"
     page = (archive / "audit_report.html").read_text()
     assert "Days with a verified backup: <b>50.0%</b>" in page and "<script" not in page
@@ -70,6 +71,6 @@ def test_restore_tests_recorded_before_the_restore_test_asset_still_count(write_
     )
     day = dt.date.fromisoformat(today())
     table = audit_table(instance, ["langfuse"], day, day)
-    assert list(table["restored_data_matches"]) == ["passed"]
+    assert list(table[names.RESTORED_DATA_MATCHES]) == ["passed"]
     assert list(table["rows_compared"]) == [7]
     assert last_restore_test(instance, "langfuse").evaluation.passed

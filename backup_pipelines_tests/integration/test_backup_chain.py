@@ -46,7 +46,12 @@ def test_local_backup_restores_to_identical_data(write_config, cluster, instance
 
     checks = checks_by_name(result)
     for database in TEST_DATABASES:
-        for check in ("dump_complete", "archive_checksum", "archive_contents", "size_change"):
+        for check in (
+            names.DUMP_COMPLETE,
+            names.ARCHIVE_CHECKSUM,
+            names.ARCHIVE_CONTENTS,
+            names.SIZE_CHANGE,
+        ):
             assert checks[(database, check)].passed, checks[(database, check)].description
             assert checks[(database, check)].partition == today()
 
@@ -118,7 +123,7 @@ def test_flipped_byte_in_archive_fails_verification(write_config, instance):
 
     result = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     assert not result.success  # the integrity checks are blocking ERRORs
-    checksum = checks_by_name(result)[("agentic", "archive_checksum")]
+    checksum = checks_by_name(result)[("agentic", names.ARCHIVE_CHECKSUM)]
     assert not checksum.passed
     assert checksum.metadata["sha256_actual"].value == sha256_of(archive)
     assert checksum.metadata["sha256_expected"].value != sha256_of(archive)
@@ -133,9 +138,9 @@ def test_truncated_archive_fails_verification(write_config, instance):
 
     result = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     checks = checks_by_name(result)
-    assert not checks[("agentic", "archive_checksum")].passed
-    assert not checks[("agentic", "archive_contents")].passed
-    assert "cannot read" in checks[("agentic", "archive_contents")].description
+    assert not checks[("agentic", names.ARCHIVE_CHECKSUM)].passed
+    assert not checks[("agentic", names.ARCHIVE_CONTENTS)].passed
+    assert "cannot read" in checks[("agentic", names.ARCHIVE_CONTENTS)].description
 
 
 def test_verification_alone_reruns_every_integrity_check(write_config, instance):
@@ -144,9 +149,9 @@ def test_verification_alone_reruns_every_integrity_check(write_config, instance)
     result = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     assert result.success
     assert {name for (_, name) in checks_by_name(result)} == {
-        "archive_checksum",
-        "archive_contents",
-        "size_change",
+        names.ARCHIVE_CHECKSUM,
+        names.ARCHIVE_CONTENTS,
+        names.SIZE_CHANGE,
     }
 
 
@@ -204,7 +209,7 @@ def test_re_execution_from_asset_failure_keeps_the_days_dump(write_config, insta
     assert not failed.success
     assert "cannot write" in failure_messages(failed)
     dump = materialization(failed, "agentic", names.DUMP)
-    assert checks_by_name(failed)[("agentic", "dump_complete")].passed
+    assert checks_by_name(failed)[("agentic", names.DUMP_COMPLETE)].passed
     assert not failed.get_asset_materialization_events()[1:]  # archive and verification not
 
     run = instance.get_run_by_id(failed.run_id)

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from dagster import AssetKey, build_sensor_context, materialize
 
+from backup_pipelines import names
 from backup_pipelines.core.buckets.snapshots import (
     SnapshotError,
     read_snapshot,
@@ -83,8 +84,8 @@ def test_snapshot_chain_in_dagster_and_verification_catches_damage(setup, instan
     )
     assert result.success, failure_messages(result)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert checks["snapshot_manifest"].passed and checks["snapshot_objects"].passed
-    assert checks["snapshot_objects"].partition == today()
+    assert checks[names.SNAPSHOT_MANIFEST].passed and checks[names.SNAPSHOT_OBJECTS].passed
+    assert checks[names.SNAPSHOT_OBJECTS].partition == today()
     (snapshot,) = result.asset_materializations_for_node("s3__media__snapshot")
     assert snapshot.metadata["copied"].value == OBJECTS
     usage = materialize(
@@ -161,12 +162,12 @@ def test_retention_never_deletes_an_object_a_kept_snapshot_references(
         record_check_evaluations(
             instance,
             AssetKey(["s3", "media", "verification"]),
-            ("snapshot_manifest", "snapshot_objects"),
+            (names.SNAPSHOT_MANIFEST, names.SNAPSHOT_OBJECTS),
             day,
         )
     expected = contents(source)
     defs = definitions_for(config)
-    sensor = defs.resolve_sensor_def("retention_sensor")
+    sensor = defs.resolve_sensor_def(names.RETENTION_SENSOR)
     with build_sensor_context(
         instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
     ) as context:

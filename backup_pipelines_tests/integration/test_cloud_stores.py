@@ -43,7 +43,7 @@ def test_backup_restores_to_identical_data(cloud, write_config, cluster, instanc
     result = run_backup(definitions_for(config), instance, databases=("agentic",))
     assert result.success, failure_messages(result)
     checks = checks_by_name(result)
-    for check in ("dump_complete", "archive_checksum", "archive_contents"):
+    for check in (names.DUMP_COMPLETE, names.ARCHIVE_CHECKSUM, names.ARCHIVE_CONTENTS):
         assert checks[("agentic", check)].passed, checks[("agentic", check)].description
 
     key = archive_key(cloud, "agentic")
@@ -75,7 +75,7 @@ def test_flipped_byte_fails_verification(cloud, write_config, instance):
 
     result = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     assert not result.success
-    checksum = checks_by_name(result)[("agentic", "archive_checksum")]
+    checksum = checks_by_name(result)[("agentic", names.ARCHIVE_CHECKSUM)]
     assert not checksum.passed
     assert checksum.metadata["sha256_actual"].value != checksum.metadata["sha256_expected"].value
 

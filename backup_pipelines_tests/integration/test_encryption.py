@@ -10,6 +10,7 @@ import psycopg
 import pytest
 import yaml
 
+from backup_pipelines import names
 from backup_pipelines.core.common.config import ConfigError, load_config
 from backup_pipelines.core.common.layout import manifest_key
 from backup_pipelines.core.postgres.manifest import Manifest
@@ -160,7 +161,7 @@ def test_a_wrong_key_fails_clearly_everywhere_and_restores_nothing(
     defs = definitions_for(config)
 
     verified = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
-    contents = check_evaluations(verified)["archive_contents"]
+    contents = check_evaluations(verified)[names.ARCHIVE_CONTENTS]
     assert not contents.passed
     assert "wrong key: the backup is encrypted to age1" in contents.description
 
@@ -190,7 +191,7 @@ def test_after_a_key_rotation_old_backups_stay_readable_and_new_ones_use_the_new
     defs = definitions_for(config)
 
     reverified = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
-    assert check_evaluations(reverified)["archive_contents"].passed  # old key, still readable
+    assert check_evaluations(reverified)[names.ARCHIVE_CONTENTS].passed  # old key, still readable
     target = "agentic_after_rotation"
     try:
         result = run_restore(defs, instance, target_url=target_url(cluster), target_database=target)
@@ -245,10 +246,10 @@ def test_a_kms_wrapped_identity_is_unwrapped_for_the_run(
     result = run_backup(defs, instance, databases=("agentic",))
     assert result.success, failure_messages(result)
     assert {name: e.passed for name, e in check_evaluations(result).items()} == {
-        "dump_complete": True,
-        "archive_checksum": True,
-        "archive_contents": True,
-        "size_change": True,
+        names.DUMP_COMPLETE: True,
+        names.ARCHIVE_CHECKSUM: True,
+        names.ARCHIVE_CONTENTS: True,
+        names.SIZE_CHANGE: True,
     }
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     objects = s3.list_objects_v2(Bucket=bucket, Prefix="archive/agentic/")["Contents"]

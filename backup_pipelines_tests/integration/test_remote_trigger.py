@@ -153,7 +153,12 @@ def test_cli_submits_one_database_and_reports_the_run(webserver):
     assert run.job_name == "daily_backup"
     assert run.tags["dagster/partition"] == today()
     assert run.tags["backup_pipelines/triggered_by"].startswith("backup-pipelines CLI (")
-    assert checks == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
+    assert checks == {
+        names.DUMP_COMPLETE,
+        names.ARCHIVE_CHECKSUM,
+        names.ARCHIVE_CONTENTS,
+        names.SIZE_CHANGE,
+    }
 
     assert cli("--url", url, "status", run_id, env=env).stdout.strip() == "SUCCESS"
     unknown = cli("--url", url, "status", "0" * 36, env=env)

@@ -10,6 +10,7 @@ from dagster import (
     build_sensor_context,
 )
 
+from backup_pipelines import names
 from backup_pipelines_tests.support.config import today, yesterday
 from backup_pipelines_tests.support.runs import (
     definitions_for,
@@ -37,7 +38,7 @@ def test_weekly_schedule_restore_tests_each_newest_verified_archive(write_config
     defs = definitions_for(
         write_config(start_date=yesterday(), restore_test={"schedule": "0 3 * * 0"})
     )
-    schedule = defs.resolve_schedule_def("weekly_restore_test_schedule")
+    schedule = defs.resolve_schedule_def(names.WEEKLY_RESTORE_TEST_SCHEDULE)
     assert schedule.cron_schedule == "0 3 * * 0" and schedule.execution_timezone == "UTC"
     assert schedule.job_name == "restore_test"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
@@ -55,7 +56,7 @@ def test_weekly_schedule_restore_tests_each_newest_verified_archive(write_config
     # today), agentic's today's: one run per day.
     langfuse = AssetKey(["postgres", "langfuse", "verification"])
     record_check_evaluations(
-        instance, langfuse, ("archive_checksum", "archive_contents"), yesterday()
+        instance, langfuse, (names.ARCHIVE_CHECKSUM, names.ARCHIVE_CONTENTS), yesterday()
     )
     assert run_backup(defs, instance, databases=("agentic",)).success
     older, newer = sorted(evaluate().run_requests, key=lambda request: request.partition_key)
@@ -69,7 +70,7 @@ def test_new_archive_sensor_requests_a_restore_test_per_new_archive(
     write_config, cluster, instance
 ):
     defs = definitions_for(write_config(restore_test={"test_each_new_archive": True}))
-    name = "restore_test_new_archives_sensor"
+    name = names.NEW_ARCHIVE_RESTORE_TEST_SENSOR
     assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     assert run_backup(defs, instance).success
 
@@ -90,13 +91,13 @@ def test_new_archive_sensor_requests_a_restore_test_per_new_archive(
 
 def test_new_archive_sensor_is_off_unless_configured(write_config):
     defs = definitions_for(write_config())
-    sensor = defs.resolve_sensor_def("restore_test_new_archives_sensor")
+    sensor = defs.resolve_sensor_def(names.NEW_ARCHIVE_RESTORE_TEST_SENSOR)
     assert sensor.default_status == DefaultSensorStatus.STOPPED
 
 
 def test_runbook_sensor_follows_verifications_and_restore_tests(write_config, instance):
     defs = definitions_for(write_config())
-    name = "recovery_runbook_sensor"
+    name = names.RUNBOOK_SENSOR
     assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     assert run_backup(defs, instance).success
     (request,), cursor = tick(defs, instance, name, None)

@@ -29,7 +29,7 @@ from backup_pipelines_tests.support.runs import (
 )
 
 RESTORE_TEST = {db: AssetKey(["postgres", db, "restore_test"]) for db in TEST_DATABASES}
-CHECK = "restored_data_matches"
+CHECK = names.RESTORED_DATA_MATCHES
 
 
 @pytest.fixture
@@ -79,7 +79,12 @@ def test_a_backup_run_never_restores(write_config, cluster, instance):
         for event in result.all_events
         if event.event_type_value == "ASSET_CHECK_EVALUATION"
     }
-    assert evaluated == {"dump_complete", "archive_checksum", "archive_contents", "size_change"}
+    assert evaluated == {
+        names.DUMP_COMPLETE,
+        names.ARCHIVE_CHECKSUM,
+        names.ARCHIVE_CONTENTS,
+        names.SIZE_CHANGE,
+    }
     for database in TEST_DATABASES:
         assert instance.get_materialized_partitions(RESTORE_TEST[database]) == set()
         assert latest_check_record(instance, RESTORE_TEST[database], CHECK, today()) is None
@@ -143,9 +148,9 @@ def test_a_look_alike_archive_fails_verification_and_the_restore_test(backed_up,
 
     verified = run_backup(defs, instance, steps=("verification",), databases=("agentic",))
     checks = {e.check_name: e for e in verified.get_asset_check_evaluations()}
-    assert checks["archive_checksum"].passed  # the forgery is self-consistent ...
-    assert not checks["archive_contents"].passed  # ... but not agentic's backup
-    assert "dumped from database 'langfuse'" in checks["archive_contents"].description
+    assert checks[names.ARCHIVE_CHECKSUM].passed  # the forgery is self-consistent ...
+    assert not checks[names.ARCHIVE_CONTENTS].passed  # ... but not agentic's backup
+    assert "dumped from database 'langfuse'" in checks[names.ARCHIVE_CONTENTS].description
 
 
 def test_restore_test_of_a_day_without_archive_says_so(backed_up, instance):

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from dagster import AssetKey, SkipReason, build_sensor_context
 
+from backup_pipelines import names
 from backup_pipelines.core.common.config import load_config
 from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines.core.common.subjects import Database
@@ -56,7 +57,7 @@ def everything(stores) -> set[str]:
 
 
 def tick(defs, instance):
-    sensor = defs.resolve_sensor_def("retention_sensor")
+    sensor = defs.resolve_sensor_def(names.RETENTION_SENSOR)
     with build_sensor_context(
         instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
     ) as context:

@@ -23,6 +23,7 @@ from azure.storage.blob import (
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
+from backup_pipelines import names
 from backup_pipelines_tests.support.clouds import azure_cloud
 from backup_pipelines_tests.support.config import (
     BACKUP_PASSWORD,
@@ -142,7 +143,7 @@ def test_no_secret_in_events_logs_metadata_errors_files_or_argv(
             for e in events
             if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
         ]
-        assert any(c.check_name == "restored_data_matches" and c.passed for c in checks)
+        assert any(c.check_name == names.RESTORED_DATA_MATCHES and c.passed for c in checks)
         serialized = "\n".join(serialize_value(event) for event in events)
         serialized += "\n".join(serialize_value(run) for run in runs)
     finally:

@@ -2,6 +2,7 @@
 
 from dagster import AssetKey, materialize
 
+from backup_pipelines import names
 from backup_pipelines.core.common.config import load_config
 from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines_tests.support.runs import definitions_for, failure_messages, run_backup
@@ -46,7 +47,9 @@ def test_usage_counts_every_object_and_capacity_fails_above_80_percent(write_con
     assert metadata["total_bytes"] == metadata["agentic_bytes"] + metadata["langfuse_bytes"]
 
     (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "storage_capacity" and not check.passed  # 100 kB is far too small
+    assert (
+        check.check_name == names.STORAGE_CAPACITY and not check.passed
+    )  # 100 kB is far too small
     assert "of the configured 0.0001 GB (fails above 80%)" in check.description
 
     defs = definitions_for(

@@ -199,9 +199,9 @@ def only_selected_checks(
 def take_dump_result(
     settings: BackupSettings, database: str, day: str, submitted_at: dt.datetime | None = None
 ) -> MaterializeResult:
-    stores = settings.stores()
+    stores, resolved = settings.stores(), settings.database(database)
     ref, manifest = take_dump(
-        settings.connection(database), stores.dumps, day, settings.dump_settings(), submitted_at
+        resolved.connection, stores.dumps, day, settings.dump_settings(), submitted_at
     )
     save_ref(stores.refs, names.DUMP, ref)
     outcome = check_dump_complete(
@@ -210,7 +210,7 @@ def take_dump_result(
         manifest,
         settings.client_tools(),
         settings.archive_key(),
-        settings.configured_name(database),
+        resolved.configured_name,
     )
     dump_key = names.database_key(database, names.DUMP)
     return MaterializeResult(
@@ -266,7 +266,7 @@ def verification_result(settings: BackupSettings, database: str, day: str) -> Ma
         manifest,
         settings.client_tools(),
         settings.archive_key(),
-        settings.configured_name(database),
+        settings.database(database).configured_name,
     )
     history = recent_sizes(stores.archive, database, day, config.verification.size_history)
     outcomes.append(
