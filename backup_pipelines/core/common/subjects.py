@@ -8,21 +8,22 @@ from typing import ClassVar
 
 
 @dataclass(frozen=True)
-class Database:
+class _Subject:
     name: str
-    kind: ClassVar[str] = "database"
+    kind: ClassVar[str]
 
     def __str__(self) -> str:
-        return f"database {self.name!r}"
+        return f"{self.kind} {self.name!r}"
 
 
 @dataclass(frozen=True)
-class Bucket:
-    name: str
-    kind: ClassVar[str] = "bucket"
+class Database(_Subject):
+    kind: ClassVar[str] = "database"
 
-    def __str__(self) -> str:
-        return f"bucket {self.name!r}"
+
+@dataclass(frozen=True)
+class Bucket(_Subject):
+    kind: ClassVar[str] = "bucket"
 
 
 Subject = Database | Bucket
