@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_pipelines.core.common.postgres_client import find_client_tools
+from backup_pipelines.core.common.client_tools import find_client_tools
 from backup_pipelines.core.servers.scratch import free_port
 
 SUPERUSER = "postgres"

@@ -29,7 +29,8 @@ from backup_throughput import measure
 
 from backup_pipelines import names
 from backup_pipelines.core.common.layout import manifest_key
-from backup_pipelines.core.common.postgres_client import Connection, exported_snapshot
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.postgres.catalog import exported_snapshot
 from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 

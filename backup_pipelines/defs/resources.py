@@ -15,14 +15,10 @@ from dagster import (
 from pydantic import PrivateAttr
 
 from backup_pipelines import names
+from backup_pipelines.core.common.client_tools import ClientTools, find_client_tools
 from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env, load_config
 from backup_pipelines.core.common.encryption import ArchiveKey, key_from_config
-from backup_pipelines.core.common.postgres_client import (
-    ClientTools,
-    Connection,
-    PostgresError,
-    find_client_tools,
-)
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError
 from backup_pipelines.core.common.stores import BackupStores, stores_from_config
 from backup_pipelines.core.postgres.dump import DumpSettings
 from backup_pipelines.core.postgres.restore_test import RestoreTestSettings

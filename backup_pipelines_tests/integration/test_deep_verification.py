@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
+from backup_pipelines.core.common.client_tools import find_client_tools
 from backup_pipelines.core.common.encryption import key_from_identity
-from backup_pipelines.core.common.postgres_client import Connection, find_client_tools
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
 from backup_pipelines.core.postgres.verification import check_archive
 from backup_pipelines.storage import LocalStore

@@ -4,10 +4,8 @@ import dataclasses
 import os
 import subprocess
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-    find_client_tools,
-)
+from backup_pipelines.core.common.client_tools import find_client_tools
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
 from backup_pipelines.core.postgres.verification import (
     check_dump_complete,

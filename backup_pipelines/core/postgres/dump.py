@@ -16,22 +16,21 @@ from pathlib import Path
 
 import psycopg
 
-from backup_pipelines.core.common.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
-from backup_pipelines.core.common.layout import dump_object_key, manifest_key
-from backup_pipelines.core.common.postgres_client import (
+from backup_pipelines.core.common.client_tools import (
     ClientTools,
-    Connection,
-    ExportedSnapshot,
-    exported_snapshot,
     find_client_tools,
     require_pg_dump_for,
 )
+from backup_pipelines.core.common.encryption import AGE, ENCRYPTION_METHOD, ArchiveKey
+from backup_pipelines.core.common.layout import dump_object_key, manifest_key
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.common.streams import (
     Compression,
     Pipeline,
     compress_command,
     first_cause,
 )
+from backup_pipelines.core.postgres.catalog import ExportedSnapshot, exported_snapshot
 from backup_pipelines.core.postgres.manifest import BackupRef, Manifest, remove_superseded
 from backup_pipelines.core.postgres.rowcount import (
     ROW_COUNTER_STAGE,

@@ -17,8 +17,8 @@ from backup_pipelines.core.common.layout import (
     manifest_key,
     ref_key,
 )
-from backup_pipelines.core.common.postgres_client import RelationCount, TableConstraint
 from backup_pipelines.core.common.streams import Compression
+from backup_pipelines.core.postgres.catalog import RelationCount, TableConstraint
 from backup_pipelines.storage import ObjectStore, StorageError
 
 MANIFEST_FORMAT = 1

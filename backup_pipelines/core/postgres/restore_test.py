@@ -28,10 +28,12 @@ from backup_pipelines.core.common.encryption import ArchiveKey
 from backup_pipelines.core.common.postgres_client import (
     Connection,
     PostgresError,
+    server_major_version,
+)
+from backup_pipelines.core.postgres.databases import (
     create_database,
     drop_database,
     drop_database_if_unused,
-    server_major_version,
 )
 from backup_pipelines.core.postgres.manifest import Manifest
 from backup_pipelines.core.postgres.restore import (

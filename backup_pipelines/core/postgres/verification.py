@@ -15,13 +15,8 @@ from dataclasses import dataclass
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.client_tools import ClientTools
 from backup_pipelines.core.common.encryption import ArchiveKey, decoding_stages, key_problem
-from backup_pipelines.core.common.postgres_client import (
-    ClientTools,
-    TableOfContents,
-    parse_toc,
-    relations_missing_data,
-)
 from backup_pipelines.core.common.streams import SIGPIPE_EXIT, Pipeline, first_cause
 from backup_pipelines.core.postgres.manifest import (
     BackupRef,
@@ -29,6 +24,7 @@ from backup_pipelines.core.postgres.manifest import (
     list_backup_days,
     read_manifest,
 )
+from backup_pipelines.core.postgres.toc import TableOfContents, parse_toc, relations_missing_data
 from backup_pipelines.storage import ObjectStore
 from backup_pipelines.storage.digest import HashingCounter, StreamDigest, digest_chunks
 

@@ -13,14 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_pipelines.core.common.postgres_client import (
-    DEBIAN_PG_ROOT,
-    Connection,
-    PostgresError,
-    major_version_of,
-    redact,
-    scalar,
-)
+from backup_pipelines.core.common.client_tools import DEBIAN_PG_ROOT, major_version_of
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError, redact, scalar
 from backup_pipelines.core.servers.errors import PitrError, RestoreStageError
 from backup_pipelines.core.servers.pgbackrest import (
     Engine,

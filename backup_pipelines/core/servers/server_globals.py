@@ -7,10 +7,8 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 
-from backup_pipelines.core.common.postgres_client import (
-    ClientTools,
-    Connection,
-)
+from backup_pipelines.core.common.client_tools import ClientTools
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.errors import PitrError
 
 

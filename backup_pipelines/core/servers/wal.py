@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backup_pipelines.core.common.postgres_client import DEBIAN_PG_ROOT
+from backup_pipelines.core.common.client_tools import DEBIAN_PG_ROOT
 from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RepositoryInfo
 
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024

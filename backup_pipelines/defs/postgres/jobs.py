@@ -28,12 +28,8 @@ from backup_pipelines import names
 from backup_pipelines.core.common.config import expand_env
 from backup_pipelines.core.common.encryption import EncryptionError
 from backup_pipelines.core.common.postgres_client import Connection, PostgresError
-from backup_pipelines.core.postgres.restore import (
-    DatabaseRestoreRequest,
-    RestoreError,
-    archive_manifest,
-    restore_archive,
-)
+from backup_pipelines.core.postgres.restore import RestoreError, archive_manifest
+from backup_pipelines.core.postgres.restore_database import DatabaseRestoreRequest, restore_archive
 from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.resources import BackupSettings
 
