@@ -27,7 +27,7 @@ from backup_pipelines_tests.support.runs import (
     record_check_evaluations,
 )
 
-OBJECTS = 2000
+OBJECTS = 200  # enough for a 10% sample of 20; scale is benchmarks
 DAY1, DAY2 = "2026-11-01", "2026-11-02"
 
 
