@@ -65,7 +65,7 @@ def installed(outside: Path, built: dict[str, Path]) -> Path:
 def test_the_wheel_is_platform_specific_and_carries_the_compiled_counter(built):
     assert "-cp311-" in built["wheel"].name and built["wheel"].name.endswith("linux_x86_64.whl")
     listing = _run([sys.executable, "-m", "zipfile", "-l", str(built["wheel"])]).stdout
-    assert "backup_pipelines/core/_rowcount.cpython-311" in listing
+    assert "backup_pipelines/core/postgres/_rowcount.cpython-311" in listing
     contents = _run(["tar", "tzf", str(built["sdist"])]).stdout
     assert "backup_pipelines/core/postgres/_rowcount.c" in contents and "setup.py" in contents
 

@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.common.layout import RUNBOOK_KEY
+from backup_pipelines.core.common.layout import AUDIT_CSV_KEY, AUDIT_HTML_KEY, RUNBOOK_KEY
 from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.window import window_for
@@ -105,13 +105,7 @@ def audit_report_asset(databases: list[str]) -> AssetsDefinition:
     def audit_report(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
         # pandas is imported here, by the one step that builds the report, not by every process
         # that loads the definitions.
-        from backup_pipelines.defs.recovery.audit import (
-            AUDIT_CSV_KEY,
-            AUDIT_HTML_KEY,
-            audit_table,
-            coverage,
-            render_html,
-        )
+        from backup_pipelines.defs.recovery.audit import audit_table, coverage, render_html
 
         config, archive = settings.config(), settings.stores().archive
         last = dt.datetime.now(dt.UTC).date()
