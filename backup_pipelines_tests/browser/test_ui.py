@@ -4,10 +4,8 @@ way the demo submits them. Each test saves a screenshot under ui-screenshots/ (i
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from backup_pipelines_tests.support.config import (
     config_document,
     server_document,
 )
+from backup_pipelines_tests.support.folders import shared_folder
 from backup_pipelines_tests.support.paths import REPOSITORY
 from backup_pipelines_tests.support.processes import stop
 
@@ -52,10 +51,8 @@ SERVER = "main"  # a PITR server beside the databases
 
 @pytest.fixture(scope="module")
 def archiving_home() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-ui-pitr-"))
-    home.chmod(0o755)  # the server and pgBackRest run as postgres
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+    with shared_folder("ui-pitr") as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

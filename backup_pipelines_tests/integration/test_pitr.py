@@ -48,6 +48,7 @@ from backup_pipelines_tests.support.config import (
     server_document,
     today,
 )
+from backup_pipelines_tests.support.folders import shared_folder
 from backup_pipelines_tests.support.processes import CommandLineWatch
 from backup_pipelines_tests.support.runbook_html import RunbookParser
 from backup_pipelines_tests.support.runs import (
@@ -65,10 +66,8 @@ PASSWORD_ENV = PITR_PASSWORD_ENV
 
 @pytest.fixture(scope="module")
 def pitr_home() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-pitr-"))
-    home.chmod(0o755)  # the server and pgBackRest run as postgres
-    yield home
-    shutil.rmtree(home, ignore_errors=True)
+    with shared_folder("pitr") as home:
+        yield home
 
 
 @pytest.fixture(scope="module")
