@@ -7,11 +7,7 @@ no secret reaches run config, the definitions or the UI.
 from functools import cached_property
 from pathlib import Path
 
-from dagster import (
-    ConfigurableResource,
-    Definitions,
-    InitResourceContext,
-)
+from dagster import ConfigurableResource, Definitions, InitResourceContext
 from pydantic import PrivateAttr
 
 from backup_pipelines import names

@@ -6,9 +6,7 @@ from dagster import AssetCheckSeverity
 
 from backup_pipelines.core.common.client_tools import find_client_tools, require_pg_dump_for
 from backup_pipelines.core.common.postgres_client import PostgresError
-from backup_pipelines.core.postgres.verification import (
-    check_size_change,
-)
+from backup_pipelines.core.postgres.verification import check_size_change
 from backup_pipelines.defs.shared import severity_of
 
 

@@ -7,10 +7,7 @@ import subprocess
 from backup_pipelines.core.common.client_tools import find_client_tools
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.postgres.dump import DumpSettings, take_dump
-from backup_pipelines.core.postgres.verification import (
-    check_dump_complete,
-    recent_sizes,
-)
+from backup_pipelines.core.postgres.verification import check_dump_complete, recent_sizes
 from backup_pipelines.storage import LocalStore
 from backup_pipelines_tests.support.config import BACKUP_PASSWORD, today
 

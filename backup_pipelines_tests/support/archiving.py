@@ -9,9 +9,7 @@ from backup_pipelines.core.common.config import load_config
 from backup_pipelines.core.servers.pgbackrest import repository_from_config
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, archive_with_pgbackrest
-from backup_pipelines_tests.support.config import (
-    PITR_PASSWORD_ENV,
-)
+from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV
 
 
 def start_archiving(

@@ -19,10 +19,7 @@ from backup_pipelines import names
 from backup_pipelines.core.common.config import load_config
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.alerts.state import AlertState
-from backup_pipelines_tests.support.config import (
-    TEST_DATABASES,
-    today,
-)
+from backup_pipelines_tests.support.config import TEST_DATABASES, today
 
 
 def definitions_for(config_path: Path) -> Definitions:

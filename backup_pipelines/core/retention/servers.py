@@ -8,10 +8,7 @@ from dataclasses import dataclass
 
 from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import (
-    BackupSet,
-    Engine,
-)
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine
 
 
 @dataclass(frozen=True)

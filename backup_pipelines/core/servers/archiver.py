@@ -7,13 +7,9 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-)
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.wal import (
-    DEFAULT_SEGMENT_SIZE,
-)
+from backup_pipelines.core.servers.wal import DEFAULT_SEGMENT_SIZE
 
 ARCHIVE_WAIT_SECONDS = 120
 

@@ -7,24 +7,12 @@ import datetime as dt
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
-from backup_pipelines.core.servers.archiver import (
-    ArchiverStatus,
-)
+from backup_pipelines.core.servers.archiver import ArchiverStatus
 from backup_pipelines.core.servers.errors import RestoreStageError
-from backup_pipelines.core.servers.pgbackrest import (
-    BackupSet,
-    RepositoryInfo,
-)
-from backup_pipelines.core.servers.pitr_test import (
-    PitrTestReport,
-)
-from backup_pipelines.core.servers.wal import (
-    Continuity,
-    utc_text,
-)
-from backup_pipelines.core.servers.window import (
-    window_metadata,
-)
+from backup_pipelines.core.servers.pgbackrest import BackupSet, RepositoryInfo
+from backup_pipelines.core.servers.pitr_test import PitrTestReport
+from backup_pipelines.core.servers.wal import Continuity, utc_text
+from backup_pipelines.core.servers.window import window_metadata
 
 
 def backup_verified(

@@ -7,10 +7,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-    scalar,
-)
+from backup_pipelines.core.common.postgres_client import Connection, scalar
 
 MARKER_TABLE = "backup_pipelines_pitr_marker"
 

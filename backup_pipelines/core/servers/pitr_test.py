@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-    PostgresError,
-    scalar,
-)
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError, scalar
 from backup_pipelines.core.servers.archiver import (
     archiver_status,
     require_archiving,
@@ -21,24 +17,10 @@ from backup_pipelines.core.servers.archiver import (
 )
 from backup_pipelines.core.servers.errors import RestoreStageError
 from backup_pipelines.core.servers.markers import MARKER_TABLE, MarkerPair, write_markers
-from backup_pipelines.core.servers.pgbackrest import (
-    BackupSet,
-    Engine,
-    RecoveryTarget,
-)
-from backup_pipelines.core.servers.scratch import (
-    RestoredServer,
-    ScratchPlace,
-    restored_copy,
-)
-from backup_pipelines.core.servers.wal import (
-    utc_text,
-)
-from backup_pipelines.core.servers.window import (
-    RecoveryWindow,
-    backup_for,
-    observe_archive,
-)
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RecoveryTarget
+from backup_pipelines.core.servers.scratch import RestoredServer, ScratchPlace, restored_copy
+from backup_pipelines.core.servers.wal import utc_text
+from backup_pipelines.core.servers.window import RecoveryWindow, backup_for, observe_archive
 
 
 @dataclass

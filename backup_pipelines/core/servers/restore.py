@@ -8,15 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-)
+from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import (
-    BackupSet,
-    Engine,
-    RecoveryTarget,
-)
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RecoveryTarget
 from backup_pipelines.core.servers.scratch import (
     RestoredServer,
     require_free_port,
@@ -24,11 +18,7 @@ from backup_pipelines.core.servers.scratch import (
     server_binaries,
     start_copy,
 )
-from backup_pipelines.core.servers.window import (
-    backup_for,
-    require_in_window,
-    window_for,
-)
+from backup_pipelines.core.servers.window import backup_for, require_in_window, window_for
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,7 @@ from pathlib import Path
 from backup_pipelines.core.common.client_tools import DEBIAN_PG_ROOT, major_version_of
 from backup_pipelines.core.common.postgres_client import Connection, PostgresError, redact, scalar
 from backup_pipelines.core.servers.errors import PitrError, RestoreStageError
-from backup_pipelines.core.servers.pgbackrest import (
-    Engine,
-    PgBackRestError,
-    RecoveryTarget,
-)
+from backup_pipelines.core.servers.pgbackrest import Engine, PgBackRestError, RecoveryTarget
 
 PROMOTION_WAIT_SECONDS = 600
 

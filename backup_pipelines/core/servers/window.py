@@ -6,20 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from backup_pipelines.core.common.postgres_client import (
-    Connection,
-    PostgresError,
-)
-from backup_pipelines.core.servers.archiver import (
-    ArchiverStatus,
-    archiver_status,
-)
+from backup_pipelines.core.common.postgres_client import Connection, PostgresError
+from backup_pipelines.core.servers.archiver import ArchiverStatus, archiver_status
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import (
-    BackupSet,
-    Engine,
-    RepositoryInfo,
-)
+from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RepositoryInfo
 from backup_pipelines.core.servers.wal import (
     DEFAULT_SEGMENT_SIZE,
     Continuity,

@@ -15,11 +15,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.buckets.snapshots import (
-    SnapshotError,
-    take_snapshot,
-    verify_snapshot,
-)
+from backup_pipelines.core.buckets.snapshots import SnapshotError, take_snapshot, verify_snapshot
 from backup_pipelines.core.common.stores import source_bucket_store
 from backup_pipelines.core.postgres.dump import require_day_open
 from backup_pipelines.defs.resources import BackupSettings

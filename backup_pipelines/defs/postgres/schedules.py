@@ -5,12 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from dagster import (
-    RunRequest,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    SkipReason,
-)
+from dagster import RunRequest, ScheduleDefinition, ScheduleEvaluationContext, SkipReason
 
 from backup_pipelines import names
 from backup_pipelines.dagster_private import AssetJob

@@ -31,9 +31,7 @@ from backup_pipelines.core.servers.checks import (
     wal_continuity,
 )
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import (
-    PgBackRestError,
-)
+from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.server_globals import dump_globals
 from backup_pipelines.core.servers.window import observe_archive, window_metadata
 from backup_pipelines.dagster_private import cron_string_iterator
