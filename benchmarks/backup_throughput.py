@@ -1,6 +1,6 @@
 """Backup throughput and memory against bare pg_dump, all measured in the same run.
 
-    .venv/bin/python benchmarks/backup_throughput.py --scale 20 --scale 150
+    .venv/bin/python -m benchmarks.backup_throughput --scale 20 --scale 150
 
 For each scale N it builds `pgbench -i -s N --foreign-keys` plus 1500*N wide rows (~1.6 kB of
 varied text and nested jsonb each), then times, one after the other on the same server:

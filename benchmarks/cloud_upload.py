@@ -1,7 +1,7 @@
 """Upload throughput and memory of the Azure and GCS stores against each official client's own
 upload call, on Azurite and gcp-storage-emulator, in one run.
 
-    python benchmarks/cloud_upload.py [--sizes 128 512] [--repeat 3]
+    python -m benchmarks.cloud_upload [--sizes 128 512] [--repeat 3]
 
 Each upload runs in its own process (its peak RSS is that process's own; the time is that of
 the upload call alone), alternating ours and the client's; the figure is the median. Ours

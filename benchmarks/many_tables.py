@@ -1,6 +1,6 @@
 """A database of many small tables against a bare `pg_dump -Fc` of it, in one run:
 
-    .venv/bin/python benchmarks/many_tables.py --tables 20000
+    .venv/bin/python -m benchmarks.many_tables --tables 20000
 
 1. the dump step alone (dump_step.py: pg_dump, the row counter, zstd, the manifest), and for
    comparison what exact counts by count(*) cost (one per table inside one repeatable-read
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import psycopg
 import yaml
-from backup_throughput import measure
 
 from backup_pipelines import names
 from backup_pipelines.core.common.layout import manifest_key
@@ -33,6 +32,7 @@ from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.postgres.catalog import exported_snapshot
 from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from benchmarks.backup_throughput import measure
 
 PASSWORD = "bench-superuser-password"
 DATABASE = "many_tables"

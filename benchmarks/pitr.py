@@ -1,6 +1,6 @@
 """Point-in-time recovery against bare pgBackRest, measured in one run:
 
-    .venv/bin/python benchmarks/pitr.py --scale 150 --load-seconds 120 --repeat 3
+    .venv/bin/python -m benchmarks.pitr --scale 150 --load-seconds 120 --repeat 3
 
 1. a full base backup through Dagster (the base_backup asset: backup, info, verify, the window)
    vs bare `pgbackrest backup --type=full` with the same options, alternately, medians;

@@ -1,6 +1,6 @@
 """How long the retention sensor takes to plan a large history, against a real S3 endpoint.
 
-    .venv/bin/python benchmarks/retention_planning.py --objects 20000
+    .venv/bin/python -m benchmarks.retention_planning --objects 20000
 
 Writes N/4 days of synthetic backups of one database (archive + manifest + two references a
 day) into a local S3 endpoint (moto over HTTP), records 400 days of passed verifications in a

@@ -1,6 +1,6 @@
 """Many small databases in one `daily_backup` run against bare `pg_dump -Fc` of each, in one run:
 
-    .venv/bin/python benchmarks/small_databases.py --databases 20 --rows 40000
+    .venv/bin/python -m benchmarks.small_databases --databases 20 --rows 40000
 
 prints the seconds per database the job spends beyond the bare dumps (`dg launch`, a fresh
 process and its step processes, one per database), with the Dagster instance on SQLite (Dagster's
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import psycopg
-from many_tables import INSTANCES, PASSWORD, bare_pg_dump, project_env, whole_job
 
 from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines.defs.postgres.assets import (
@@ -29,6 +28,7 @@ from backup_pipelines.defs.postgres.assets import (
 )
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from benchmarks.many_tables import INSTANCES, PASSWORD, bare_pg_dump, project_env, whole_job
 
 
 def prepare(home: Path, count: int, rows: int) -> tuple[LocalCluster, tuple[str, ...]]:
