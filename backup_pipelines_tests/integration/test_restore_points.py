@@ -1,0 +1,141 @@
+"""Named restore points on a real archiving server and pgBackRest repository: a point made
+between two batches of rows is archived when the call returns, and a restore to it by name
+holds exactly the rows committed before it; bad names are refused before anything is written."""
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from dagster import materialize
+from psycopg.conninfo import make_conninfo
+
+from backup_pipelines import names
+from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.servers.archiver import archiver_status
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.restore_points import MAX_NAME_BYTES, create_restore_point
+from backup_pipelines.core.servers.scratch import free_port, stop_copy
+from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines_demo.cluster import LocalCluster
+from backup_pipelines_tests.support.archiving import start_archiving
+from backup_pipelines_tests.support.config import (
+    PITR_PASSWORD_ENV,
+    config_document,
+    server_document,
+    today,
+)
+from backup_pipelines_tests.support.folders import shared_folder
+from backup_pipelines_tests.support.runs import definitions_for, failure_messages
+
+SERVER = "main"
+
+
+@pytest.fixture(scope="module")
+def archiving(cluster) -> Iterator[tuple[LocalCluster, Path, Path]]:
+    with shared_folder("restore-points") as home:
+        server = LocalCluster(home / "server", free_port(), uuid.uuid4().hex)
+        server.init()
+        config = home / "backup_pipelines.yaml"
+        servers = server_document(server, {"path": str(home / "repository")})
+        document = config_document(
+            cluster, {"local": {"path": str(home / "backups")}}, servers=servers
+        )
+        config.write_text(yaml.safe_dump(document))
+        start_archiving(server, config)
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
+        try:
+            yield server, config, home
+        finally:
+            server.destroy()
+
+
+@pytest.fixture
+def env(archiving, monkeypatch) -> Path:
+    server, config, _ = archiving
+    monkeypatch.setenv(PITR_PASSWORD_ENV, server.superuser_password)
+    monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(config))
+    return config
+
+
+def write_rows(server: LocalCluster, phase: str) -> None:
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute("INSERT INTO ledger (phase) SELECT %s FROM generate_series(1, 3)", (phase,))
+
+
+def phases_in(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT phase, count(*) FROM ledger GROUP BY phase").fetchall()
+    return dict(rows)
+
+
+def test_a_point_made_between_two_batches_restores_exactly_the_first(env, archiving, instance):
+    server, _, home = archiving
+    defs = definitions_for(env)
+    backup = materialize(
+        list(defs.assets),
+        selection=[names.server_key(SERVER, names.BASE_BACKUP)],
+        partition_key=today(),
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert backup.success, failure_messages(backup)
+    connection = Connection.from_url(SERVER, server.url())
+    write_rows(server, "before the point")
+    name = f"before-migration-{uuid.uuid4().hex[:6]}"
+
+    point = create_restore_point(
+        SERVER, connection, name, requested_by="the tests", note="schema v42"
+    )
+
+    # Archived when the call returns: no switch or wait by the caller.
+    assert archiver_status(connection).last_archived_wal[8:] >= point.wal_segment[8:]
+    assert (point.name, point.requested_by, point.note) == (name, "the tests", "schema v42")
+    write_rows(server, "after the point")
+    destination, port = home / "at-the-point", free_port()
+    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
+    request = {"server": SERVER, "restore_point": name, "data_directory": str(destination)}
+    result = job.execute_in_process(
+        run_config={"ops": {"restore_server_to_target": {"config": {**request, "port": port}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    try:
+        found = phases_in(make_conninfo(server.url(), port=str(port)))
+        assert found == {"before the point": 3}
+    finally:
+        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
+        stop_copy(engine, destination, server.bin_dir)
+        shutil.rmtree(destination, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "taken", "expected"),
+    [
+        ("", set(), "needs a name"),
+        (" padded ", set(), "leading or trailing blanks"),
+        ("x" * (MAX_NAME_BYTES + 1), set(), f"at most {MAX_NAME_BYTES}"),
+        ("é" * 32, set(), f"64 bytes; PostgreSQL allows at most {MAX_NAME_BYTES}"),
+        ("release-7", {"release-7"}, "already exists in the recovery window"),
+    ],
+)
+def test_bad_names_are_refused_before_anything_is_written(archiving, name, taken, expected):
+    server, _, _ = archiving
+    connection = Connection.from_url(SERVER, server.url())
+    before = archiver_status(connection).current_wal
+    with pytest.raises(PitrError, match=expected) as refused:
+        create_restore_point(SERVER, connection, name, requested_by="the tests", taken=taken)
+    assert f"server {SERVER!r}" in str(refused.value)
+    assert archiver_status(connection).current_wal == before  # no point written, no switch
+
+
+def test_a_server_that_does_not_archive_is_refused(cluster):
+    connection = Connection.from_url("plain", cluster.url())
+    with pytest.raises(PitrError, match="does not archive its WAL"):
+        create_restore_point("plain", connection, "before-upgrade", requested_by="the tests")
