@@ -17,6 +17,8 @@ from backup_pipelines import names
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.archiver import archiver_status
 from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import RecoveryTarget
+from backup_pipelines.core.servers.restore import ServerRestoreRequest, restore_server
 from backup_pipelines.core.servers.restore_points import MAX_NAME_BYTES, create_restore_point
 from backup_pipelines.core.servers.scratch import free_port, stop_copy
 from backup_pipelines.defs.resources import BackupSettings
@@ -139,3 +141,89 @@ def test_a_server_that_does_not_archive_is_refused(cluster):
     connection = Connection.from_url("plain", cluster.url())
     with pytest.raises(PitrError, match="does not archive its WAL"):
         create_restore_point("plain", connection, "before-upgrade", requested_by="the tests")
+
+
+def backup_now(defs, instance, kind: str) -> str:
+    result = materialize(
+        list(defs.assets),
+        selection=[names.server_key(SERVER, names.BASE_BACKUP)],
+        partition_key=today(),
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {f"pg_server__{SERVER}__base_backup": {"config": {"kind": kind}}}},
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    (backup,) = result.asset_materializations_for_node(f"pg_server__{SERVER}__base_backup")
+    return backup.metadata["label"].value
+
+
+def make_point(defs, instance, name: str):
+    return defs.resolve_job_def(names.CREATE_RESTORE_POINT_JOB).execute_in_process(
+        run_config={
+            "ops": {
+                "make_restore_point": {"config": {"server": SERVER, "name": name, "note": "v42"}}
+            }
+        },
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def test_the_job_records_the_point_and_the_restore_starts_from_the_backup_before_it(
+    env, archiving, instance
+):
+    """Two backups, the point between them: pgBackRest alone would restore the newer backup,
+    which ends after the point, and recovery would never meet it."""
+    server, _, home = archiving
+    defs = definitions_for(env)
+    before_point = backup_now(defs, instance, "full")
+    write_rows(server, "job: before")
+    name = f"release-{uuid.uuid4().hex[:6]}"
+
+    made = make_point(defs, instance, name)
+
+    assert made.success, failure_messages(made)
+    (event,) = made.asset_observations_for_node("make_restore_point")
+    recorded = {key: value.value for key, value in event.metadata.items()}
+    assert recorded["name"] == name and recorded["note"] == "v42"
+    assert recorded["event"] == names.RESTORE_POINT_EVENT and "/" in recorded["lsn"]
+    write_rows(server, "job: after")
+    newest = backup_now(defs, instance, "full")
+    assert newest != before_point
+
+    again = make_point(defs, instance, name)
+    assert not again.success and "already exists in the recovery window" in failure_messages(again)
+
+    destination, port = home / "at-the-release", free_port()
+    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
+    request = {"server": SERVER, "restore_point": name, "data_directory": str(destination)}
+    result = job.execute_in_process(
+        run_config={"ops": {"restore_server_to_target": {"config": {**request, "port": port}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    try:
+        found = phases_in(make_conninfo(server.url(), port=str(port)))
+        assert found.get("job: before") == 3 and "job: after" not in found
+        (audit,) = result.asset_observations_for_node("restore_server_to_target")
+        assert audit.metadata["restored_from_backup"].value == before_point
+    finally:
+        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
+        stop_copy(engine, destination, server.bin_dir)
+        shutil.rmtree(destination, ignore_errors=True)
+
+
+def test_a_point_older_than_every_kept_backup_is_refused_with_the_reason(env, archiving):
+    _, _, home = archiving
+    settings = BackupSettings(config_path=str(env))
+    request = ServerRestoreRequest(
+        RecoveryTarget("name", "long-gone"), home / "never-made", None, None, point_lsn="0/10"
+    )
+    with pytest.raises(PitrError, match="its WAL has expired, so it cannot be reached"):
+        restore_server(
+            settings.server_engine(SERVER), settings.server_connection(SERVER), request, None
+        )
+    assert not (home / "never-made").exists()

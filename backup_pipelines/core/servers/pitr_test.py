@@ -19,7 +19,7 @@ from backup_pipelines.core.servers.errors import RestoreStageError
 from backup_pipelines.core.servers.markers import MARKER_TABLE, MarkerPair, write_markers
 from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RecoveryTarget
 from backup_pipelines.core.servers.scratch import RestoredServer, ScratchPlace, restored_copy
-from backup_pipelines.core.servers.wal import utc_text
+from backup_pipelines.core.servers.wal import lsn_number, utc_text
 from backup_pipelines.core.servers.window import RecoveryWindow, backup_for, observe_archive
 
 
@@ -87,7 +87,7 @@ class PitrTestReport:
         """WAL replayed on top of the backup: from its start to the last record replayed."""
         if self.proof.replayed_lsn is None:
             return 0
-        return _lsn(self.proof.replayed_lsn) - _lsn(self.backup.start_lsn)
+        return lsn_number(self.proof.replayed_lsn) - lsn_number(self.backup.start_lsn)
 
     @property
     def recovery_point_error_seconds(self) -> float | None:
@@ -107,11 +107,6 @@ class PitrTestReport:
         if not self.proof.databases:
             found.append("no database answered")
         return found + self.proof.unreadable
-
-
-def _lsn(text: str) -> int:
-    high, low = text.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 def target_time(moment: dt.datetime) -> RecoveryTarget:

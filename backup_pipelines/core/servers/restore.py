@@ -10,7 +10,12 @@ from pathlib import Path
 
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import BackupSet, Engine, RecoveryTarget
+from backup_pipelines.core.servers.pgbackrest import (
+    BackupSet,
+    Engine,
+    RecoveryTarget,
+    RepositoryInfo,
+)
 from backup_pipelines.core.servers.scratch import (
     RestoredServer,
     require_free_port,
@@ -18,6 +23,7 @@ from backup_pipelines.core.servers.scratch import (
     server_binaries,
     start_copy,
 )
+from backup_pipelines.core.servers.wal import lsn_number
 from backup_pipelines.core.servers.window import backup_for, require_in_window, window_for
 
 
@@ -27,6 +33,7 @@ class ServerRestoreRequest:
     destination: Path
     port: int | None  # start the copy here (None: leave it stopped)
     confirm_overwrite: str | None  # the server's name, to restore over a stopped cluster
+    point_lsn: str | None = None  # where a named target was recorded, when it was
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,15 @@ def restore_server(
     _refuse_overwrite(engine.server, destination, request.confirm_overwrite)
     info = engine.info()
     backup = info.backups[-1] if info.backups else None
+    chosen: dict[str, str] = {}
     if request.target.kind == "time":
         moment = _aware(engine.server, str(request.target.value))
         require_in_window(engine.server, window_for(engine, info, source), moment)
         backup = backup_for(info, moment)
+    elif request.target.kind == "name" and request.point_lsn is not None:
+        backup = _backup_before_point(engine.server, info, request)
+    if backup is not None and request.target.kind != "latest":
+        chosen = {"SET": backup.label}  # pgBackRest would otherwise take the newest backup
     if request.port is not None:
         require_free_port(engine.server, request.port)
     started = time.monotonic()
@@ -58,7 +70,14 @@ def restore_server(
         destination.mkdir(mode=0o700, parents=True)
         engine.give(destination)
     delta = ["--delta"] if replacing else []
-    engine.run("restore", *delta, local=True, PG1_PATH=str(destination), **request.target.options())
+    engine.run(
+        "restore",
+        *delta,
+        local=True,
+        PG1_PATH=str(destination),
+        **request.target.options(),
+        **chosen,
+    )
     if request.port is not None:
         copy = RestoredServer(
             destination, request.port, scratch_connection(source, destination, request.port)
@@ -66,6 +85,28 @@ def restore_server(
         bin_dir = server_binaries(engine.server, destination, pg_bin_dir)
         start_copy(engine, copy, destination, bin_dir, private=False)
     return RestoreOutcome(destination, backup, request.port, time.monotonic() - started)
+
+
+def _backup_before_point(
+    server: str, info: RepositoryInfo, request: ServerRestoreRequest
+) -> BackupSet:
+    """The newest backup that ends before the named point: recovery from a later one would
+    never replay the point. None ends before it: the point is no longer reachable."""
+    assert request.point_lsn is not None
+    point = lsn_number(request.point_lsn)
+    usable = [backup for backup in info.backups if lsn_number(backup.stop_lsn) <= point]
+    if not usable:
+        oldest = info.backups[0] if info.backups else None
+        raise PitrError(
+            f"server {server!r}: restore point {request.target.value!r} (at {request.point_lsn}) "
+            + (
+                f"lies before the end of the oldest kept base backup {oldest.label} (which "
+                f"ends at {oldest.stop_lsn}); its WAL has expired, so it cannot be reached"
+                if oldest
+                else "cannot be reached: the repository holds no base backup"
+            )
+        )
+    return usable[-1]
 
 
 def _aware(server: str, value: str) -> dt.datetime:

@@ -35,6 +35,12 @@ _COMMIT = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:
 _LOOK_BACK = 4  # segments searched for the last commit before a gap
 
 
+def lsn_number(text: str) -> int:
+    """A WAL position ('16/B374D848') as a number, for comparing and subtracting."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
 @dataclass(frozen=True)
 class Segment:
     """A WAL segment: its timeline and its number counted from the start of WAL."""

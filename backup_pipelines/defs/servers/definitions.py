@@ -13,6 +13,7 @@ from backup_pipelines.defs.servers.jobs import (
     server_backup_job,
     wal_archive_job,
 )
+from backup_pipelines.defs.servers.restore_points import create_restore_point_job
 from backup_pipelines.defs.servers.restore_tests import pitr_restore_test_asset
 from backup_pipelines.defs.servers.schedules import (
     new_full_backup_sensor,
@@ -40,7 +41,14 @@ def servers_definitions(project: Project) -> Definitions:
                 pitr_restore_test_asset(server, project.partitions),
             )
         ],
-        jobs=[backup_job, archive_job, test_job, restore_server_job, prune_server_backups_job],
+        jobs=[
+            backup_job,
+            archive_job,
+            test_job,
+            restore_server_job,
+            create_restore_point_job,
+            prune_server_backups_job,
+        ],
         schedules=[
             *(
                 schedule

@@ -28,6 +28,7 @@ from backup_pipelines.core.servers.restore import ServerRestoreRequest, restore_
 from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.postgres.jobs import restore_audit_record, triggered_by
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.servers.restore_points import recorded_restore_points
 from backup_pipelines.defs.shared import readable
 
 
@@ -98,6 +99,15 @@ def _target(config: RestoreServerRequest) -> RecoveryTarget:
     return RecoveryTarget("latest")
 
 
+def _recorded_lsn(context: OpExecutionContext, config: RestoreServerRequest) -> str | None:
+    """Where the named target was made, if create_restore_point recorded it (a point made by
+    other means is left to pgBackRest)."""
+    if not config.restore_point:
+        return None
+    recorded = recorded_restore_points(context.instance, config.server)
+    return next((p["lsn"] for p in reversed(recorded) if p["name"] == config.restore_point), None)
+
+
 @op(out={}, description="Restore a server with pgBackRest to a moment, recorded as an audit event.")
 def restore_server_to_target(
     context: OpExecutionContext, config: RestoreServerRequest, settings: BackupSettings
@@ -120,7 +130,11 @@ def restore_server_to_target(
         "port": str(config.port) if config.port else "not started",
     }
     request = ServerRestoreRequest(
-        target, Path(config.data_directory), config.port, config.confirm_overwrite or None
+        target,
+        Path(config.data_directory),
+        config.port,
+        config.confirm_overwrite or None,
+        _recorded_lsn(context, config),
     )
     try:
         outcome = restore_server(
