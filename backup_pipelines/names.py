@@ -135,6 +135,7 @@ WAL_ARCHIVE_JOB = "observe_wal_archive"
 PITR_RESTORE_TEST_JOB = "pitr_restore_test"
 RESTORE_SERVER_JOB = "restore_server"
 CREATE_RESTORE_POINT_JOB = "create_restore_point"
+RESTORE_POINT_OP = "make_restore_point"  # its one op, named in the run config the CLI sends
 RESTORE_POINT_EVENT = "restore_point"  # the event a made restore point is recorded as
 PRUNE_SERVERS_JOB = "prune_server_backups"
 WAL_ARCHIVE_SCHEDULE = "wal_archive_schedule"

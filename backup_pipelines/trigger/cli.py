@@ -12,6 +12,8 @@ import sys
 from dagster import DagsterRunStatus
 
 from backup_pipelines.core.common.config import ConfigError, load_config
+from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.restore_points import require_valid_name, require_valid_note
 from backup_pipelines.trigger.http_trigger import SECRET_ENV, trigger_app
 from backup_pipelines.trigger.remote import (
     DEFAULT_URL,
@@ -20,6 +22,7 @@ from backup_pipelines.trigger.remote import (
     RemoteError,
     run_status,
     submit_backup,
+    submit_restore_point,
     submit_server_backup,
     wait_for_run,
 )
@@ -47,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     for command in (backup, server, status):
         command.add_argument("--wait", action="store_true", help="wait until the run finishes")
         command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
+    point = commands.add_parser(
+        "restore-point",
+        help="make a named restore point on a server and wait until it is archived (the exit "
+        "status is 0 once a restore can reach it by name)",
+    )
+    point.add_argument("server")
+    point.add_argument("name")
+    point.add_argument("--note", default="", help="why the point is made (kept in the audit)")
+    point.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    point.set_defaults(wait=True)
     serve = commands.add_parser("serve-trigger", help="serve POST /backups/<database>")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -79,16 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve-trigger":
             return _serve(deployment, args)
-        if args.command in ("backup", "backup-server"):
+        if args.command in ("backup", "backup-server", "restore-point"):
             who = f"backup-pipelines CLI ({getpass.getuser()}@{socket.gethostname()})"
-            if args.command == "backup":
+            if args.command == "restore-point":
+                require_valid_name(args.server, args.name, set())
+                require_valid_note(args.server, args.note)
+                run_id = submit_restore_point(deployment, args.server, args.name, args.note, who)
+            elif args.command == "backup":
                 run_id, _ = submit_backup(deployment, args.database, who)
             else:
                 run_id, _ = submit_server_backup(deployment, args.server, who)
             print(run_id, flush=True)
             return _finish(deployment, run_id, args) if args.wait else EXIT_OK
         return _finish(deployment, args.run_id, args)
-    except (RemoteError, ConfigError, ValueError) as error:
+    except (RemoteError, ConfigError, PitrError, ValueError) as error:
         print(f"backup-pipelines: {error}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -220,6 +220,23 @@ def submit_job(
     return submit_run(deployment, selector, triggered_by, partition=partition, what=job)
 
 
+def submit_restore_point(
+    deployment: Deployment, server: str, name: str, note: str, triggered_by: str
+) -> str:
+    """Queue the making of a named restore point on `server`; returns the run id (the point is
+    recoverable once that run succeeds)."""
+    location, _ = location_of(deployment, names.CREATE_RESTORE_POINT_JOB)
+    request = {"server": server, "name": name, "note": note}
+    return submit_run(
+        deployment,
+        {**location, "jobName": names.CREATE_RESTORE_POINT_JOB},
+        triggered_by,
+        partition=None,
+        what=f"restore point {name!r} of server {server!r}",
+        run_config={"ops": {names.RESTORE_POINT_OP: {"config": request}}},
+    )
+
+
 def submit_run(
     deployment: Deployment,
     selector: dict[str, Any],
@@ -227,11 +244,16 @@ def submit_run(
     *,
     partition: str | None,
     what: str,
+    run_config: dict[str, Any] | None = None,
 ) -> str:
     tags = [{"key": "backup_pipelines/triggered_by", "value": triggered_by}]
     if partition is not None:
         tags.append({"key": "dagster/partition", "value": partition})
-    params = {"selector": selector, "runConfigData": {}, "executionMetadata": {"tags": tags}}
+    params = {
+        "selector": selector,
+        "runConfigData": run_config or {},
+        "executionMetadata": {"tags": tags},
+    }
     launched = deployment.query(_LAUNCH, {"executionParams": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
         detail = launched.get("message") or "; ".join(

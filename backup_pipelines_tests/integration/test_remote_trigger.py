@@ -25,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from backup_pipelines import names
 from backup_pipelines.core.common.config import load_config
 from backup_pipelines.defs.postgres.assets import database_dump_pool
+from backup_pipelines.defs.servers.restore_points import recorded_restore_points
 from backup_pipelines.trigger.remote import (
     _DATABASE_BACKUP,
     Deployment,
@@ -172,21 +173,15 @@ def test_cli_submits_one_database_and_reports_the_run(webserver):
 
 def run_and_checks(env: dict[str, str], home: Path, run_id: str) -> tuple[DagsterRun, set[str]]:
     """The run as the deployment's instance records it, and the checks it evaluated."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("HOST", "PORT", "USER", "PASSWORD", "DB"):
-            patch.setenv(f"DAGSTER_PG_{name}", env[f"DAGSTER_PG_{name}"])
-        instance = DagsterInstance.from_config(str(home))
-        try:
-            run = instance.get_run_by_id(run_id)
-            assert run is not None
-            checks = {
-                event.asset_check_evaluation.check_name
-                for event in instance.all_logs(run_id)
-                if event.dagster_event
-                and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
-            }
-        finally:
-            instance.dispose()
+    with deployment_instance(env, home) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None
+        checks = {
+            event.asset_check_evaluation.check_name
+            for event in instance.all_logs(run_id)
+            if event.dagster_event
+            and event.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
     return run, checks
 
 
@@ -208,6 +203,25 @@ def test_cli_queues_one_servers_base_backup(webserver):
     refused = cli("--url", url, "backup-server", "agentic", env=env)
     assert refused.returncode == 2, refused.stdout
     assert f"{url} backs up no server 'agentic'; its servers: main" in refused.stderr
+
+
+def test_cli_makes_a_restore_point_archived_and_recorded_and_refuses_bad_names(webserver):
+    url, env, home = webserver
+    name = f"before-migration-{uuid.uuid4().hex[:6]}"
+    done = cli("--url", url, "restore-point", "main", name, "--note", "schema v42", env=env)
+    assert done.returncode == 0, done.stderr
+    run_id, status = done.stdout.split()
+    assert status == "SUCCESS"
+    with deployment_instance(env, home) as instance:
+        assert instance.get_run_by_id(run_id).job_name == names.CREATE_RESTORE_POINT_JOB
+        (point,) = [p for p in recorded_restore_points(instance, "main") if p["name"] == name]
+    assert point["note"] == "schema v42" and "/" in point["lsn"]
+    assert point["requested_by"].startswith("submitted by backup-pipelines CLI")
+
+    too_long = cli("--url", url, "restore-point", "main", "x" * 64, env=env)
+    assert too_long.returncode == 2 and "PostgreSQL allows at most 63" in too_long.stderr
+    again = cli("--url", url, "restore-point", "main", name, env=env)
+    assert again.returncode == 1 and again.stdout.split()[1] == "FAILURE"
 
 
 def test_cli_fails_clearly_when_the_server_is_down():

@@ -77,7 +77,11 @@ def restore_point_event(point: RestorePoint) -> AssetObservation:
     )
 
 
-@op(out={}, description="Make a named restore point, wait until it is archived, record it.")
+@op(
+    name=names.RESTORE_POINT_OP,
+    out={},
+    description="Make a named restore point, wait until it is archived, record it.",
+)
 def make_restore_point(
     context: OpExecutionContext, config: RestorePointRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
