@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     point.add_argument("--note", default="", help="why the point is made (kept in the audit)")
     point.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     point.set_defaults(wait=True)
-    serve = commands.add_parser("serve-trigger", help="serve POST /backups/<database>")
+    serve = commands.add_parser(
+        "serve-trigger", help="serve POST /backups/<database> and POST /restore-points/<server>"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     return parser
@@ -80,8 +82,10 @@ def _finish(deployment: Deployment, run_id: str, args: argparse.Namespace) -> in
 def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
     import uvicorn
 
-    databases = list(load_config().databases)
-    app = trigger_app(databases, os.environ.get(SECRET_ENV), deployment)
+    config = load_config()
+    app = trigger_app(
+        list(config.databases), os.environ.get(SECRET_ENV), deployment, list(config.servers)
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 

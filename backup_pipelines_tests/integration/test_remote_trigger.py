@@ -233,12 +233,16 @@ def test_cli_fails_clearly_when_the_server_is_down():
     assert "hunter2-secret" not in done.stderr
 
 
-def post(url: str, secret: str | None = None, method: str = "POST") -> tuple[int, dict]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def post(
+    url: str, secret: str | None = None, method: str = "POST", body: dict | None = None
+) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else b""
+    request = urllib.request.Request(url, method=method, data=data if method == "POST" else None)
     if secret is not None:
         request.add_header("X-Backup-Pipelines-Secret", secret)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        # A restore point is answered once it is archived: its run has to finish first.
+        with urllib.request.urlopen(request, timeout=300) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         body = error.read()
@@ -274,6 +278,42 @@ def test_http_trigger_answers_202_401_404(webserver):
         trigger.terminate()
         log = trigger.communicate(timeout=30)[0]
     assert "POST /backups/langfuse" in log
+    assert TRIGGER_SECRET not in log
+
+
+def test_http_trigger_makes_a_restore_point_once_and_answers_when_it_is_archived(webserver):
+    url, env, home = webserver
+    port = free_port()
+    trigger = subprocess.Popen(
+        [*CLI, "--url", url, "serve-trigger", "--port", str(port)],
+        env={**env, "BACKUP_PIPELINES_TRIGGER_SECRET": TRIGGER_SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    points = f"http://127.0.0.1:{port}/restore-points"
+    name = f"release-{uuid.uuid4().hex[:6]}"
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", trigger)
+        assert post(f"{points}/main", body={"name": name})[0] == 401
+        status, answer = post(f"{points}/agentic", TRIGGER_SECRET, body={"name": name})
+        assert status == 404 and "configured servers: main" in answer["error"]
+        status, answer = post(f"{points}/main", TRIGGER_SECRET, body={"name": ""})
+        assert status == 400 and "needs a name" in answer["error"]
+
+        status, answer = post(f"{points}/main", TRIGGER_SECRET, body={"name": name, "note": "v7"})
+        assert status == 201, answer
+        assert answer["archived"] is True and answer["name"] == name
+        with deployment_instance(env, home) as instance:
+            recorded = [p for p in recorded_restore_points(instance, "main") if p["name"] == name]
+        assert [(p["note"], p["requested_by"][:25]) for p in recorded] == [
+            ("v7", "submitted by HTTP trigger")
+        ]
+        status, answer = post(f"{points}/main", TRIGGER_SECRET, body={"name": name})
+        assert status == 409 and answer["run_url"].endswith(answer["run_id"])
+    finally:
+        trigger.terminate()
+        log = trigger.communicate(timeout=30)[0]
     assert TRIGGER_SECRET not in log
 
 
