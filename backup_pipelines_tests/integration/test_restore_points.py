@@ -195,6 +195,17 @@ def test_the_job_records_the_point_and_the_restore_starts_from_the_backup_before
 
     again = make_point(defs, instance, name)
     assert not again.success and "already exists in the recovery window" in failure_messages(again)
+    observed = materialize(
+        list(defs.assets),
+        selection=[names.server_key(SERVER, names.WAL_ARCHIVE)],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert observed.success, failure_messages(observed)
+    (archive,) = observed.asset_materializations_for_node(f"pg_server__{SERVER}__wal_archive")
+    table = archive.metadata["restore_points"].value
+    assert f"| {name} |" in table and recorded["lsn"] in table and "v42" in table
 
     destination, port = home / "at-the-release", free_port()
     job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)

@@ -36,6 +36,10 @@ from backup_pipelines.core.servers.server_globals import dump_globals
 from backup_pipelines.core.servers.window import observe_archive, window_metadata
 from backup_pipelines.dagster_private import cron_string_iterator
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.servers.restore_points import (
+    recorded_restore_points,
+    restore_points_table,
+)
 from backup_pipelines.defs.shared import check_result, check_spec, per_day_check_spec, readable
 
 
@@ -200,7 +204,7 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
             ),
         ],
     )
-    def wal_archive(settings: BackupSettings) -> MaterializeResult:
+    def wal_archive(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
         limit = settings.config().servers[server].archive_lag_alert_minutes
         try:
             status = archiver_status(settings.server_connection(server))
@@ -209,6 +213,10 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
         except (PgBackRestError, PostgresError) as error:
             raise _fail(server, error) from None
         continuity = wal_continuity(server, archive.continuity)
+        window = archive.window
+        points = (
+            recorded_restore_points(context.instance, server, since=window.start) if window else []
+        )
         return MaterializeResult(
             metadata=readable(
                 {
@@ -217,7 +225,8 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
                     "archived_count": status.archived_count,
                     "failed_count": status.failed_count,
                     "wal_missing_segments": archive.continuity.missing,
-                    **window_metadata(archive.window),
+                    **window_metadata(window),
+                    "restore_points": restore_points_table(points),
                 }
             ),
             check_results=[

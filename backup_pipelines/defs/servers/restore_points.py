@@ -12,6 +12,7 @@ from dagster import (
     Config,
     DagsterInstance,
     Failure,
+    MetadataValue,
     OpExecutionContext,
     job,
     op,
@@ -58,6 +59,18 @@ def recorded_restore_points(
         if since is None or made >= since:
             points.append({key: str(value) for key, value in metadata.items()})
     return sorted(points, key=lambda point: point["created_at"])
+
+
+def restore_points_table(points: list[dict[str, str]]) -> MetadataValue:
+    """The restore points a restore can reach, as a table in the asset's metadata."""
+    if not points:
+        return MetadataValue.md("no named restore point in the recovery window")
+    rows = [
+        f"| {p['name']} | {p['created_at']} | {p['lsn']} | {p['requested_by']} | {p['note']} |"
+        for p in points
+    ]
+    header = "| name | made at | LSN | requested by | note |\n|---|---|---|---|---|"
+    return MetadataValue.md("\n".join([header, *rows]))
 
 
 def restore_point_event(point: RestorePoint) -> AssetObservation:
