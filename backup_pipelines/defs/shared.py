@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -16,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     DefaultScheduleStatus,
+    Failure,
     JobDefinition,
     MetadataValue,
     PartitionsDefinition,
@@ -160,3 +161,11 @@ def run_submitted_at(context: AssetExecutionContext) -> dt.datetime | None:
         return None
     created = record.create_timestamp
     return created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+
+
+def require_configured(job: str, kind: str, name: str, configured: Collection[str]) -> None:
+    """Fail a run that names a database or server the configuration does not have."""
+    if name not in configured:
+        raise Failure(
+            f"{job}: unknown {kind} {name!r}; configured {kind}s: {', '.join(configured) or 'none'}"
+        )

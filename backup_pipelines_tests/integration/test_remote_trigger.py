@@ -249,8 +249,9 @@ def post(
         return error.code, json.loads(body) if body.startswith(b"{") else {}
 
 
-def test_http_trigger_answers_202_401_404(webserver):
-    url, env, _ = webserver
+@contextlib.contextmanager
+def serving_trigger(url: str, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """`serve-trigger` on a free port: its base URL, and its log (filled once it stopped)."""
     port = free_port()
     trigger = subprocess.Popen(
         [*CLI, "--url", url, "serve-trigger", "--port", str(port)],
@@ -259,9 +260,18 @@ def test_http_trigger_answers_202_401_404(webserver):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    log: list[str] = []
     try:
-        wait_for_http(f"{base}/healthz", trigger)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", trigger)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        trigger.terminate()
+        log.append(trigger.communicate(timeout=30)[0])
+
+
+def test_http_trigger_answers_202_401_404(webserver):
+    url, env, _ = webserver
+    with serving_trigger(url, env) as (base, log):
         assert post(f"{base}/backups/langfuse")[0] == 401
         assert post(f"{base}/backups/langfuse", "wrong-secret-of-some-length")[0] == 401
         assert post(f"{base}/backups/nope")[0] == 401  # no secret, no list of databases
@@ -274,27 +284,15 @@ def test_http_trigger_answers_202_401_404(webserver):
         assert body["database"] == "langfuse" and body["partition"] == today()
         final = wait_for_run(Deployment(url), body["run_id"], timeout_seconds=300)
         assert final.value == "SUCCESS"
-    finally:
-        trigger.terminate()
-        log = trigger.communicate(timeout=30)[0]
-    assert "POST /backups/langfuse" in log
-    assert TRIGGER_SECRET not in log
+    assert "POST /backups/langfuse" in log[0]
+    assert TRIGGER_SECRET not in log[0]
 
 
 def test_http_trigger_makes_a_restore_point_once_and_answers_when_it_is_archived(webserver):
     url, env, home = webserver
-    port = free_port()
-    trigger = subprocess.Popen(
-        [*CLI, "--url", url, "serve-trigger", "--port", str(port)],
-        env={**env, "BACKUP_PIPELINES_TRIGGER_SECRET": TRIGGER_SECRET},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    points = f"http://127.0.0.1:{port}/restore-points"
     name = f"release-{uuid.uuid4().hex[:6]}"
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", trigger)
+    with serving_trigger(url, env) as (base, log):
+        points = f"{base}/restore-points"
         assert post(f"{points}/main", body={"name": name})[0] == 401
         status, answer = post(f"{points}/agentic", TRIGGER_SECRET, body={"name": name})
         assert status == 404 and "configured servers: main" in answer["error"]
@@ -311,10 +309,7 @@ def test_http_trigger_makes_a_restore_point_once_and_answers_when_it_is_archived
         ]
         status, answer = post(f"{points}/main", TRIGGER_SECRET, body={"name": name})
         assert status == 409 and answer["run_url"].endswith(answer["run_id"])
-    finally:
-        trigger.terminate()
-        log = trigger.communicate(timeout=30)[0]
-    assert TRIGGER_SECRET not in log
+    assert TRIGGER_SECRET not in log[0]
 
 
 def test_the_trigger_refuses_to_start_without_a_strong_secret(write_config):

@@ -75,6 +75,26 @@ def phases_in(url: str) -> dict[str, int]:
     return dict(rows)
 
 
+def restored_to(defs, instance, env: Path, server: LocalCluster, name: str, destination: Path):
+    """restore_server to restore point `name`, started on a free port: the rows found there
+    and the restore's audit metadata. The copy is stopped and removed afterwards."""
+    port = free_port()
+    request = {"server": SERVER, "restore_point": name, "data_directory": str(destination)}
+    result = defs.resolve_job_def(names.RESTORE_SERVER_JOB).execute_in_process(
+        run_config={"ops": {"restore_server_to_target": {"config": {**request, "port": port}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    try:
+        (audit,) = result.asset_observations_for_node("restore_server_to_target")
+        return phases_in(make_conninfo(server.url(), port=str(port))), audit.metadata
+    finally:
+        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
+        stop_copy(engine, destination, server.bin_dir)
+        shutil.rmtree(destination, ignore_errors=True)
+
+
 def test_a_point_made_between_two_batches_restores_exactly_the_first(env, archiving, instance):
     server, _, home = archiving
     defs = definitions_for(env)
@@ -99,22 +119,8 @@ def test_a_point_made_between_two_batches_restores_exactly_the_first(env, archiv
     assert archiver_status(connection).last_archived_wal[8:] >= point.wal_segment[8:]
     assert (point.name, point.requested_by, point.note) == (name, "the tests", "schema v42")
     write_rows(server, "after the point")
-    destination, port = home / "at-the-point", free_port()
-    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
-    request = {"server": SERVER, "restore_point": name, "data_directory": str(destination)}
-    result = job.execute_in_process(
-        run_config={"ops": {"restore_server_to_target": {"config": {**request, "port": port}}}},
-        instance=instance,
-        raise_on_error=False,
-    )
-    assert result.success, failure_messages(result)
-    try:
-        found = phases_in(make_conninfo(server.url(), port=str(port)))
-        assert found == {"before the point": 3}
-    finally:
-        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
-        stop_copy(engine, destination, server.bin_dir)
-        shutil.rmtree(destination, ignore_errors=True)
+    found, _ = restored_to(defs, instance, env, server, name, home / "at-the-point")
+    assert found == {"before the point": 3}
 
 
 @pytest.mark.parametrize(
@@ -207,24 +213,9 @@ def test_the_job_records_the_point_and_the_restore_starts_from_the_backup_before
     table = archive.metadata["restore_points"].value
     assert f"| {name} |" in table and recorded["lsn"] in table and "v42" in table
 
-    destination, port = home / "at-the-release", free_port()
-    job = defs.resolve_job_def(names.RESTORE_SERVER_JOB)
-    request = {"server": SERVER, "restore_point": name, "data_directory": str(destination)}
-    result = job.execute_in_process(
-        run_config={"ops": {"restore_server_to_target": {"config": {**request, "port": port}}}},
-        instance=instance,
-        raise_on_error=False,
-    )
-    assert result.success, failure_messages(result)
-    try:
-        found = phases_in(make_conninfo(server.url(), port=str(port)))
-        assert found.get("job: before") == 3 and "job: after" not in found
-        (audit,) = result.asset_observations_for_node("restore_server_to_target")
-        assert audit.metadata["restored_from_backup"].value == before_point
-    finally:
-        engine = BackupSettings(config_path=str(env)).server_engine(SERVER)
-        stop_copy(engine, destination, server.bin_dir)
-        shutil.rmtree(destination, ignore_errors=True)
+    found, audit = restored_to(defs, instance, env, server, name, home / "at-the-release")
+    assert found.get("job: before") == 3 and "job: after" not in found
+    assert audit["restored_from_backup"].value == before_point
 
 
 def test_a_point_older_than_every_kept_backup_is_refused_with_the_reason(env, archiving):

@@ -32,6 +32,7 @@ from backup_pipelines.core.postgres.restore import RestoreError, archive_manifes
 from backup_pipelines.core.postgres.restore_database import DatabaseRestoreRequest, restore_archive
 from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.shared import require_configured
 
 _TRIGGER_TAGS = (
     ("dagster/schedule_name", "schedule"),
@@ -113,11 +114,7 @@ def restore_from_archive(
     context: OpExecutionContext, config: RestoreJobRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
     configured = settings.config().databases
-    if config.database not in configured:
-        raise Failure(
-            f"restore_database: unknown database {config.database!r}; configured databases: "
-            f"{', '.join(configured)}"
-        )
+    require_configured(names.RESTORE_DATABASE_JOB, "database", config.database, configured)
     target = _target_connection(config)
     archive = settings.stores().archive
     archive_key = names.database_key(config.database, names.ARCHIVE)

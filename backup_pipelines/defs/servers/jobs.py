@@ -29,7 +29,7 @@ from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.postgres.jobs import restore_audit_record, triggered_by
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.servers.restore_points import recorded_restore_points
-from backup_pipelines.defs.shared import readable
+from backup_pipelines.defs.shared import readable, require_configured
 
 
 def _steps(servers: list[str], *steps: str) -> AssetSelection:
@@ -112,12 +112,7 @@ def _recorded_lsn(context: OpExecutionContext, config: RestoreServerRequest) -> 
 def restore_server_to_target(
     context: OpExecutionContext, config: RestoreServerRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
-    servers = settings.config().servers
-    if config.server not in servers:
-        raise Failure(
-            f"restore_server: unknown server {config.server!r}; configured servers: "
-            f"{', '.join(servers) or 'none'}"
-        )
+    require_configured(names.RESTORE_SERVER_JOB, "server", config.server, settings.config().servers)
     target = _target(config)
     base_backups = names.server_key(config.server, names.BASE_BACKUP)
     audit: dict[str, object] = {

@@ -26,6 +26,7 @@ from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.restore_points import RestorePoint, create_restore_point
 from backup_pipelines.defs.postgres.jobs import triggered_by
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.shared import require_configured
 
 _HISTORY_LIMIT = 10_000
 
@@ -98,12 +99,9 @@ def restore_point_event(point: RestorePoint) -> AssetObservation:
 def make_restore_point(
     context: OpExecutionContext, config: RestorePointRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
-    servers = settings.config().servers
-    if config.server not in servers:
-        raise Failure(
-            f"create_restore_point: unknown server {config.server!r}; configured servers: "
-            f"{', '.join(servers) or 'none'}"
-        )
+    require_configured(
+        names.CREATE_RESTORE_POINT_JOB, "server", config.server, settings.config().servers
+    )
     try:
         backups = settings.server_engine(config.server).info().backups
         since = backups[0].started if backups else None
