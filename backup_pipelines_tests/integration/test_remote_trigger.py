@@ -205,7 +205,7 @@ def test_cli_queues_one_servers_base_backup(webserver):
     assert f"{url} backs up no server 'agentic'; its servers: main" in refused.stderr
 
 
-def test_cli_makes_a_restore_point_archived_and_recorded_and_refuses_bad_names(webserver):
+def test_cli_makes_a_restore_point_archived_and_recorded_and_refuses_a_bad_name(webserver):
     url, env, home = webserver
     name = f"before-migration-{uuid.uuid4().hex[:6]}"
     done = cli("--url", url, "restore-point", "main", name, "--note", "schema v42", env=env)
@@ -218,10 +218,10 @@ def test_cli_makes_a_restore_point_archived_and_recorded_and_refuses_bad_names(w
     assert point["note"] == "schema v42" and "/" in point["lsn"]
     assert point["requested_by"].startswith("submitted by backup-pipelines CLI")
 
+    # Refused before anything is submitted (a name already in the window fails its run: the
+    # HTTP trigger's test shows that one).
     too_long = cli("--url", url, "restore-point", "main", "x" * 64, env=env)
     assert too_long.returncode == 2 and "PostgreSQL allows at most 63" in too_long.stderr
-    again = cli("--url", url, "restore-point", "main", name, env=env)
-    assert again.returncode == 1 and again.stdout.split()[1] == "FAILURE"
 
 
 def test_cli_fails_clearly_when_the_server_is_down():
