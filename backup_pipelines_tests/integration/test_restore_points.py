@@ -9,7 +9,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from dagster import materialize
 from psycopg.conninfo import make_conninfo
 
@@ -23,14 +22,11 @@ from backup_pipelines.core.servers.restore_points import MAX_NAME_BYTES, create_
 from backup_pipelines.core.servers.scratch import free_port, stop_copy
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
-from backup_pipelines_tests.support.archiving import start_archiving
+from backup_pipelines_tests.support.archiving import archiving_server
 from backup_pipelines_tests.support.config import (
     PITR_PASSWORD_ENV,
-    config_document,
-    server_document,
     today,
 )
-from backup_pipelines_tests.support.folders import shared_folder
 from backup_pipelines_tests.support.runs import definitions_for, failure_messages
 
 SERVER = "main"
@@ -38,22 +34,8 @@ SERVER = "main"
 
 @pytest.fixture(scope="module")
 def archiving(cluster) -> Iterator[tuple[LocalCluster, Path, Path]]:
-    with shared_folder("restore-points") as home:
-        server = LocalCluster(home / "server", free_port(), uuid.uuid4().hex)
-        server.init()
-        config = home / "backup_pipelines.yaml"
-        servers = server_document(server, {"path": str(home / "repository")})
-        document = config_document(
-            cluster, {"local": {"path": str(home / "backups")}}, servers=servers
-        )
-        config.write_text(yaml.safe_dump(document))
-        start_archiving(server, config)
-        with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
-        try:
-            yield server, config, home
-        finally:
-            server.destroy()
+    with archiving_server(cluster, "restore-points") as made:
+        yield made
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ tested without a server."""
 
 import datetime as dt
 import re
-import shutil
 import tempfile
 import time
 import uuid
@@ -16,23 +15,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 from dagster import materialize
 
 from backup_pipelines import names
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.archiver import archiver_status, wait_until_archived
-from backup_pipelines.core.servers.scratch import free_port
 from backup_pipelines.core.servers.window import observe_archive
 from backup_pipelines.defs.alerts.health import check_problems
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
-from backup_pipelines_tests.support.archiving import start_archiving
+from backup_pipelines_tests.support.archiving import archiving_server
 from backup_pipelines_tests.support.config import (
     PITR_PASSWORD_ENV,
-    config_document,
-    server_document,
     today,
 )
 from backup_pipelines_tests.support.runs import (
@@ -51,27 +46,8 @@ MIB16 = 16 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def gapped(cluster) -> Iterator[tuple[LocalCluster, Path, Path]]:
-    home = Path(tempfile.mkdtemp(prefix="backup-pipelines-gap-"))
-    home.chmod(0o755)
-    server = LocalCluster(home / "server", free_port(), uuid.uuid4().hex)
-    server.init()
-    config = home / "backup_pipelines.yaml"
-    repository = home / "repository"
-    servers = server_document(server, {"path": str(repository)})
-    # The PITR copies of this module's server go here, apart from other modules' copies.
-    scratch = home / "scratch"
-    scratch.mkdir(mode=0o755)
-    servers[SERVER]["restore_test"] = {"scratch_dir": str(scratch)}
-    document = config_document(cluster, {"local": {"path": str(home / "backups")}}, servers=servers)
-    config.write_text(yaml.safe_dump(document))
-    start_archiving(server, config)
-    with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE ledger (id serial PRIMARY KEY, phase text NOT NULL)")
-    try:
-        yield server, config, repository
-    finally:
-        server.destroy()
-        shutil.rmtree(home, ignore_errors=True)
+    with archiving_server(cluster, "gap") as (server, config, home):
+        yield server, config, home / "repository"
 
 
 def commit_and_switch(server: LocalCluster, phase: str) -> tuple[dt.datetime, str]:
