@@ -8,7 +8,12 @@ import pytest
 from backup_pipelines.core.servers import wal
 from backup_pipelines.core.servers.errors import PitrError
 from backup_pipelines.core.servers.pgbackrest import BackupSet
-from backup_pipelines.core.servers.window import RecoveryWindow, require_in_window
+from backup_pipelines.core.servers.window import (
+    RecoveryWindow,
+    backup_for,
+    recovery_spans,
+    require_in_window,
+)
 
 SERVER = "main"
 MIB16 = 16 * 1024 * 1024
@@ -34,11 +39,13 @@ def test_history_files_give_the_timeline_chain():
     assert [wal.timeline_of(n, chain) for n in (0, 4, 5, 8, 9, 40)] == [1, 1, 2, 2, 3, 3]
 
 
-def _backup(label: str, start: int, stop: int, stopped: dt.datetime) -> BackupSet:
+def _backup(
+    label: str, start: int, stop: int, stopped: dt.datetime, started: dt.datetime | None = None
+) -> BackupSet:
     return BackupSet(
         label,
         "full",
-        stopped,
+        started or stopped,
         stopped,
         "0/0",
         "0/0",
@@ -71,6 +78,51 @@ def test_reachable_stretches_skip_the_gap_and_a_backup_whose_own_wal_is_missing(
     assert window.contains(t0 + hour) and not window.contains(t0 + 3 * hour)
     assert window.gap_before(t0 + 3 * hour) is gaps[0]
     with pytest.raises(PitrError, match="lies in a gap of the WAL archive"):
-        require_in_window(SERVER, window, t0 + 3 * hour)
-    with pytest.raises(PitrError, match="its recovery window is"):
-        require_in_window(SERVER, window, t0 + 11 * hour)
+        require_in_window(SERVER, window, backups, t0 + 3 * hour)
+    with pytest.raises(PitrError, match="lies after the newest archived WAL"):
+        require_in_window(SERVER, window, backups, t0 + 11 * hour)
+
+
+def test_a_moment_while_the_only_reaching_backup_was_taken_is_refused_with_that_reason():
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    backups = [
+        _backup("one", 2, 3, t0 + hour, started=t0),
+        _backup("two", 5, 6, t0 + 4 * hour, started=t0 + 3 * hour),
+    ]
+    window = RecoveryWindow((wal.Stretch(t0 + hour, t0 + 6 * hour),))
+
+    with pytest.raises(PitrError, match="while base backup one was being taken") as refused:
+        require_in_window(SERVER, window, backups, t0 + hour / 2)
+    assert "reachable: 2026-12-01 01:00:00+00:00 to 2026-12-01 06:00:00+00:00" in str(refused.value)
+    with pytest.raises(PitrError, match="before the oldest kept base backup is consistent"):
+        require_in_window(SERVER, window, backups, t0 - hour)
+    # While "two" was being taken, "one" and its WAL reach the moment.
+    require_in_window(SERVER, window, backups, t0 + 3.5 * hour)
+    assert backup_for(backups, t0 + 3.5 * hour) == backups[0]
+
+
+def test_spans_say_which_backup_a_restore_starts_from_and_why_the_rest_is_unreachable():
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    backups = [
+        _backup("one", 2, 3, t0 + hour, started=t0),
+        _backup("two", 20, 21, t0 + 8 * hour, started=t0 + 7 * hour),
+    ]
+    gap = wal.Gap("a", "a", 1, 6, 6, reachable_until=t0 + 3 * hour, resumes_at=t0 + 8 * hour)
+    window = RecoveryWindow(
+        (wal.Stretch(t0 + hour, t0 + 3 * hour), wal.Stretch(t0 + 8 * hour, t0 + 9 * hour)), (gap,)
+    )
+
+    spans = recovery_spans(window, backups)
+
+    described = [
+        (span.start - t0, span.end - t0, span.backup.label if span.backup else span.reason[:20])
+        for span in spans
+    ]
+    assert described == [
+        (0 * hour, 1 * hour, "it lies while base b"),
+        (1 * hour, 3 * hour, "one"),
+        (3 * hour, 8 * hour, "it lies in a gap of "),
+        (8 * hour, 9 * hour, "two"),
+    ]

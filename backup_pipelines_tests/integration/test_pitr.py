@@ -341,7 +341,8 @@ def test_restore_outside_the_window_says_the_window(env, archiving, instance, pi
     assert not result.success
     message = failure_messages(result)
     assert "server 'main' cannot be restored to 2020-01-01 00:00:00+00:00" in message
-    assert "its recovery window is 20" in message and "choose a time inside it" in message
+    assert "before the oldest kept base backup is consistent" in message
+    assert "reachable: 20" in message and "choose a time there" in message
     assert not destination.exists()
     no_zone = run_restore_server(
         defs, instance, target_time="2026-12-01 01:00:00", data_directory=str(destination)

@@ -123,7 +123,7 @@ def run_pitr_restore_test(
     wait_until_archived(engine.server, source, markers.wal)
     info = engine.info()
     window = observe_archive(engine, info, archiver_status(source)).window
-    backup = backup_for(info, markers.target)
+    backup = backup_for(info.backups, markers.target)
     gap = window.gap_before(markers.target) if window else None
     if backup is None:
         raise RestoreStageError(

@@ -16,6 +16,7 @@ from backup_pipelines.core.servers.pgbackrest import (
     RecoveryTarget,
     RepositoryInfo,
 )
+from backup_pipelines.core.servers.restore_points import backup_before
 from backup_pipelines.core.servers.scratch import (
     RestoredServer,
     require_free_port,
@@ -23,7 +24,6 @@ from backup_pipelines.core.servers.scratch import (
     server_binaries,
     start_copy,
 )
-from backup_pipelines.core.servers.wal import lsn_number
 from backup_pipelines.core.servers.window import backup_for, require_in_window, window_for
 
 
@@ -56,8 +56,9 @@ def restore_server(
     chosen: dict[str, str] = {}
     if request.target.kind == "time":
         moment = _aware(engine.server, str(request.target.value))
-        require_in_window(engine.server, window_for(engine, info, source), moment)
-        backup = backup_for(info, moment)
+        window = window_for(engine, info, source)
+        require_in_window(engine.server, window, info.backups, moment)
+        backup = backup_for(info.backups, moment)
     elif request.target.kind == "name" and request.point_lsn is not None:
         backup = _backup_before_point(engine.server, info, request)
     if backup is not None and request.target.kind != "latest":
@@ -90,23 +91,21 @@ def restore_server(
 def _backup_before_point(
     server: str, info: RepositoryInfo, request: ServerRestoreRequest
 ) -> BackupSet:
-    """The newest backup that ends before the named point: recovery from a later one would
-    never replay the point. None ends before it: the point is no longer reachable."""
+    """The newest backup that ends before the named point; none does: it cannot be reached."""
     assert request.point_lsn is not None
-    point = lsn_number(request.point_lsn)
-    usable = [backup for backup in info.backups if lsn_number(backup.stop_lsn) <= point]
-    if not usable:
-        oldest = info.backups[0] if info.backups else None
-        raise PitrError(
-            f"server {server!r}: restore point {request.target.value!r} (at {request.point_lsn}) "
-            + (
-                f"lies before the end of the oldest kept base backup {oldest.label} (which "
-                f"ends at {oldest.stop_lsn}); its WAL has expired, so it cannot be reached"
-                if oldest
-                else "cannot be reached: the repository holds no base backup"
-            )
+    backup = backup_before(info.backups, request.point_lsn)
+    if backup is not None:
+        return backup
+    oldest = info.backups[0] if info.backups else None
+    raise PitrError(
+        f"server {server!r}: restore point {request.target.value!r} (at {request.point_lsn}) "
+        + (
+            f"lies before the end of the oldest kept base backup {oldest.label} (which "
+            f"ends at {oldest.stop_lsn}); its WAL has expired, so it cannot be reached"
+            if oldest
+            else "cannot be reached: the repository holds no base backup"
         )
-    return usable[-1]
+    )
 
 
 def _aware(server: str, value: str) -> dt.datetime:

@@ -17,6 +17,8 @@ from backup_pipelines.core.servers.archiver import (
     wait_until_archived,
 )
 from backup_pipelines.core.servers.errors import PitrError
+from backup_pipelines.core.servers.pgbackrest import BackupSet
+from backup_pipelines.core.servers.wal import lsn_number
 
 MAX_NAME_BYTES = 63  # pg_create_restore_point refuses longer names (MAXFNAMELEN - 1)
 MAX_NOTE_CHARACTERS = 500
@@ -90,3 +92,19 @@ def create_restore_point(
         conn.execute("SELECT pg_switch_wal()")
     wait_until_archived(server, connection, segment)
     return RestorePoint(server, name, lsn, created_at, segment, requested_by, note)
+
+
+def backup_before(backups: list[BackupSet], lsn: str) -> BackupSet | None:
+    """The backup a restore to the point at `lsn` starts from: the newest that ends at or
+    before it (recovery from a later one would never replay the point). None: the point's WAL
+    has expired with the backups before it."""
+    usable = [backup for backup in backups if lsn_number(backup.stop_lsn) <= lsn_number(lsn)]
+    return usable[-1] if usable else None
+
+
+def reachable_and_expired(
+    points: list[RestorePoint], backups: list[BackupSet]
+) -> tuple[list[RestorePoint], list[RestorePoint]]:
+    """The points a restore can still reach by name, and those whose WAL has expired."""
+    reachable = [point for point in points if backup_before(backups, point.lsn) is not None]
+    return reachable, [point for point in points if point not in reachable]

@@ -4,6 +4,7 @@ WAL archive's continuity; which backup a restore to a moment starts from."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 
 from backup_pipelines.core.common.postgres_client import Connection, PostgresError
@@ -103,31 +104,90 @@ def window_for(engine: Engine, info: RepositoryInfo, source: Connection) -> Reco
     return observe_archive(engine, info, status).window
 
 
-def backup_for(info: RepositoryInfo, moment: dt.datetime) -> BackupSet | None:
+def backup_for(backups: list[BackupSet], moment: dt.datetime) -> BackupSet | None:
     """The backup a restore to `moment` starts from: the newest one consistent before it."""
-    usable = [backup for backup in info.backups if backup.stopped <= moment]
+    usable = [backup for backup in backups if backup.stopped <= moment]
     return usable[-1] if usable else None
 
 
-def require_in_window(server: str, window: RecoveryWindow | None, moment: dt.datetime) -> None:
+def unreachable_reason(
+    window: RecoveryWindow | None, backups: list[BackupSet], moment: dt.datetime
+) -> str | None:
+    """Why a restore cannot reach `moment` (None: it can): no backup yet, after the archived
+    WAL, in a gap, while the only backup that could reach it was still being taken, or before
+    every kept backup."""
     if window is None:
-        raise PitrError(
-            f"server {server!r} has no base backup it can be restored from yet: take one "
-            "(materialize its base_backup) before restoring to a time"
-        )
+        return "it has no base backup it can be restored from yet: take one first"
     if window.contains(moment):
-        return
-    gap = window.gap_before(moment) if window.start <= moment <= window.end else None
+        return None
+    if moment > window.end:
+        return f"it lies after the newest archived WAL ({utc_text(window.end)})"
+    gap = window.gap_before(moment) if window.start <= moment else None
     if gap is not None:
-        raise PitrError(
-            f"server {server!r} cannot be restored to {utc_text(moment)}: it lies in a gap of the "
-            f"WAL archive ({gap.describe()}); reachable: {window.describe()}; choose a time inside "
-            "one of those stretches"
+        return f"it lies in a gap of the WAL archive ({gap.describe()})"
+    taking = next((b for b in backups if b.started <= moment < b.stopped), None)
+    if taking is not None:
+        return (
+            f"it lies while base backup {taking.label} was being taken ({utc_text(taking.started)}"
+            f" to {utc_text(taking.stopped)}): that backup is consistent only from its end, and "
+            "no older kept backup reaches the moment"
         )
-    raise PitrError(
-        f"server {server!r} cannot be restored to {utc_text(moment)}: its recovery window is "
-        f"{window.describe()}; choose a time inside it"
+    return (
+        f"it lies before the oldest kept base backup is consistent ({utc_text(window.start)}); "
+        "the WAL before it has expired"
     )
+
+
+def require_in_window(
+    server: str, window: RecoveryWindow | None, backups: list[BackupSet], moment: dt.datetime
+) -> None:
+    reason = unreachable_reason(window, backups, moment)
+    if reason is None:
+        return
+    reachable = f"; reachable: {window.describe()}, choose a time there" if window else ""
+    raise PitrError(
+        f"server {server!r} cannot be restored to {utc_text(moment)}: {reason}{reachable}"
+    )
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of time on a server's timeline: a restore to any moment in it starts from
+    `backup`, or (backup None) cannot be made, for `reason`."""
+
+    start: dt.datetime
+    end: dt.datetime
+    backup: BackupSet | None
+    reason: str | None
+
+
+def recovery_spans(window: RecoveryWindow | None, backups: list[BackupSet]) -> list[Span]:
+    """The timeline from the oldest kept backup's start to the window's end, cut where the
+    backup a restore starts from, or the reason it cannot, changes."""
+    if window is None or not backups:
+        return []
+    cuts = sorted(
+        {
+            moment
+            for moment in [
+                *(b.started for b in backups),
+                *(b.stopped for b in backups),
+                *(s.start for s in window.stretches),
+                *(s.end for s in window.stretches),
+            ]
+            if moment <= window.end
+        }
+    )
+    spans: list[Span] = []
+    for start, end in itertools.pairwise(cuts):
+        middle = start + (end - start) / 2
+        reason = unreachable_reason(window, backups, middle)
+        backup = None if reason else backup_for(backups, middle)
+        if spans and (spans[-1].backup, spans[-1].reason) == (backup, reason):
+            spans[-1] = Span(spans[-1].start, end, backup, reason)
+        else:
+            spans.append(Span(start, end, backup, reason))
+    return spans
 
 
 def window_metadata(window: RecoveryWindow | None) -> dict[str, object]:

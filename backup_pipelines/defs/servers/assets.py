@@ -32,12 +32,14 @@ from backup_pipelines.core.servers.checks import (
 )
 from backup_pipelines.core.servers.errors import PitrError
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
+from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.server_globals import dump_globals
-from backup_pipelines.core.servers.window import observe_archive, window_metadata
+from backup_pipelines.core.servers.window import observe_archive, recovery_spans, window_metadata
 from backup_pipelines.dagster_private import cron_string_iterator
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.servers.restore_points import (
     recorded_restore_points,
+    recovery_spans_table,
     restore_points_table,
 )
 from backup_pipelines.defs.shared import check_result, check_spec, per_day_check_spec, readable
@@ -209,13 +211,14 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
         try:
             status = archiver_status(settings.server_connection(server))
             engine = settings.server_engine(server)
-            archive = observe_archive(engine, engine.info(), status)
+            info = engine.info()
+            archive = observe_archive(engine, info, status)
         except (PgBackRestError, PostgresError) as error:
             raise _fail(server, error) from None
         continuity = wal_continuity(server, archive.continuity)
         window = archive.window
-        points = (
-            recorded_restore_points(context.instance, server, since=window.start) if window else []
+        points, _ = reachable_and_expired(
+            recorded_restore_points(context.instance, server), info.backups
         )
         return MaterializeResult(
             metadata=readable(
@@ -226,6 +229,7 @@ def wal_archive_asset(server: str) -> AssetsDefinition:
                     "failed_count": status.failed_count,
                     "wal_missing_segments": archive.continuity.missing,
                     **window_metadata(window),
+                    "recovery_timeline": recovery_spans_table(recovery_spans(window, info.backups)),
                     "restore_points": restore_points_table(points),
                 }
             ),

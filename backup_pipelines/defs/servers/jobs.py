@@ -105,7 +105,7 @@ def _recorded_lsn(context: OpExecutionContext, config: RestoreServerRequest) -> 
     if not config.restore_point:
         return None
     recorded = recorded_restore_points(context.instance, config.server)
-    return next((p["lsn"] for p in reversed(recorded) if p["name"] == config.restore_point), None)
+    return next((p.lsn for p in reversed(recorded) if p.name == config.restore_point), None)
 
 
 @op(out={}, description="Restore a server with pgBackRest to a moment, recorded as an audit event.")

@@ -24,6 +24,8 @@ from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.servers.errors import PitrError
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.restore_points import RestorePoint, create_restore_point
+from backup_pipelines.core.servers.wal import utc_text
+from backup_pipelines.core.servers.window import Span
 from backup_pipelines.defs.postgres.jobs import triggered_by
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import require_configured
@@ -40,10 +42,8 @@ class RestorePointRequest(Config):
     note: str = Field(default="", description="Why the point was made (shown in the audit).")
 
 
-def recorded_restore_points(
-    instance: DagsterInstance, server: str, since: dt.datetime | None = None
-) -> list[dict[str, str]]:
-    """The restore points recorded for `server` (oldest first), made at or after `since`."""
+def recorded_restore_points(instance: DagsterInstance, server: str) -> list[RestorePoint]:
+    """Every restore point create_restore_point recorded for `server`, oldest first."""
     records = instance.fetch_observations(
         AssetRecordsFilter(asset_key=names.server_key(server, names.WAL_ARCHIVE)),
         limit=_HISTORY_LIMIT,
@@ -53,24 +53,49 @@ def recorded_restore_points(
         observation = record.asset_observation
         if observation is None:
             continue
-        metadata = {key: value.value for key, value in observation.metadata.items()}
-        if metadata.get("event") != names.RESTORE_POINT_EVENT:
-            continue
-        made = dt.datetime.fromisoformat(str(metadata["created_at"]))
-        if since is None or made >= since:
-            points.append({key: str(value) for key, value in metadata.items()})
-    return sorted(points, key=lambda point: point["created_at"])
+        metadata = {key: str(value.value) for key, value in observation.metadata.items()}
+        if metadata.get("event") == names.RESTORE_POINT_EVENT:
+            points.append(
+                RestorePoint(
+                    server,
+                    metadata["name"],
+                    metadata["lsn"],
+                    dt.datetime.fromisoformat(metadata["created_at"]),
+                    metadata["wal_segment"],
+                    metadata["requested_by"],
+                    metadata["note"],
+                )
+            )
+    return sorted(points, key=lambda point: point.created_at)
 
 
-def restore_points_table(points: list[dict[str, str]]) -> MetadataValue:
+def restore_points_table(points: list[RestorePoint]) -> MetadataValue:
     """The restore points a restore can reach, as a table in the asset's metadata."""
     if not points:
         return MetadataValue.md("no named restore point in the recovery window")
     rows = [
-        f"| {p['name']} | {p['created_at']} | {p['lsn']} | {p['requested_by']} | {p['note']} |"
+        f"| {p.name} | {utc_text(p.created_at)} | {p.lsn} | {p.requested_by} | {p.note} |"
         for p in points
     ]
     header = "| name | made at | LSN | requested by | note |\n|---|---|---|---|---|"
+    return MetadataValue.md("\n".join([header, *rows]))
+
+
+def recovery_spans_table(spans: list[Span]) -> MetadataValue:
+    """The window as a table: each stretch of time, and the backup a restore to a moment in it
+    starts from, or why it cannot be reached."""
+    if not spans:
+        return MetadataValue.md("no moment can be reached yet: no base backup")
+    rows = [
+        f"| {utc_text(span.start)} | {utc_text(span.end)} | "
+        + (
+            f"yes, from {span.backup.kind} backup {span.backup.label} |"
+            if span.backup
+            else f"no: {span.reason} |"
+        )
+        for span in spans
+    ]
+    header = "| from | to | restorable |\n|---|---|---|"
     return MetadataValue.md("\n".join([header, *rows]))
 
 
@@ -104,10 +129,13 @@ def make_restore_point(
     )
     try:
         backups = settings.server_engine(config.server).info().backups
+        # Recovery by name from the oldest backup stops at the first point of that name it
+        # replays: a name is unique from that backup's start on.
         since = backups[0].started if backups else None
         taken = {
-            point["name"]
-            for point in recorded_restore_points(context.instance, config.server, since)
+            point.name
+            for point in recorded_restore_points(context.instance, config.server)
+            if since is None or point.created_at >= since
         }
         point = create_restore_point(
             config.server,
