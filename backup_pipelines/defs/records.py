@@ -79,22 +79,38 @@ def newest_by_day(
     return newest
 
 
+def check_records(
+    instance: DagsterInstance,
+    asset_key: AssetKey,
+    check_name: str,
+    partition: str | None = None,
+    *,
+    limit: int = 1,
+) -> list[CheckRecord]:
+    """The newest finished evaluations of one check (of one day, when `partition` is set),
+    newest first."""
+    return [
+        CheckRecord(
+            passed=record.evaluation.passed,
+            description=record.evaluation.description or "",
+            metadata={name: value.value for name, value in record.evaluation.metadata.items()},
+            evaluated_at=dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC),
+            run_id=record.run_id,
+        )
+        for record in check_history(
+            instance, asset_key, check_name, partition=partition, limit=limit
+        )
+        if record.evaluation is not None and record.event is not None
+    ]
+
+
 def latest_check_record(
     instance: DagsterInstance, asset_key: AssetKey, check_name: str, partition: str | None
 ) -> CheckRecord | None:
     """The newest finished evaluation of one check for one day (None: any day), or None if it
     never ran."""
-    history = check_history(instance, asset_key, check_name, partition=partition)
-    if not history or history[0].evaluation is None or history[0].event is None:
-        return None
-    record, evaluation = history[0], history[0].evaluation
-    return CheckRecord(
-        passed=evaluation.passed,
-        description=evaluation.description or "",
-        metadata={name: value.value for name, value in evaluation.metadata.items()},
-        evaluated_at=dt.datetime.fromtimestamp(record.event.timestamp, dt.UTC),
-        run_id=record.run_id,
-    )
+    records = check_records(instance, asset_key, check_name, partition)
+    return records[0] if records else None
 
 
 def latest_check_record_id(instance: DagsterInstance, asset_key: AssetKey, check_name: str) -> int:
@@ -128,8 +144,14 @@ def verification_outcomes(
     return outcomes
 
 
-def newest_verified_day(instance: DagsterInstance, database: str) -> str | None:
-    """The newest day whose archive of `database` passed both verifying checks."""
+def verified_days(instance: DagsterInstance, database: str) -> list[str]:
+    """The days whose archive of `database` passed both verifying checks, oldest first."""
     key = names.database_key(database, names.VERIFICATION)
     verified = verification_outcomes(instance, key, names.VERIFYING_CHECKS)
-    return max((day for day, passed in verified.items() if passed), default=None)
+    return sorted(day for day, passed in verified.items() if passed)
+
+
+def newest_verified_day(instance: DagsterInstance, database: str) -> str | None:
+    """The newest day whose archive of `database` passed both verifying checks."""
+    days = verified_days(instance, database)
+    return days[-1] if days else None

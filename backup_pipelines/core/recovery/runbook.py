@@ -17,7 +17,14 @@ from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckRecord
 from backup_pipelines.core.common.streams import file_suffix
 from backup_pipelines.core.postgres.manifest import Manifest, list_backup_days, read_manifest
-from backup_pipelines.core.servers.pgbackrest import BackupSet, Repository, option_variable
+from backup_pipelines.core.recovery.timeline import (
+    TARGET_PLACEHOLDER,
+    TIMELINE_SCRIPT,
+    TIMELINE_STYLE,
+    ServerTimeline,
+    render_timeline,
+)
+from backup_pipelines.core.servers.pgbackrest import Repository, option_variable
 from backup_pipelines.core.servers.window import RecoveryWindow
 from backup_pipelines.storage import ObjectStore
 
@@ -61,21 +68,24 @@ def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> Run
 
 @dataclass(frozen=True)
 class ServerRunbookEntry:
-    """A server recoverable to a moment: its repository, backups, window and newest test."""
+    """A server recoverable to a moment: its repository, its timeline and newest test."""
 
     server: str
     stanza: str
     repository: Repository
     pg_ctl: str
-    backups: list[BackupSet]
-    window: RecoveryWindow | None
+    timeline: ServerTimeline
     pitr_test: CheckRecord | None
     problem: str | None = None  # the repository could not be read when the page was written
 
 
-def pitr_restore_commands(entry: ServerRunbookEntry) -> str:
-    """Shell commands (as root) that restore the server with pgBackRest alone to $TARGET_TIME
-    into $RESTORE_DIR and start it on $RESTORE_PORT. Secrets come from the environment."""
+_TIME_TARGET = '--type=time "--target=$TARGET_TIME"'
+
+
+def pitr_restore_commands(entry: ServerRunbookEntry, target: str = _TIME_TARGET) -> str:
+    """Shell commands (as root) that restore the server with pgBackRest alone to `target`
+    (pgBackRest's options; by default $TARGET_TIME) into $RESTORE_DIR and start it on
+    $RESTORE_PORT. Secrets come from the environment."""
     settings = {"config": "/dev/null", "stanza": entry.stanza, **entry.repository.options}
     exports = [
         f"export {option_variable(name)}={shlex.quote(value)}" for name, value in settings.items()
@@ -90,7 +100,7 @@ def pitr_restore_commands(entry: ServerRunbookEntry) -> str:
             *exports,
             'mkdir -m 700 "$RESTORE_DIR" && chown postgres:postgres "$RESTORE_DIR"',
             'runuser -u postgres -- pgbackrest restore --pg1-path="$RESTORE_DIR" '
-            '--type=time "--target=$TARGET_TIME" --target-action=promote',
+            f"{target} --target-action=promote",
             f'runuser -u postgres -- {entry.pg_ctl} -D "$RESTORE_DIR" '
             '-l "$RESTORE_DIR/restore.log" -o "-p $RESTORE_PORT -c archive_mode=off" -w -t 3600 '
             "start",
@@ -107,6 +117,22 @@ _SECRET_VARIABLES = {
 
 def _secret_variable(option: str) -> str:
     return _SECRET_VARIABLES.get(option, option_variable(option))
+
+
+def restore_server_config(server: str, target: str) -> str:
+    """The restore_server job's run config for `target` (a `target_time:` or `restore_point:`
+    line), into a new folder, started on a free port."""
+    return "\n".join(
+        [
+            "ops:",
+            "  restore_server_to_target:",
+            "    config:",
+            f"      server: {server}",
+            f"      {target}",
+            "      data_directory: /var/lib/postgresql/restored",
+            "      port: 5433",
+        ]
+    )
 
 
 def archive_file_name(manifest: Manifest) -> str:
@@ -195,7 +221,7 @@ def render_runbook(
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Recovery runbook — backup_pipelines</title>
-<style>{_STYLE}</style></head>
+<style>{_STYLE}{TIMELINE_STYLE if servers else ""}</style></head>
 <body>
 <h1>Recovery runbook</h1>
 <p>Generated {generated_at:%Y-%m-%d %H:%M:%S} UTC by backup_pipelines.
@@ -222,6 +248,7 @@ identity) they were encrypted to, in a file: <code>export AGE_IDENTITY_FILE=…<
 that key somewhere other than the backups.</li>
 </ul>
 {sections}
+{f"<script>{TIMELINE_SCRIPT}</script>" if servers else ""}
 </body></html>
 """
 
@@ -282,38 +309,47 @@ def _restore_test_cell(record: CheckRecord | None) -> str:
 def _server_section(entry: ServerRunbookEntry) -> str:
     name = html.escape(entry.server)
     anchor = f"server-{name}"
-    if entry.problem or not entry.backups:
+    window, backups = entry.timeline.window, entry.timeline.backups
+    if entry.problem or not backups:
         why = entry.problem or "no base backup in the repository yet"
         return (
             f'<h2 id="{anchor}">Server {name}: point-in-time recovery</h2>\n'
             f'<p class="bad">Not recoverable to a moment: {html.escape(why)}.</p>'
         )
-    window = f"any moment {entry.window.between()}" if entry.window else "unknown"
+    reachable = f"any moment {window.between()}" if window else "unknown"
     gaps = "".join(
         f'<p class="bad wal-gap">The WAL archive has a gap: {html.escape(gap.describe())}.</p>\n'
-        for gap in (entry.window.gaps if entry.window else ())
+        for gap in (window.gaps if window else ())
     )
-    backups = "\n".join(
+    rows = "\n".join(
         f"<tr><td><code>{html.escape(b.label)}</code></td><td>{b.kind}</td>"
+        f"<td>{b.started:%Y-%m-%d %H:%M:%S} UTC</td>"
         f"<td>{b.stopped:%Y-%m-%d %H:%M:%S} UTC</td><td>{b.database_bytes:,} bytes</td></tr>"
-        for b in reversed(entry.backups)
+        for b in reversed(backups)
+    )
+    timeline = render_timeline(
+        entry.server,
+        entry.timeline,
+        pitr_restore_commands(entry, TARGET_PLACEHOLDER),
+        restore_server_config(entry.server, TARGET_PLACEHOLDER),
     )
     secrets = ", ".join(f"<code>{_secret_variable(n)}</code>" for n in entry.repository.secrets)
     return f"""<h2 id="{anchor}">Server {name}: point-in-time recovery</h2>
 <table>
-<tr><th>Recovery window</th><td class="recovery-window">{html.escape(window)}</td></tr>
+<tr><th>Recovery window</th><td class="recovery-window">{html.escape(reachable)}</td></tr>
 <tr><th>Repository</th><td><code>{html.escape(entry.repository.describe())}</code>
 (pgBackRest stanza <code>{html.escape(entry.stanza)}</code>)</td></tr>
 <tr><th>PITR restore test</th><td>{_pitr_test_cell(entry.pitr_test)}</td></tr>
 </table>
-{gaps}<table><tr><th>Base backup</th><th>Kind</th><th>Consistent from</th><th>Size</th></tr>
-{backups}</table>
+{gaps}{timeline}<table><tr><th>Base backup</th><th>Kind</th><th>Started</th><th>Consistent from</th>
+<th>Size</th></tr>
+{rows}</table>
 <h3>Restore to a moment with pgBackRest alone</h3>
 <p>As root on a machine with pgBackRest and PostgreSQL of the same major version, set the moment
 (inside the window), a new data folder and a free port{
         ", and the secrets " + secrets + " from where you keep them" if secrets else ""
     }:
-<code>export TARGET_TIME='{_example_target(entry.window)}' RESTORE_DIR=/var/lib/postgresql/restored
+<code>export TARGET_TIME='{_example_target(window)}' RESTORE_DIR=/var/lib/postgresql/restored
 RESTORE_PORT=5433</code>. For the newest moment instead, drop <code>--type=time</code> and
 <code>--target=…</code>. The server starts, replays WAL to the moment and is promoted; it does not
 archive (<code>archive_mode=off</code>) until you turn that on.</p>

@@ -15,6 +15,7 @@ from backup_pipelines.core.servers.wal import (
     DEFAULT_SEGMENT_SIZE,
     Continuity,
     Gap,
+    Segment,
     Stretch,
     check_continuity,
     reachable_stretches,
@@ -81,6 +82,7 @@ class ArchiveState:
 
     continuity: Continuity
     window: RecoveryWindow | None
+    end_lsn: int | None = None  # where the newest segment needed ends (None: none is known)
 
 
 def observe_archive(
@@ -91,17 +93,27 @@ def observe_archive(
     segment_size = status.wal_segment_size if status else DEFAULT_SEGMENT_SIZE
     continuity = check_continuity(engine, info, segment_size)
     end = status.last_archived_time if status else None
-    return ArchiveState(continuity, recovery_window(info, end, continuity, segment_size))
+    end_lsn = (
+        (Segment.parse(continuity.newest, segment_size).number + 1) * segment_size
+        if continuity.newest
+        else None
+    )
+    window = recovery_window(info, end, continuity, segment_size)
+    return ArchiveState(continuity, window, end_lsn)
 
 
-def window_for(engine: Engine, info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
-    """The window, its end from the server's archiver; if the server is down (the day of the
-    disaster), from the newest segment in the repository."""
+def archive_state_for(engine: Engine, info: RepositoryInfo, source: Connection) -> ArchiveState:
+    """The archive and its window, the end from the server's archiver; if the server is down
+    (the day of the disaster), from the newest segment in the repository."""
     try:
         status: ArchiverStatus | None = archiver_status(source)
     except PostgresError:
         status = None
-    return observe_archive(engine, info, status).window
+    return observe_archive(engine, info, status)
+
+
+def window_for(engine: Engine, info: RepositoryInfo, source: Connection) -> RecoveryWindow | None:
+    return archive_state_for(engine, info, source).window
 
 
 def backup_for(backups: list[BackupSet], moment: dt.datetime) -> BackupSet | None:

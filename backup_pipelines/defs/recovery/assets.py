@@ -13,13 +13,20 @@ from dagster import (
 )
 
 from backup_pipelines import names
+from backup_pipelines.core.common.config import ConfigError
 from backup_pipelines.core.common.layout import AUDIT_CSV_KEY, AUDIT_HTML_KEY, RUNBOOK_KEY
+from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
+from backup_pipelines.core.recovery.timeline import ServerTimeline, TestedMoment
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
-from backup_pipelines.core.servers.window import window_for
-from backup_pipelines.defs.records import latest_check_record
+from backup_pipelines.core.servers.restore_points import reachable_and_expired
+from backup_pipelines.core.servers.window import archive_state_for
+from backup_pipelines.defs.records import check_records, latest_check_record, verified_days
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.defs.servers.restore_points import recorded_restore_points
 from backup_pipelines.defs.shared import readable
+
+_TIMELINE_TESTS = 50  # the newest PITR restore tests drawn on a server's timeline
 
 
 def server_runbook_entry(
@@ -27,20 +34,45 @@ def server_runbook_entry(
 ) -> ServerRunbookEntry:
     """What the runbook says about `server`: read from its repository and its check history."""
     engine = settings.server_engine(server)
-    test = latest_check_record(
-        instance, names.server_key(server, names.PITR_RESTORE_TEST), names.PITR_RESTORE_PROVEN, None
-    )
+    key = names.server_key(server, names.PITR_RESTORE_TEST)
+    tests = check_records(instance, key, names.PITR_RESTORE_PROVEN, limit=_TIMELINE_TESTS)
     pg_ctl = settings.client_tools().program("pg_ctl")
+    newest_test = tests[0] if tests else None
     try:
         info = engine.info()
     except PgBackRestError as error:
+        empty = ServerTimeline(None, [], [], [], {}, None)
         return ServerRunbookEntry(
-            server, engine.stanza, engine.repository, pg_ctl, [], None, test, str(error)
+            server, engine.stanza, engine.repository, pg_ctl, empty, newest_test, str(error)
         )
-    window = window_for(engine, info, settings.server_connection(server))
-    return ServerRunbookEntry(
-        server, engine.stanza, engine.repository, pg_ctl, info.backups, window, test
+    connection = settings.server_connection(server)
+    archive = archive_state_for(engine, info, connection)
+    points, _ = reachable_and_expired(recorded_restore_points(instance, server), info.backups)
+    timeline = ServerTimeline(
+        archive.window,
+        info.backups,
+        points,
+        [moment for test in tests if (moment := TestedMoment.from_record(test))],
+        {
+            database: verified_days(instance, database)
+            for database in settings.config().databases
+            if _on_server(settings, database, server, connection.server)
+        },
+        archive.end_lsn,
     )
+    return ServerRunbookEntry(
+        server, engine.stanza, engine.repository, pg_ctl, timeline, newest_test
+    )
+
+
+def _on_server(settings: BackupSettings, database: str, server: str, address: str) -> bool:
+    """Is `database` one of `server`'s: named so (its `server:`), or at the same address?"""
+    if settings.config().databases[database].server == server:
+        return True
+    try:
+        return settings.database(database).connection.server == address
+    except (ConfigError, PostgresError):
+        return False
 
 
 def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDefinition:
@@ -85,7 +117,9 @@ def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDe
                     "restore_tested": [
                         e.database for e in entries if e.restore_test and e.restore_test.passed
                     ],
-                    "servers_with_recovery_window": [e.server for e in server_entries if e.window],
+                    "servers_with_recovery_window": [
+                        e.server for e in server_entries if e.timeline.window
+                    ],
                 }
             )
         )
