@@ -80,7 +80,7 @@ def test_runbook_restores_by_hand(write_config, cluster, instance, hand_restore_
     page = hand_restore_store.runbook_page()
     parser = RunbookParser()
     parser.feed(page)
-    assert parser.external == []  # self-contained: no scripts, stylesheets, images or fonts
+    assert parser.external == []  # self-contained: no outside scripts, stylesheets, images, fonts
     assert "Every database has a verified archive" in page
     assert "passed</span> on" in page  # agentic's restore test, with its duration
     assert "never restore-tested" in page  # langfuse's

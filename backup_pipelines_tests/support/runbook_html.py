@@ -4,7 +4,8 @@ from html.parser import HTMLParser
 
 
 class RunbookParser(HTMLParser):
-    """Collects the <pre> blocks by class and database, and every external reference."""
+    """Collects the <pre> blocks by class and database, and every external reference (an
+    inline script or style is the page's own)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -14,7 +15,7 @@ class RunbookParser(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
-        if tag in {"link", "script", "img", "iframe"} or "src" in attributes:
+        if tag in {"link", "img", "iframe"} or "src" in attributes:
             self.external.append(tag)
         if tag == "pre":
             subject = attributes.get("data-database") or attributes.get("data-server") or ""

@@ -25,7 +25,7 @@ TARGET_PLACEHOLDER = "@TARGET@"
 
 
 @dataclass(frozen=True)
-class TestedMoment:
+class PitrTestOutcome:
     """A PITR restore test as the timeline shows it."""
 
     target: dt.datetime
@@ -35,7 +35,7 @@ class TestedMoment:
     evaluated_at: dt.datetime
 
     @classmethod
-    def from_record(cls, record: CheckRecord) -> TestedMoment | None:
+    def from_record(cls, record: CheckRecord) -> PitrTestOutcome | None:
         target = record.metadata.get("target_time")
         if not isinstance(target, str):
             return None  # failed before a target was chosen
@@ -54,7 +54,7 @@ class ServerTimeline:
     window: RecoveryWindow | None
     backups: list[BackupSet]
     points: list[RestorePoint]  # those a restore can still reach
-    tests: list[TestedMoment]
+    tests: list[PitrTestOutcome]
     dump_days: dict[str, list[str]]  # the server's databases: days with a verified archive
     end_lsn: int | None  # where the newest archived WAL ends, at the window's end
 
@@ -230,7 +230,7 @@ def _lists(timeline: ServerTimeline) -> str:
     """The same marks as lists, for reading and for a keyboard."""
     points = "".join(
         f'<li><button type="button" data-point="{html.escape(p.name)}">{html.escape(p.name)}'
-        f"</button> made {utc_text(p.created_at)} by {html.escape(p.requested_by)}"
+        f"</button> made {utc_text(p.created_at)} (requested: {html.escape(p.requested_by)})"
         + (f": {html.escape(p.note)}" if p.note else "")
         + "</li>"
         for p in timeline.points
@@ -339,7 +339,10 @@ TIMELINE_SCRIPT = r"""
       if (ms < data.start) { ms += 1000; }
       moveCursor(ms);
       var text = utc(ms), title = "Moment " + text;
-      var span = data.spans.find(function (s) { return s.start <= ms && ms <= s.end; });
+      // At a border, as restore_server decides: reachable wins, and the newer backup.
+      var spans = data.spans.filter(function (s) { return s.start <= ms && ms <= s.end; });
+      var usable = spans.filter(function (s) { return s.backup; });
+      var span = usable.length ? usable[usable.length - 1] : spans[0];
       if (!span || !span.backup) {
         refuse(title, span ? span.reason : "it lies outside the timeline");
         return;
@@ -353,8 +356,8 @@ TIMELINE_SCRIPT = r"""
     function choosePoint(name) {
       var point = data.points[name];
       moveCursor(Date.parse(point.at.replace(" ", "T")));
-      show("Restore point " + name + " (made " + point.at + " at LSN " + point.lsn + " by " +
-        point.by + (point.note ? ": " + point.note : "") + ")", point.backup,
+      show("Restore point " + name + " (made " + point.at + " at LSN " + point.lsn +
+        (point.note ? ": " + point.note : "") + "; requested: " + point.by + ")", point.backup,
         size(point.replayBytes), "--type=name --target=" + shellQuote(name),
         "restore_point: " + JSON.stringify(name));
     }

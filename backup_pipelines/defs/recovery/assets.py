@@ -17,7 +17,7 @@ from backup_pipelines.core.common.config import ConfigError
 from backup_pipelines.core.common.layout import AUDIT_CSV_KEY, AUDIT_HTML_KEY, RUNBOOK_KEY
 from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
-from backup_pipelines.core.recovery.timeline import ServerTimeline, TestedMoment
+from backup_pipelines.core.recovery.timeline import PitrTestOutcome, ServerTimeline
 from backup_pipelines.core.servers.pgbackrest import PgBackRestError
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.window import archive_state_for
@@ -52,7 +52,7 @@ def server_runbook_entry(
         archive.window,
         info.backups,
         points,
-        [moment for test in tests if (moment := TestedMoment.from_record(test))],
+        [moment for test in tests if (moment := PitrTestOutcome.from_record(test))],
         {
             database: verified_days(instance, database)
             for database in settings.config().databases
