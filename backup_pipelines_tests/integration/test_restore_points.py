@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas
 import psycopg
 import pytest
-from dagster import materialize
+import yaml
+from dagster import AssetKey, materialize
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
@@ -27,7 +29,11 @@ from backup_pipelines_tests.support.config import (
     PITR_PASSWORD_ENV,
     today,
 )
-from backup_pipelines_tests.support.runs import definitions_for, failure_messages
+from backup_pipelines_tests.support.runs import (
+    definitions_for,
+    failure_messages,
+    materialize_runbook,
+)
 
 SERVER = "main"
 
@@ -211,3 +217,64 @@ def test_a_point_older_than_every_kept_backup_is_refused_with_the_reason(env, ar
             settings.server_engine(SERVER), settings.server_connection(SERVER), request, None
         )
     assert not (home / "never-made").exists()
+
+
+def test_a_point_whose_wal_expired_leaves_the_window_and_is_marked_expired_in_the_audit(
+    env, archiving, instance, tmp_path
+):
+    """Retention keeps one full backup: the point made after the older one goes with it."""
+    _, _, home = archiving
+    document = yaml.safe_load(env.read_text())
+    document["servers"][SERVER]["retention"] = {"daily": 1, "weekly": 0, "monthly": 0}
+    config = tmp_path / "keep-one-full.yaml"
+    config.write_text(yaml.safe_dump(document))
+    defs = definitions_for(config)
+    backup_now(defs, instance, "full")
+    name = f"old-{uuid.uuid4().hex[:6]}"
+    assert make_point(defs, instance, name).success
+    backup_now(defs, instance, "full")
+    pruned = defs.resolve_job_def(names.PRUNE_SERVERS_JOB).execute_in_process(
+        run_config={"ops": {"expire_server_backups": {"config": {"dry_run": False}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert pruned.success, failure_messages(pruned)
+
+    observed = materialize(
+        list(defs.assets),
+        selection=[names.server_key(SERVER, names.WAL_ARCHIVE), AssetKey(names.AUDIT_REPORT)],
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert observed.success, failure_messages(observed)
+    (archive,) = observed.asset_materializations_for_node(f"pg_server__{SERVER}__wal_archive")
+    assert name not in archive.metadata["restore_points"].value
+    assert "| yes, from full backup" in archive.metadata["recovery_timeline"].value
+    (audit,) = observed.asset_materializations_for_node(names.AUDIT_REPORT)
+    assert audit.metadata["restore_points_expired"].value >= 1
+    points = pandas.read_csv(next((home / "backups").rglob("restore_points.csv")))
+    (row,) = points[points["restore_point"] == name].to_dict("records")
+    assert row["status"].startswith("expired: no kept base backup ends before it")
+    materialize_runbook(defs, instance)
+    runbook = next((home / "backups").rglob("recovery_runbook.html")).read_text()
+    assert name not in runbook  # never offered as a target
+
+    refused = defs.resolve_job_def(names.RESTORE_SERVER_JOB).execute_in_process(
+        run_config={
+            "ops": {
+                "restore_server_to_target": {
+                    "config": {
+                        "server": SERVER,
+                        "restore_point": name,
+                        "data_directory": str(home / "expired"),
+                    }
+                }
+            }
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not refused.success
+    assert "its WAL has expired, so it cannot be reached" in failure_messages(refused)
+    assert not (home / "expired").exists()

@@ -14,11 +14,16 @@ from dagster import (
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import ConfigError
-from backup_pipelines.core.common.layout import AUDIT_CSV_KEY, AUDIT_HTML_KEY, RUNBOOK_KEY
+from backup_pipelines.core.common.layout import (
+    AUDIT_CSV_KEY,
+    AUDIT_HTML_KEY,
+    AUDIT_RESTORE_POINTS_KEY,
+    RUNBOOK_KEY,
+)
 from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
 from backup_pipelines.core.recovery.timeline import PitrTestOutcome, ServerTimeline
-from backup_pipelines.core.servers.pgbackrest import PgBackRestError
+from backup_pipelines.core.servers.pgbackrest import BackupSet, PgBackRestError
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.window import archive_state_for
 from backup_pipelines.defs.records import check_records, latest_check_record, verified_days
@@ -127,7 +132,14 @@ def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDe
     return recovery_runbook
 
 
-def audit_report_asset(databases: list[str]) -> AssetsDefinition:
+def _kept_backups(settings: BackupSettings, server: str) -> list[BackupSet] | str:
+    try:
+        return settings.server_engine(server).info().backups
+    except PgBackRestError as error:
+        return f"the repository could not be read: {error}"
+
+
+def audit_report_asset(databases: list[str], servers: list[str]) -> AssetsDefinition:
     @asset(
         key=names.AUDIT_REPORT,
         group_name=names.RECOVERY_GROUP,
@@ -139,7 +151,12 @@ def audit_report_asset(databases: list[str]) -> AssetsDefinition:
     def audit_report(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
         # pandas is imported here, by the one step that builds the report, not by every process
         # that loads the definitions.
-        from backup_pipelines.defs.recovery.audit import audit_table, coverage, render_html
+        from backup_pipelines.defs.recovery.audit import (
+            audit_table,
+            coverage,
+            render_html,
+            restore_points_table,
+        )
 
         config, archive = settings.config(), settings.stores().archive
         last = dt.datetime.now(dt.UTC).date()
@@ -147,14 +164,21 @@ def audit_report_asset(databases: list[str]) -> AssetsDefinition:
         table = audit_table(context.instance, databases, first, last)
         summary = coverage(table)
         period = f"{first} to {last}"
+        points = restore_points_table(
+            [p for server in servers for p in recorded_restore_points(context.instance, server)],
+            {server: _kept_backups(settings, server) for server in servers},
+        )
         archive.write_bytes(AUDIT_CSV_KEY, table.to_csv(index=False).encode())
-        archive.write_bytes(AUDIT_HTML_KEY, render_html(table, summary, period).encode())
+        archive.write_bytes(AUDIT_RESTORE_POINTS_KEY, points.to_csv(index=False).encode())
+        archive.write_bytes(AUDIT_HTML_KEY, render_html(table, summary, period, points).encode())
         return MaterializeResult(
             metadata={
                 **summary,
                 "period": period,
                 "rows": len(table),
                 "csv": MetadataValue.path(archive.uri(AUDIT_CSV_KEY)),
+                "restore_points_csv": MetadataValue.path(archive.uri(AUDIT_RESTORE_POINTS_KEY)),
+                "restore_points_expired": int(points["status"].str.startswith("expired").sum()),
                 "html": MetadataValue.path(archive.uri(AUDIT_HTML_KEY)),
                 "newest_rows": MetadataValue.text(table.tail(10).to_string(index=False)),
             }

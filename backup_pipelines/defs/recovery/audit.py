@@ -12,6 +12,9 @@ import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines import names
+from backup_pipelines.core.servers.pgbackrest import BackupSet
+from backup_pipelines.core.servers.restore_points import RestorePoint, backup_before
+from backup_pipelines.core.servers.wal import utc_text
 from backup_pipelines.defs.records import newest_by_day
 
 _PAGE = 10_000  # the most Dagster returns in one call
@@ -104,6 +107,37 @@ def audit_table(
     return pd.DataFrame(rows).astype({"size_bytes": "Int64", "rows_compared": "Int64"})
 
 
+def restore_points_table(
+    points: list[RestorePoint], backups: dict[str, list[BackupSet] | str]
+) -> pd.DataFrame:
+    """Every restore point ever recorded, and whether a restore can still reach it: from which
+    backup, or expired (its WAL went with the backups before it). `backups` holds each server's
+    kept backups, or why they could not be listed."""
+    rows = []
+    for point in points:
+        kept = backups[point.server]
+        if isinstance(kept, str):
+            status = f"unknown: {kept}"
+        elif (backup := backup_before(kept, point.lsn)) is not None:
+            status = f"reachable, from base backup {backup.label}"
+        else:
+            oldest = f" (the oldest kept ends at {kept[0].stop_lsn})" if kept else ""
+            status = f"expired: no kept base backup ends before it{oldest}"
+        rows.append(
+            {
+                "server": point.server,
+                "restore_point": point.name,
+                "made_at": utc_text(point.created_at),
+                "lsn": point.lsn,
+                "requested_by": point.requested_by,
+                "note": point.note,
+                "status": status,
+            }
+        )
+    columns = ["server", "restore_point", "made_at", "lsn", "requested_by", "note", "status"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def coverage(table: pd.DataFrame) -> dict[str, float]:
     if table.empty:
         return {"days_with_verified_backup_pct": 0.0, "days_restore_tested_pct": 0.0}
@@ -115,8 +149,15 @@ def coverage(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def render_html(table: pd.DataFrame, summary: dict[str, float], period: str) -> str:
+def render_html(
+    table: pd.DataFrame, summary: dict[str, float], period: str, points: pd.DataFrame
+) -> str:
     body = table.to_html(index=False, na_rep="", escape=True, border=0)
+    restore_points = (
+        points.to_html(index=False, na_rep="", escape=True, border=0)
+        if not points.empty
+        else "<p>None recorded.</p>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Backup audit report {html.escape(period)}</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
@@ -128,5 +169,9 @@ th, td {{ padding: .2rem .6rem; border-bottom: 1px solid #dde; text-align: left;
 days restore-tested: <b>{summary["days_restore_tested_pct"]}%</b>
 (per database and day, from Dagster's records).</p>
 {body}
+<h2>Restore points</h2>
+<p>Every named restore point made through this project, and whether a restore can still reach
+it; an expired one is never offered as a target.</p>
+{restore_points}
 </body></html>
 """

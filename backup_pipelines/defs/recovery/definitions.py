@@ -13,7 +13,7 @@ def recovery_definitions(project: Project) -> Definitions:
     return Definitions(
         assets=[
             recovery_runbook_asset(project.databases, list(project.config.servers)),
-            audit_report_asset(project.databases),
+            audit_report_asset(project.databases, list(project.config.servers)),
         ],
         jobs=[runbook_job, audit_report_job],
         schedules=[daily_audit_report_schedule],
