@@ -40,7 +40,7 @@ from backup_pipelines.core.servers.scratch import (
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
-from backup_pipelines_tests.support.archiving import start_archiving
+from backup_pipelines_tests.support.archiving import https_s3_repository, start_archiving
 from backup_pipelines_tests.support.certificates import make_certificates
 from backup_pipelines_tests.support.config import (
     PITR_PASSWORD_ENV,
@@ -417,18 +417,11 @@ def test_a_wrong_cipher_passphrase_is_named_and_never_shown(
         server.destroy()
 
 
-def https_repository(endpoint_and_ca: tuple[str, Path], bucket: str) -> dict:
-    endpoint, ca_file = endpoint_and_ca
-    return {
-        "s3": {"bucket": bucket, "endpoint": endpoint, "uri_style": "path", "ca_file": str(ca_file)}
-    }
-
-
 def test_s3_repository_over_https_backs_up_and_proves_a_restore(
     https_s3_endpoint, s3_endpoint, bucket, pitr_home, cluster, instance, monkeypatch
 ):
     server, config = own_server(
-        monkeypatch, pitr_home, cluster, "s3-server", https_repository(https_s3_endpoint, bucket)
+        monkeypatch, pitr_home, cluster, "s3-server", https_s3_repository(https_s3_endpoint, bucket)
     )
     try:
         start_archiving(server, config)
@@ -621,7 +614,7 @@ def test_backups_through_the_database_hosts_tls_server(
         pitr_home,
         cluster,
         "tls-server",
-        https_repository(https_s3_endpoint, bucket),
+        https_s3_repository(https_s3_endpoint, bucket),
         pgbackrest_server={
             "host": "127.0.0.1",
             "port": tls_port,

@@ -24,7 +24,7 @@ from backup_pipelines.core.servers.restore_points import MAX_NAME_BYTES, create_
 from backup_pipelines.core.servers.scratch import free_port, stop_copy
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
-from backup_pipelines_tests.support.archiving import archiving_server
+from backup_pipelines_tests.support.archiving import archiving_server, https_s3_repository
 from backup_pipelines_tests.support.config import (
     PITR_PASSWORD_ENV,
     today,
@@ -278,3 +278,21 @@ def test_a_point_whose_wal_expired_leaves_the_window_and_is_marked_expired_in_th
     assert not refused.success
     assert "its WAL has expired, so it cannot be reached" in failure_messages(refused)
     assert not (home / "expired").exists()
+
+
+def test_a_point_on_an_s3_repository_over_https_restores_by_name(
+    cluster, https_s3_endpoint, bucket, instance, monkeypatch
+):
+    repository = https_s3_repository(https_s3_endpoint, bucket)
+    with archiving_server(cluster, "restore-points-s3", repository) as (server, config, home):
+        monkeypatch.setenv(PITR_PASSWORD_ENV, server.superuser_password)
+        defs = definitions_for(config)
+        backup_now(defs, instance, "full")
+        write_rows(server, "s3: before")
+        name = f"s3-release-{uuid.uuid4().hex[:6]}"
+        assert make_point(defs, instance, name).success
+        write_rows(server, "s3: after")
+
+        found, _ = restored_to(defs, instance, config, server, name, home / "s3-point")
+
+        assert found == {"s3: before": 3}

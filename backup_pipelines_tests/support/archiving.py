@@ -38,18 +38,27 @@ def start_archiving(
             BackupSettings(config_path=str(config)).server_engine(name).create_stanza()
 
 
+def https_s3_repository(endpoint_and_ca: tuple[str, Path], bucket: str) -> dict:
+    """A `pgbackrest:` section for an S3 bucket behind the tests' TLS terminator."""
+    endpoint, ca_file = endpoint_and_ca
+    return {
+        "s3": {"bucket": bucket, "endpoint": endpoint, "uri_style": "path", "ca_file": str(ca_file)}
+    }
+
+
 @contextlib.contextmanager
 def archiving_server(
-    cluster: LocalCluster, folder: str
+    cluster: LocalCluster, folder: str, repository: dict | None = None
 ) -> Iterator[tuple[LocalCluster, Path, Path]]:
-    """A server of its own archiving into a local repository (`<home>/repository`), with an
-    empty `ledger (id, phase)` table, and a configuration naming it `main` beside the session's
-    databases; its PITR copies go to `<home>/scratch`, apart from other modules' copies.
-    Yields (server, configuration file, home); the server is destroyed afterwards."""
+    """A server of its own archiving into `repository` (default: a local one in
+    `<home>/repository`), with an empty `ledger (id, phase)` table, and a configuration naming
+    it `main` beside the session's databases; its PITR copies go to `<home>/scratch`, apart
+    from other modules' copies. Yields (server, configuration file, home); the server is
+    destroyed afterwards."""
     with shared_folder(folder) as home:
         server = LocalCluster(home / "server", free_port(), uuid.uuid4().hex)
         server.init()
-        servers = server_document(server, {"path": str(home / "repository")})
+        servers = server_document(server, repository or {"path": str(home / "repository")})
         (home / "scratch").mkdir(mode=0o755)
         servers["main"]["restore_test"] = {"scratch_dir": str(home / "scratch")}
         config = home / "backup_pipelines.yaml"
