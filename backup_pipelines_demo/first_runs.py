@@ -1,5 +1,6 @@
 """The first runs of a fresh deployment, as the demo (and the browser tests) make them."""
 
+import datetime as dt
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from backup_pipelines.trigger.remote import (
     runs_of,
     sensor_has_ticked,
     submit_job,
+    submit_restore_point,
     wait_for_run,
     wait_until_serving,
 )
@@ -64,7 +66,8 @@ def _servers_proven(
     deployment: Deployment, servers: dict[str, ServerConfig], submitted_by: str, today: str
 ) -> bool:
     """Each server's base backup, then its PITR restore test (the after-full-backup sensor's,
-    or submitted here), then a look at its WAL archive: the group shows a recovery window."""
+    or submitted here), a restore point, then a look at its WAL archive: the group shows a
+    recovery window."""
     by_sensor = all(server.restore_test.after_full_backup for server in servers.values())
     if by_sensor:
         _wait(
@@ -89,8 +92,25 @@ def _servers_proven(
         print("proving a point-in-time restore")
         run_id = submit_job(deployment, names.PITR_RESTORE_TEST_JOB, submitted_by, today)
         proven = _succeeded(deployment, run_id)
-    archive = submit_job(deployment, names.WAL_ARCHIVE_JOB, submitted_by)
-    return proven and _succeeded(deployment, archive)
+    if not proven or not all(
+        _succeeded(deployment, run_id)
+        for run_id in _restore_points(deployment, servers, submitted_by)
+    ):
+        return False
+    return _succeeded(deployment, submit_job(deployment, names.WAL_ARCHIVE_JOB, submitted_by))
+
+
+def _restore_points(
+    deployment: Deployment, servers: dict[str, ServerConfig], submitted_by: str
+) -> list[str]:
+    """A named restore point on each server, as a deployment pipeline makes one before a
+    migration: the runbook's timeline then offers it."""
+    name = f"first-runs-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    print(f"marking restore point {name} on {', '.join(servers)}")
+    note = "made by the first runs, as a pipeline would before a migration"
+    return [
+        submit_restore_point(deployment, server, name, note, submitted_by) for server in servers
+    ]
 
 
 def _sensor_ready(deployment: Deployment) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
@@ -33,27 +33,17 @@ from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_demo.cluster import LocalCluster
 from backup_pipelines_tests.support.archiving import archiving_server
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, today
-from backup_pipelines_tests.support.paths import REPOSITORY
+from backup_pipelines_tests.support.paths import SCREENSHOTS
 from backup_pipelines_tests.support.runs import (
     definitions_for,
     failure_messages,
     materialize_runbook,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPOSITORY / "ui-screenshots"
 SERVER = "main"
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 MIB16 = 16 << 20
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

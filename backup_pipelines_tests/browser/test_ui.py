@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from backup_pipelines import names
 from backup_pipelines.core.postgres.dump import utc_today
@@ -30,11 +30,9 @@ from backup_pipelines_tests.support.config import (
     server_document,
 )
 from backup_pipelines_tests.support.folders import shared_folder
-from backup_pipelines_tests.support.paths import REPOSITORY
+from backup_pipelines_tests.support.paths import SCREENSHOTS
 from backup_pipelines_tests.support.processes import stop
 
-SCREENSHOTS = REPOSITORY / "ui-screenshots"
-CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 60_000  # the UI fetches statuses after the page loads
 expect.set_options(timeout=WAIT_MS)
 
@@ -102,14 +100,6 @@ def deployment(cluster, tmp_path_factory, archiving_home) -> Iterator[RunningDep
     finally:
         stop(dagster_dev, group=True)
         server.destroy()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -237,6 +227,9 @@ def test_server_group_shows_its_recovery_window_and_a_proven_pitr_restore(page, 
     key = "/".join(names.server_key(SERVER, names.WAL_ARCHIVE).path)
     visit(page, f"{deployment.url}/assets/{key}")
     expect(page.get_by_text("you can restore to any moment between").first).to_be_visible()
+    for table in ("recovery_timeline", "restore_points"):  # markdown tables
+        expect(page.get_by_text(table, exact=True).first).to_be_visible()
+    expect(page.get_by_text("first-runs-").first).to_be_visible()  # the first runs' point
     screenshot(page, "10-wal-archive-recovery-window")
 
     key = "/".join(names.server_key(SERVER, names.PITR_RESTORE_TEST).path)

@@ -17,6 +17,8 @@ from backup_pipelines.core.servers.window import (
 
 SERVER = "main"
 MIB16 = 16 * 1024 * 1024
+T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
 
 
 def test_segment_names_follow_the_segment_size():
@@ -84,45 +86,41 @@ def test_reachable_stretches_skip_the_gap_and_a_backup_whose_own_wal_is_missing(
 
 
 def test_a_moment_while_the_only_reaching_backup_was_taken_is_refused_with_that_reason():
-    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    hour = dt.timedelta(hours=1)
     backups = [
-        _backup("one", 2, 3, t0 + hour, started=t0),
-        _backup("two", 5, 6, t0 + 4 * hour, started=t0 + 3 * hour),
+        _backup("one", 2, 3, T0 + HOUR, started=T0),
+        _backup("two", 5, 6, T0 + 4 * HOUR, started=T0 + 3 * HOUR),
     ]
-    window = RecoveryWindow((wal.Stretch(t0 + hour, t0 + 6 * hour),))
+    window = RecoveryWindow((wal.Stretch(T0 + HOUR, T0 + 6 * HOUR),))
 
     with pytest.raises(PitrError, match="while base backup one was being taken") as refused:
-        require_in_window(SERVER, window, backups, t0 + hour / 2)
+        require_in_window(SERVER, window, backups, T0 + HOUR / 2)
     assert "reachable: 2026-12-01 01:00:00+00:00 to 2026-12-01 06:00:00+00:00" in str(refused.value)
     with pytest.raises(PitrError, match="before the oldest kept base backup is consistent"):
-        require_in_window(SERVER, window, backups, t0 - hour)
+        require_in_window(SERVER, window, backups, T0 - HOUR)
     # While "two" was being taken, "one" and its WAL reach the moment.
-    require_in_window(SERVER, window, backups, t0 + 3.5 * hour)
-    assert backup_for(backups, t0 + 3.5 * hour) == backups[0]
+    require_in_window(SERVER, window, backups, T0 + 3.5 * HOUR)
+    assert backup_for(backups, T0 + 3.5 * HOUR) == backups[0]
 
 
 def test_spans_say_which_backup_a_restore_starts_from_and_why_the_rest_is_unreachable():
-    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-    hour = dt.timedelta(hours=1)
     backups = [
-        _backup("one", 2, 3, t0 + hour, started=t0),
-        _backup("two", 20, 21, t0 + 8 * hour, started=t0 + 7 * hour),
+        _backup("one", 2, 3, T0 + HOUR, started=T0),
+        _backup("two", 20, 21, T0 + 8 * HOUR, started=T0 + 7 * HOUR),
     ]
-    gap = wal.Gap("a", "a", 1, 6, 6, reachable_until=t0 + 3 * hour, resumes_at=t0 + 8 * hour)
+    gap = wal.Gap("a", "a", 1, 6, 6, reachable_until=T0 + 3 * HOUR, resumes_at=T0 + 8 * HOUR)
     window = RecoveryWindow(
-        (wal.Stretch(t0 + hour, t0 + 3 * hour), wal.Stretch(t0 + 8 * hour, t0 + 9 * hour)), (gap,)
+        (wal.Stretch(T0 + HOUR, T0 + 3 * HOUR), wal.Stretch(T0 + 8 * HOUR, T0 + 9 * HOUR)), (gap,)
     )
 
     spans = recovery_spans(window, backups)
 
     described = [
-        (span.start - t0, span.end - t0, span.backup.label if span.backup else span.reason[:20])
+        (span.start - T0, span.end - T0, span.backup.label if span.backup else span.reason[:20])
         for span in spans
     ]
     assert described == [
-        (0 * hour, 1 * hour, "it lies while base b"),
-        (1 * hour, 3 * hour, "one"),
-        (3 * hour, 8 * hour, "it lies in a gap of "),
-        (8 * hour, 9 * hour, "two"),
+        (0 * HOUR, 1 * HOUR, "it lies while base b"),
+        (1 * HOUR, 3 * HOUR, "one"),
+        (3 * HOUR, 8 * HOUR, "it lies in a gap of "),
+        (8 * HOUR, 9 * HOUR, "two"),
     ]
