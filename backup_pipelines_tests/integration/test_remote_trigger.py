@@ -214,9 +214,9 @@ def test_cli_makes_a_restore_point_archived_and_recorded_and_refuses_a_bad_name(
     assert status == "SUCCESS"
     with deployment_instance(env, home) as instance:
         assert instance.get_run_by_id(run_id).job_name == names.CREATE_RESTORE_POINT_JOB
-        (point,) = [p for p in recorded_restore_points(instance, "main") if p["name"] == name]
-    assert point["note"] == "schema v42" and "/" in point["lsn"]
-    assert point["requested_by"].startswith("submitted by backup-pipelines CLI")
+        (point,) = [p for p in recorded_restore_points(instance, "main") if p.name == name]
+    assert point.note == "schema v42" and "/" in point.lsn
+    assert point.requested_by.startswith("submitted by backup-pipelines CLI")
 
     # Refused before anything is submitted (a name already in the window fails its run: the
     # HTTP trigger's test shows that one).
@@ -303,8 +303,8 @@ def test_http_trigger_makes_a_restore_point_once_and_answers_when_it_is_archived
         assert status == 201, answer
         assert answer["archived"] is True and answer["name"] == name
         with deployment_instance(env, home) as instance:
-            recorded = [p for p in recorded_restore_points(instance, "main") if p["name"] == name]
-        assert [(p["note"], p["requested_by"][:25]) for p in recorded] == [
+            recorded = [p for p in recorded_restore_points(instance, "main") if p.name == name]
+        assert [(p.note, p.requested_by[:25]) for p in recorded] == [
             ("v7", "submitted by HTTP trigger")
         ]
         status, answer = post(f"{points}/main", TRIGGER_SECRET, body={"name": name})
