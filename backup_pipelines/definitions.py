@@ -21,6 +21,7 @@ from backup_pipelines.defs.buckets.definitions import buckets_definitions
 from backup_pipelines.defs.postgres.definitions import postgres_definitions
 from backup_pipelines.defs.project import Project
 from backup_pipelines.defs.recovery.definitions import recovery_definitions
+from backup_pipelines.defs.replica.definitions import replica_definitions
 from backup_pipelines.defs.resources import resource_definitions
 from backup_pipelines.defs.retention.definitions import retention_definitions
 from backup_pipelines.defs.servers.definitions import servers_definitions
@@ -28,6 +29,7 @@ from backup_pipelines.defs.usage.definitions import usage_definitions
 
 DOMAINS: tuple[Callable[[Project], Definitions], ...] = (
     postgres_definitions,
+    replica_definitions,
     servers_definitions,
     buckets_definitions,
     retention_definitions,

@@ -22,6 +22,9 @@ ARCHIVE = "archive"
 VERIFICATION = "verification"
 RESTORE_TEST = "restore_test"
 SNAPSHOT = "snapshot"
+REPLICA = "replica"  # the second copy of the day's archive, in the replica store
+REPLICA_RESTORE_TEST = "replica_restore_test"  # the failover drill: restored from the replica
+REPLICA_STEPS = (REPLICA, REPLICA_RESTORE_TEST)  # never part of a backup run
 BACKUP_STEPS = (DUMP, ARCHIVE, VERIFICATION)  # what a backup run materializes
 DATABASE_STEPS = (*BACKUP_STEPS, RESTORE_TEST)  # the lineage of one database
 BUCKET_STEPS = (SNAPSHOT, VERIFICATION)
@@ -65,6 +68,7 @@ ARCHIVE_CHECKSUM = "archive_checksum"
 ARCHIVE_CONTENTS = "archive_contents"
 SIZE_CHANGE = "size_change"
 RESTORED_DATA_MATCHES = "restored_data_matches"
+REPLICA_VERIFIED = "replica_verified"
 STORAGE_CAPACITY = "storage_capacity"
 SNAPSHOT_MANIFEST = "snapshot_manifest"
 SNAPSHOT_OBJECTS = "snapshot_objects"
@@ -79,6 +83,7 @@ BACKUP_CHECKS = {
     VERIFICATION: (*VERIFYING_CHECKS, SIZE_CHANGE),
 }
 DATABASE_CHECKS = {**BACKUP_CHECKS, RESTORE_TEST: (RESTORED_DATA_MATCHES,)}
+REPLICA_CHECKS = {REPLICA: (REPLICA_VERIFIED,), REPLICA_RESTORE_TEST: (RESTORED_DATA_MATCHES,)}
 # Before restore tests were an asset of their own they were this check on the verification
 # asset; that history is still read (records.restore_test_history), never written.
 LEGACY_RESTORE_TEST_CHECK = (VERIFICATION, "restore_test")
@@ -92,13 +97,17 @@ PRUNE_JOB = "prune_backups"
 RUNBOOK_JOB = "refresh_recovery_runbook"
 STORAGE_USAGE_JOB = "measure_storage"
 AUDIT_REPORT_JOB = "write_audit_report"
+REPLICATE_JOB = "replicate_archives"
+FAILOVER_DRILL_JOB = "failover_drill"
 
 DAILY_BACKUP_SCHEDULE = "daily_backup_schedule"
 WEEKLY_RESTORE_TEST_SCHEDULE = "weekly_restore_test_schedule"
 STORAGE_USAGE_SCHEDULE = "storage_usage_schedule"
 AUDIT_REPORT_SCHEDULE = "daily_audit_report_schedule"
+FAILOVER_DRILL_SCHEDULE = "failover_drill_schedule"
 
 NEW_ARCHIVE_RESTORE_TEST_SENSOR = "restore_test_new_archives_sensor"
+NEW_ARCHIVE_REPLICA_SENSOR = "replicate_new_archives_sensor"
 RUNBOOK_SENSOR = "recovery_runbook_sensor"
 RETENTION_SENSOR = "retention_sensor"
 ALERTS_SENSOR = "backup_alerts_sensor"

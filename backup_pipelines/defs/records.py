@@ -144,14 +144,20 @@ def verification_outcomes(
     return outcomes
 
 
-def verified_days(instance: DagsterInstance, database: str) -> list[str]:
-    """The days whose archive of `database` passed both verifying checks, oldest first."""
-    key = names.database_key(database, names.VERIFICATION)
-    verified = verification_outcomes(instance, key, names.VERIFYING_CHECKS)
+def verified_days(
+    instance: DagsterInstance, database: str, step: str = names.VERIFICATION
+) -> list[str]:
+    """The days whose archive of `database` passed both verifying checks (with `step`
+    REPLICA: whose copy in the replica store was proved), oldest first."""
+    checks = names.REPLICA_CHECKS[step] if step == names.REPLICA else names.VERIFYING_CHECKS
+    verified = verification_outcomes(instance, names.database_key(database, step), checks)
     return sorted(day for day, passed in verified.items() if passed)
 
 
-def newest_verified_day(instance: DagsterInstance, database: str) -> str | None:
-    """The newest day whose archive of `database` passed both verifying checks."""
-    days = verified_days(instance, database)
+def newest_verified_day(
+    instance: DagsterInstance, database: str, step: str = names.VERIFICATION
+) -> str | None:
+    """The newest day whose archive of `database` passed both verifying checks (with `step`
+    REPLICA: whose replica was proved)."""
+    days = verified_days(instance, database, step)
     return days[-1] if days else None

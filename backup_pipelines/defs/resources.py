@@ -15,11 +15,12 @@ from backup_pipelines.core.common.client_tools import ClientTools, find_client_t
 from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env, load_config
 from backup_pipelines.core.common.encryption import ArchiveKey, key_from_config
 from backup_pipelines.core.common.postgres_client import Connection, PostgresError
-from backup_pipelines.core.common.stores import BackupStores, stores_from_config
+from backup_pipelines.core.common.stores import BackupStores, replica_store, stores_from_config
 from backup_pipelines.core.postgres.dump import DumpSettings
 from backup_pipelines.core.postgres.restore_test import RestoreTestSettings
 from backup_pipelines.core.servers.pgbackrest import Engine, engine_from_config
 from backup_pipelines.core.servers.scratch import ScratchPlace
+from backup_pipelines.storage import ObjectStore
 
 
 class DatabaseSettings:
@@ -50,21 +51,35 @@ class BackupSettings(ConfigurableResource):
     config_path: str
     _config: BackupConfig | None = PrivateAttr(default=None)
     _stores: BackupStores | None = PrivateAttr(default=None)
+    _replica: ObjectStore | None = PrivateAttr(default=None)
     _archive_key: ArchiveKey | None = PrivateAttr(default=None)
     _databases: dict[str, DatabaseSettings] = PrivateAttr(default_factory=dict)
     _client_tools: ClientTools | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        # Once per run: every step then shares one parsed file and one set of S3 clients.
+        # Once per run: every step then shares one parsed file and one set of clients, each
+        # built when first needed (the failover drill never builds the primary's).
         self._config = load_config(self.config_path)
-        self._stores = stores_from_config(self._config)
+        self._stores = self._replica = None
         self._databases, self._client_tools = {}, None
 
     def config(self) -> BackupConfig:
         return self._config or load_config(self.config_path)
 
     def stores(self) -> BackupStores:
-        return self._stores or stores_from_config(self.config())
+        if self._config is None:  # outside a run: the file as it is now
+            return stores_from_config(self.config())
+        if self._stores is None:
+            self._stores = stores_from_config(self._config)
+        return self._stores
+
+    def replica_store(self) -> ObjectStore:
+        """The replica (`replica:`), built from its own settings and credentials alone."""
+        if self._config is None:
+            return replica_store(self.config())
+        if self._replica is None:
+            self._replica = replica_store(self._config)
+        return self._replica
 
     def database(self, database: str) -> DatabaseSettings:
         if database not in self._databases:

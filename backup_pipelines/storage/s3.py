@@ -34,8 +34,8 @@ def describe_s3_error(error: Exception, bucket: str, key: str | None = None) -> 
         code = error.response.get("Error", {}).get("Code", "")
         if code == "NoSuchBucket" or (code == "404" and not key):
             return (
-                f"S3 bucket {bucket!r} does not exist (storage.s3.bucket or archive_bucket): "
-                "create it or fix the name"
+                f"S3 bucket {bucket!r} does not exist: create it or fix the bucket name "
+                "(bucket or archive_bucket of storage.s3, or of replica.s3)"
             )
         if code in (
             "AccessDenied",

@@ -68,6 +68,30 @@ def test_minimal_config_and_defaults(tmp_path):
             {"databases": {"a": {"url": "x", "restore_assertions": [{"name": "n"}]}}},
             "databases.a.restore_assertions.0.sql: Field required",
         ),
+        (
+            {"replica": {}},
+            "replica: Value error, give exactly one of replica.s3, replica.azure, replica.gcs "
+            "or replica.local",
+        ),
+        (
+            {"replica": {"s3": {"bucket": "dr-copy", "access_key_id": "AKIA123"}}},
+            "replica.s3: Value error, access_key_id must be an environment reference",
+        ),
+        (
+            {"replica": {"s3": {"bucket": "dr-copy", "access_key_id": "${K}"}}},
+            "access_key_id and secret_access_key go together",
+        ),
+        ({"replica": {"local": {"path": "x"}, "drill_schedule": "monthly"}}, "replica.drill_"),
+        (
+            {
+                "replica": {
+                    "local": {"path": "x"},
+                    "retention": {"daily": 0, "weekly": 0, "monthly": 0},
+                }
+            },
+            "replica.retention: Value error, every rule",
+        ),
+        ({"replica": {"local": {"path": "x"}, "max_age_days": 0}}, "replica.max_age_days"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, change, expected):

@@ -15,10 +15,11 @@ from dagster import Definitions
 from backup_pipelines_tests.support.runs import definitions_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.txt"
-# Every kind of definition appears: S3 storage (bucket snapshots), two database servers, a
-# capacity, a PITR server.
+# Every kind of definition appears: S3 storage (bucket snapshots), a replica in another
+# region, two database servers, a capacity, a PITR server.
 CONFIG = {
     "storage": {"s3": {"bucket": "acme-backups", "prefix": "postgres"}, "capacity_gb": 100},
+    "replica": {"s3": {"bucket": "acme-backups-dr", "region": "eu-west-1"}},
     "databases": {
         "agentic": {"url": "postgresql://backup@db1:5432/agentic"},
         "billing": {"url": "postgresql://backup@db2:5433/billing", "server": "db2"},

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -85,11 +85,23 @@ class S3StorageConfig(RemoteStorageConfig):
     archive_transition_storage_class: str = "GLACIER_IR"
     # The archive bucket must have Object Lock enabled (it is set when a bucket is created).
     object_lock: ObjectLockConfig | None = None
+    # Default: the standard AWS credential chain. A replica in another account names its own
+    # keys here, as ${VAR}s.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
 
     @model_validator(mode="after")
     def _kms_needs_sse(self) -> S3StorageConfig:
         if self.kms_key_id and self.sse != "aws:kms":
             raise ValueError("kms_key_id is set but sse is not 'aws:kms'; set sse: aws:kms")
+        return self
+
+    @model_validator(mode="after")
+    def _keys(self) -> S3StorageConfig:
+        _require_reference("access_key_id", self.access_key_id, "AWS_ACCESS_KEY_ID")
+        _require_reference("secret_access_key", self.secret_access_key, "AWS_SECRET_ACCESS_KEY")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together")
         return self
 
 
@@ -118,15 +130,13 @@ class AzureStorageConfig(RemoteStorageConfig):
     @model_validator(mode="after")
     def _credentials(self) -> AzureStorageConfig:
         _require_reference(
-            "storage.azure.connection_string",
-            self.connection_string,
-            "AZURE_STORAGE_CONNECTION_STRING",
+            "connection_string", self.connection_string, "AZURE_STORAGE_CONNECTION_STRING"
         )
-        _require_reference("storage.azure.sas_token", self.sas_token, "AZURE_STORAGE_SAS_TOKEN")
+        _require_reference("sas_token", self.sas_token, "AZURE_STORAGE_SAS_TOKEN")
         if self.connection_string is None and self.account_url is None:
-            raise ValueError("storage.azure: give account_url (or a connection_string)")
+            raise ValueError("give account_url (or a connection_string)")
         if self.connection_string is not None and self.sas_token is not None:
-            raise ValueError("storage.azure: give connection_string or sas_token, not both")
+            raise ValueError("give connection_string or sas_token, not both")
         return self
 
 
@@ -150,6 +160,8 @@ STORAGE_KINDS = ("s3", "azure", "gcs", "local")
 
 
 class StorageConfig(_Strict):
+    SECTION: ClassVar[str] = "storage"  # where it sits in the file, for messages
+
     s3: S3StorageConfig | None = None
     azure: AzureStorageConfig | None = None
     gcs: GcsStorageConfig | None = None
@@ -161,8 +173,9 @@ class StorageConfig(_Strict):
     def _exactly_one(self) -> StorageConfig:
         given = [kind for kind in STORAGE_KINDS if getattr(self, kind)]
         if len(given) != 1:
+            at = self.SECTION
             raise ValueError(
-                "give exactly one of storage.s3, storage.azure, storage.gcs or storage.local"
+                f"give exactly one of {at}.s3, {at}.azure, {at}.gcs or {at}.local"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         return self
@@ -201,6 +214,25 @@ class RetentionOverride(_Strict):
     yearly: int | None = Field(default=None, ge=0)
     min_keep: int | None = Field(default=None, ge=1)
     dump_days: int | None = Field(default=None, ge=1)
+
+
+class ReplicaConfig(StorageConfig):
+    """The second, independent copy: every verified archive is copied to this store (its own
+    credentials; S3 in another region or account, Azure, GCS or a folder) and proved there."""
+
+    SECTION: ClassVar[str] = "replica"
+
+    # The replica may keep longer (or shorter) than `retention:`; unset fields come from there.
+    retention: RetentionOverride | None = None
+    # The alerts sensor reports a database whose newest replica is older than this.
+    max_age_days: float = Field(default=2, gt=0)
+    # The failover drill: restore tests that read only the replica (monthly by default).
+    drill_schedule: str = "0 5 1 * *"
+
+    @field_validator("drill_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _require_cron(value)
 
 
 class RetentionRules(_Strict):
@@ -475,6 +507,7 @@ class AuditConfig(_Strict):
 
 class BackupConfig(_Strict):
     storage: StorageConfig
+    replica: ReplicaConfig | None = None
     databases: dict[str, DatabaseConfig] = Field(min_length=1)
     schedule: str = "0 2 * * *"
     start_date: dt.date = dt.date(2026, 1, 1)
@@ -527,17 +560,37 @@ class BackupConfig(_Strict):
                 ) from None
         return self
 
+    @model_validator(mode="after")
+    def _replica_retention(self) -> BackupConfig:
+        if self.replica is not None:
+            try:
+                self.replica_retention_for(next(iter(self.databases)))
+            except ValidationError as error:
+                raise ValueError(f"replica.retention: {error.errors()[0]['msg']}") from None
+        return self
+
     def retention_for(self, database: str) -> RetentionRules:
         return self.retention.overridden(self.databases[database].retention)
 
-    def archive_retain_until(self, database: str, day: str) -> dt.datetime | None:
-        """Until when `database`'s archive of `day` is under Object Lock (None: no lock)."""
-        lock = self.storage.s3.object_lock if self.storage.s3 else None
+    def replica_retention_for(self, database: str) -> RetentionRules:
+        """The database's rules with the replica's own overrides on top."""
+        rules = self.retention_for(database)
+        override = self.replica.retention if self.replica else None
+        changes = override.model_dump(exclude_none=True) if override else {}
+        return RetentionRules.model_validate({**rules.model_dump(), **changes})
+
+    def archive_retain_until(
+        self, database: str, day: str, *, replica: bool = False
+    ) -> dt.datetime | None:
+        """Until when `database`'s archive of `day` (in the replica store, with `replica`) is
+        under Object Lock (None: no lock)."""
+        storage = self.replica if replica else self.storage
+        lock = storage.s3.object_lock if storage and storage.s3 else None
         if lock is None:
             return None
-        days = lock.days or max(self.retention_for(database).daily, 1)
+        rules = self.replica_retention_for(database) if replica else self.retention_for(database)
         start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
-        return start + dt.timedelta(days=days)
+        return start + dt.timedelta(days=lock.days or max(rules.daily, 1))
 
     def server_retention_for(self, name: str) -> RetentionRules:
         return self.retention.overridden(self.servers[name].retention)

@@ -1,6 +1,7 @@
 """The stores a configuration names: the dumps, the archive copies, the refs and the bucket
-snapshots, built from `storage:` (and a snapshotted bucket from `buckets:`). Storage itself
-(storage/) knows nothing of the configuration."""
+snapshots, built from `storage:`; the replica (the second copy of every archive) from
+`replica:`; a snapshotted bucket from `buckets:`. Storage itself (storage/) knows nothing of
+the configuration."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from backup_pipelines.core.common.config import (
     GcsStorageConfig,
     RemoteStorageConfig,
     S3StorageConfig,
+    StorageConfig,
     expand_env,
 )
 from backup_pipelines.storage import (
@@ -36,27 +38,48 @@ class BackupStores:
     archive: ObjectStore
     refs: ObjectStore
     snapshots: S3Store | None = None  # bucket snapshots (S3 storage only)
+    # The replica store, where a retention run needs it (never built for the primary chain:
+    # a backup neither waits for nor fails with the replica).
+    replica: ObjectStore | None = None
 
 
 def stores_from_config(
     config: BackupConfig, *, single_copy_limit: int = SINGLE_COPY_LIMIT
 ) -> BackupStores:
-    storage = config.storage
+    return _stores_of(config, config.storage, single_copy_limit)
+
+
+def replica_store(config: BackupConfig) -> ObjectStore:
+    """Where the second copy of every archive lives (laid out as the archive store is); built
+    from `replica:` alone, so it needs none of the primary store's credentials."""
+    if config.replica is None:
+        raise ValueError("replica: is not configured")
+    return _stores_of(config, config.replica, SINGLE_COPY_LIMIT).archive
+
+
+def _stores_of(
+    config: BackupConfig, storage: StorageConfig, single_copy_limit: int
+) -> BackupStores:
+    section = storage.SECTION
     if storage.local is not None:
         local = storage.local
-        root = config.local_path(local.path)
-        archive_root = config.local_path(local.archive_path) if local.archive_path else root
+        root = config.local_path(local.path, f"{section}.local.path")
+        archive_root = (
+            config.local_path(local.archive_path, f"{section}.local.archive_path")
+            if local.archive_path
+            else root
+        )
         return BackupStores(
             dumps=LocalStore(root / "dumps"),
             archive=LocalStore(archive_root / "archive"),
             refs=LocalStore(root / "refs"),
         )
     if storage.azure is not None:
-        return _azure_stores(storage.azure)
+        return _azure_stores(storage.azure, section)
     if storage.gcs is not None:
-        return _gcs_stores(storage.gcs)
+        return _gcs_stores(storage.gcs, section)
     assert storage.s3 is not None
-    return _s3_stores(storage.s3, single_copy_limit)
+    return _s3_stores(storage.s3, section, single_copy_limit)
 
 
 @dataclass(frozen=True)
@@ -75,15 +98,26 @@ class _Layout:
         return self.archive_prefix if self.archive_prefix is not None else self.under("archive")
 
     @classmethod
-    def of(cls, settings: RemoteStorageConfig, kind: str) -> _Layout:
-        return cls(expand_env(settings.prefix, f"storage.{kind}.prefix"), settings.archive_prefix)
+    def of(cls, settings: RemoteStorageConfig, at: str) -> _Layout:
+        return cls(expand_env(settings.prefix, f"{at}.prefix"), settings.archive_prefix)
 
 
-def _s3_stores(s3: S3StorageConfig, single_copy_limit: int) -> BackupStores:
-    endpoint = expand_env(s3.endpoint_url, "storage.s3.endpoint_url") if s3.endpoint_url else None
-    client = aws_client("s3", endpoint, s3.region)
-    bucket = expand_env(s3.bucket, "storage.s3.bucket")
-    layout = _Layout.of(s3, "s3")
+def _s3_stores(s3: S3StorageConfig, section: str, single_copy_limit: int) -> BackupStores:
+    at = f"{section}.s3"
+
+    def expanded(name: str) -> str | None:
+        value = getattr(s3, name)
+        return expand_env(value, f"{at}.{name}") if value else None
+
+    client = aws_client(
+        "s3",
+        expanded("endpoint_url"),
+        s3.region,
+        access_key_id=expanded("access_key_id"),
+        secret_access_key=expanded("secret_access_key"),
+    )
+    bucket = expand_env(s3.bucket, f"{at}.bucket")
+    layout = _Layout.of(s3, at)
     common: dict[str, Any] = {
         "sse": s3.sse,
         "kms_key_id": s3.kms_key_id,
@@ -105,19 +139,19 @@ def _s3_stores(s3: S3StorageConfig, single_copy_limit: int) -> BackupStores:
     )
 
 
-def _azure_stores(azure: AzureStorageConfig) -> BackupStores:
+def _azure_stores(azure: AzureStorageConfig, section: str) -> BackupStores:
+    at = f"{section}.azure"
+
     def expanded(name: str) -> str | None:
         value = getattr(azure, name)
-        return expand_env(value, f"storage.azure.{name}") if value else None
+        return expand_env(value, f"{at}.{name}") if value else None
 
     service = azure_service(
         expanded("account_url"), expanded("connection_string"), expanded("sas_token")
     )
-    layout = _Layout.of(azure, "azure")
+    layout = _Layout.of(azure, at)
     archive_container = azure.archive_container or azure.container
-    archive_setting = "storage.azure." + (
-        "archive_container" if azure.archive_container else "container"
-    )
+    archive_setting = f"{at}." + ("archive_container" if azure.archive_container else "container")
     return BackupStores(
         dumps=AzureStore(service, azure.container, layout.under("dumps")),
         archive=AzureStore(
@@ -131,15 +165,14 @@ def _azure_stores(azure: AzureStorageConfig) -> BackupStores:
     )
 
 
-def _gcs_stores(gcs: GcsStorageConfig) -> BackupStores:
+def _gcs_stores(gcs: GcsStorageConfig, section: str) -> BackupStores:
+    at = f"{section}.gcs"
     credentials = (
-        expand_env(gcs.credentials_file, "storage.gcs.credentials_file")
-        if gcs.credentials_file
-        else None
+        expand_env(gcs.credentials_file, f"{at}.credentials_file") if gcs.credentials_file else None
     )
     client = gcs_client(gcs.project, credentials)
-    layout = _Layout.of(gcs, "gcs")
-    archive_setting = "storage.gcs." + ("archive_bucket" if gcs.archive_bucket else "bucket")
+    layout = _Layout.of(gcs, at)
+    archive_setting = f"{at}." + ("archive_bucket" if gcs.archive_bucket else "bucket")
     return BackupStores(
         dumps=GcsStore(client, gcs.bucket, layout.under("dumps")),
         archive=GcsStore(

@@ -1,5 +1,6 @@
-"""What a backup is of: a database (logical dumps) or an S3 bucket (snapshots). A plan or a
-deletion names its subject by type, never by an encoded string."""
+"""What a backup is of: a database (logical dumps), its copies in the replica store, or an S3
+bucket (snapshots). A plan or a deletion names its subject by type, never by an encoded
+string."""
 
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ class Database(_Subject):
 
 
 @dataclass(frozen=True)
+class Replica(_Subject):
+    """A database's copies in the replica store, kept by their own rules."""
+
+    kind: ClassVar[str] = "replica"
+
+
+@dataclass(frozen=True)
 class Bucket(_Subject):
     kind: ClassVar[str] = "bucket"
 
 
-Subject = Database | Bucket
-SUBJECT_KINDS: dict[str, type[Database] | type[Bucket]] = {
+Subject = Database | Replica | Bucket
+SUBJECT_KINDS: dict[str, type[Database] | type[Replica] | type[Bucket]] = {
     Database.kind: Database,
+    Replica.kind: Replica,
     Bucket.kind: Bucket,
 }

@@ -57,11 +57,18 @@ def archive_dump(
             f"({manifest.size_bytes} bytes, sha256 {manifest.sha256}); it was removed"
         )
     archived = manifest.archived(dt.datetime.now(dt.UTC))
-    committed = manifest_key(ref.database, ref.partition)
-    if retain_until is not None:
-        archive.retain(key, retain_until)
-    archive.write_bytes(committed, archived.to_json())
-    if retain_until is not None:
-        archive.retain(committed, retain_until)
-    remove_superseded(archive, ref.database, ref.partition, keep=key)
+    commit_copy(archive, archived, retain_until)
     return ref_for(archive, archived), archived
+
+
+def commit_copy(store: ObjectStore, manifest: Manifest, retain_until: dt.datetime | None) -> None:
+    """Make a proved copy a backup: lock it (when `retain_until` is given), write its manifest,
+    then remove what the day held before."""
+    key = manifest.object_key
+    committed = manifest_key(manifest.database, manifest.partition)
+    if retain_until is not None:
+        store.retain(key, retain_until)
+    store.write_bytes(committed, manifest.to_json())
+    if retain_until is not None:
+        store.retain(committed, retain_until)
+    remove_superseded(store, manifest.database, manifest.partition, keep=key)

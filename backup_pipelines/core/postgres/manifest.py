@@ -55,6 +55,8 @@ class Manifest:
     # taken (a run queued before midnight may take its day's snapshot after it).
     submitted_at: str | None = None
     start_delay_seconds: float | None = None
+    # Set in the replica store's copy of the manifest: when the copy there was proved.
+    replicated_at: str | None = None
 
     @property
     def relation_counts(self) -> list[RelationCount]:
@@ -98,6 +100,9 @@ class Manifest:
 
     def archived(self, at: dt.datetime) -> Manifest:
         return replace(self, archived_at=at.isoformat())
+
+    def replicated(self, at: dt.datetime) -> Manifest:
+        return replace(self, replicated_at=at.isoformat())
 
 
 def read_manifest(store: ObjectStore, database: str, day: str) -> Manifest | None:

@@ -218,6 +218,13 @@ def check_archive(
     """Read the archive copy back whole: checksum, then pg_restore's view of its contents."""
     chunks = store.read_chunks(ref.object_key)
     inspection = inspect_archive(chunks, manifest, key, tools, read_all=True)
+    return archive_outcomes(inspection, manifest, ref, configured_name)
+
+
+def archive_outcomes(
+    inspection: ArchiveInspection, manifest: Manifest, ref: BackupRef, configured_name: str | None
+) -> list[CheckOutcome]:
+    """What a whole read of a copy (`read_all`) proves: its checksum, then its contents."""
     assert inspection.digest is not None
     actual = inspection.digest
     checksum = CheckOutcome(

@@ -34,14 +34,15 @@ from backup_pipelines.core.common.layout import (
     step_of_ref_key,
 )
 from backup_pipelines.core.common.stores import BackupStores
-from backup_pipelines.core.common.subjects import Bucket, Database, Subject
+from backup_pipelines.core.common.subjects import Bucket, Database, Replica, Subject
 from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
-from backup_pipelines.storage import S3Store, StoredObject
+from backup_pipelines.storage import ObjectStore, S3Store, StoredObject
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
 SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
 SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
+SCOPE_REPLICA = "replica"  # a day's copy in the replica store: its manifest, then its objects
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
 _INCOMPLETE_AFTER = dt.timedelta(days=2)
@@ -169,9 +170,13 @@ def policy_for(rules: RetentionRules) -> RetentionPolicy:
 def _deletion(
     database: str, day: str, scope: str, reason: str, pairs: list[tuple[str, StoredObject]]
 ) -> Deletion:
-    return Deletion(
-        Database(database), day, scope, reason, tuple((name, o.key) for name, o in pairs)
-    )
+    return _subject_deletion(Database(database), day, scope, reason, pairs)
+
+
+def _subject_deletion(
+    subject: Subject, day: str, scope: str, reason: str, pairs: list[tuple[str, StoredObject]]
+) -> Deletion:
+    return Deletion(subject, day, scope, reason, tuple((name, o.key) for name, o in pairs))
 
 
 def _backup_deletion(database: str, day: str, objects: DayObjects, reason: str) -> Deletion:
@@ -201,6 +206,50 @@ def delete_objects(stores: BackupStores, deletion: Deletion) -> None:
         )
     for name, key in deletion.objects:
         getattr(stores, name).delete(key)
+
+
+def plan_replica(
+    replica: ObjectStore,
+    database: str,
+    rules: RetentionRules,
+    verified: Mapping[str, bool],
+    today: dt.date,
+) -> RetentionPlan:
+    """What `rules` keep of `database`'s copies in the replica store: the same policy, applied
+    to the days proved there (`verified`: the replica's own check), never below `min_keep`
+    proved copies. A deletion removes the manifest first, so a half-done one is no copy."""
+    days: dict[str, list[StoredObject]] = {}
+    for stored in replica.list_objects(database_prefix(database)):
+        day = day_of_backup_key(stored.key)
+        if _DAY.match(day):
+            days.setdefault(day, []).append(stored)
+    committed = {
+        day for day, objects in days.items() if any(is_day_manifest(o.key) for o in objects)
+    }
+    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in committed]
+    kept: dict[str, tuple[str, ...]] = {}
+    deletions: list[Deletion] = []
+    for decision in decide(statuses, policy_for(rules)):
+        day = decision.day.isoformat()
+        locks = [replica.locked_until(o.key) for o in days[day]] if not decision.keep else []
+        lock = max((found for found in locks if found), default=None)
+        if decision.keep or lock:
+            kept[day] = decision.reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
+            continue
+        pairs = [
+            ("replica", o) for o in sorted(days[day], key=lambda o: not is_day_manifest(o.key))
+        ]
+        deletions.append(
+            _subject_deletion(Replica(database), day, SCOPE_REPLICA, decision.reasons[0], pairs)
+        )
+    for day in sorted(set(days) - committed):
+        if today - dt.date.fromisoformat(day) > _INCOMPLETE_AFTER:
+            reason = "objects without a manifest (an interrupted copy or prune)"
+            pairs = [("replica", o) for o in days[day]]
+            deletions.append(
+                _subject_deletion(Replica(database), day, SCOPE_INCOMPLETE, reason, pairs)
+            )
+    return RetentionPlan(Replica(database), kept, deletions)
 
 
 def plan_snapshots(

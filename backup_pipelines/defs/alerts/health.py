@@ -19,7 +19,12 @@ from dagster import (
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import ServerConfig
-from backup_pipelines.defs.records import check_history, evaluated_at, verification_outcomes
+from backup_pipelines.defs.records import (
+    check_history,
+    evaluated_at,
+    newest_verified_day,
+    verification_outcomes,
+)
 
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
 _ERROR_LINES = 3
@@ -40,13 +45,19 @@ def asset_link(ui: str, key: AssetKey) -> str:
 
 
 def check_problems(
-    instance: DagsterInstance, databases: list[str], servers: list[str], ui: str
+    instance: DagsterInstance,
+    databases: list[str],
+    servers: list[str],
+    ui: str,
+    *,
+    replicated: bool = False,
 ) -> Iterator[Problem]:
+    database_checks = {**names.DATABASE_CHECKS, **(names.REPLICA_CHECKS if replicated else {})}
     watched = [
         *(
             (names.database_key(db, step), check)
             for db in databases
-            for step, checks in names.DATABASE_CHECKS.items()
+            for step, checks in database_checks.items()
             for check in checks
         ),
         *(
@@ -129,6 +140,55 @@ def age_problems(
                 f"{names.WEEKLY_RESTORE_TEST_SCHEDULE}.",
                 link=asset_link(ui, restore_test),
             )
+
+
+def last_replicated_at(instance: DagsterInstance, database: str) -> dt.datetime | None:
+    """When a copy of `database` in the replica store was last proved."""
+    key = names.database_key(database, names.REPLICA)
+    proved = check_history(instance, key, names.REPLICA_VERIFIED, passed_only=True)
+    return evaluated_at(proved[0]) if proved else None
+
+
+def replica_lag_days(instance: DagsterInstance, database: str) -> int | None:
+    """How many days the newest proved replica is behind the newest verified archive (None:
+    nothing verified yet)."""
+    verified = newest_verified_day(instance, database)
+    if verified is None:
+        return None
+    replicated = newest_verified_day(instance, database, names.REPLICA)
+    if replicated is None:
+        return None
+    return (dt.date.fromisoformat(verified) - dt.date.fromisoformat(replicated)).days
+
+
+def replica_age_problems(
+    instance: DagsterInstance,
+    databases: list[str],
+    *,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    max_age: dt.timedelta,
+    ui: str,
+) -> Iterator[Problem]:
+    """Databases whose second copy is missing or older than `max_age`."""
+    for database in databases:
+        replicated = last_replicated_at(instance, database)
+        since = replicated or watching_since
+        if now - since <= max_age:
+            continue
+        newest = newest_verified_day(instance, database, names.REPLICA)
+        verified = newest_verified_day(instance, database)
+        key = names.database_key(database, names.REPLICA)
+        yield Problem(
+            key=f"replica_stale:{database}",
+            title=f"{database}: no proved copy in the replica store for {_hours(now - since)} "
+            f"(limit {_hours(max_age)})",
+            details=f"Newest proved replica: {newest or 'none'}; newest verified archive: "
+            f"{verified or 'none'}. Check the replica's check history and "
+            f"{names.NEW_ARCHIVE_REPLICA_SENSOR}; run job {names.REPLICATE_JOB} for the "
+            "missing days.",
+            link=asset_link(ui, key),
+        )
 
 
 def server_age_problems(

@@ -10,7 +10,12 @@ from pathlib import Path
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines import names
-from backup_pipelines.defs.alerts.health import last_restore_test, last_verified_at
+from backup_pipelines.defs.alerts.health import (
+    last_replicated_at,
+    last_restore_test,
+    last_verified_at,
+    replica_lag_days,
+)
 from backup_pipelines.defs.records import check_history
 
 _HELP = {
@@ -20,6 +25,9 @@ _HELP = {
     "last_restore_test_duration_seconds": "Restore duration (RTO) of the newest restore test.",
     "last_restore_test_success": "1 if the newest restore test passed, else 0.",
     "storage_bytes": "Bytes of dumps, archives and references in storage.",
+    "replica_last_success_timestamp_seconds": "When a copy in the replica store was last "
+    "proved (Unix time).",
+    "replica_lag_days": "Days the newest proved replica is behind the newest verified archive.",
 }
 # Per server (label server=): point-in-time recovery.
 _SERVER_HELP = {
@@ -42,7 +50,7 @@ def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, obje
 
 
 def metric_values(
-    instance: DagsterInstance, databases: list[str], servers: list[str]
+    instance: DagsterInstance, databases: list[str], servers: list[str], *, replicated: bool = False
 ) -> dict[str, dict[str, float]]:
     """metric name -> database (or server) -> value, for what is known."""
     values: dict[str, dict[str, float]] = {name: {} for name in [*_HELP, *_SERVER_HELP]}
@@ -71,7 +79,21 @@ def metric_values(
                 values["last_restore_test_duration_seconds"][db] = float(duration.value)
         if isinstance(storage.get(f"{db}_bytes"), int):
             values["storage_bytes"][db] = storage[f"{db}_bytes"]
+        if replicated:
+            for name, value in _replica_values(instance, db).items():
+                values[name][db] = value
     return values
+
+
+def _replica_values(instance: DagsterInstance, database: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    replicated = last_replicated_at(instance, database)
+    if replicated:
+        found["replica_last_success_timestamp_seconds"] = replicated.timestamp()
+    lag = replica_lag_days(instance, database)
+    if lag is not None:
+        found["replica_lag_days"] = float(lag)
+    return found
 
 
 def _server_values(instance: DagsterInstance, server: str) -> dict[str, float]:

@@ -18,6 +18,7 @@ from backup_pipelines.defs.alerts.health import (
     age_problems,
     check_problems,
     failed_runs,
+    replica_age_problems,
     server_age_problems,
 )
 from backup_pipelines.defs.alerts.metrics import metric_values, render, write_textfile
@@ -40,7 +41,7 @@ def backup_alerts_sensor(
         "to the configured webhook, Slack and email once each, with a recovery message.",
     )
     def _sensor(context: SensorEvaluationContext, settings: BackupSettings) -> SkipReason:
-        alerts = settings.config().alerts
+        alerts, replica = settings.config().alerts, settings.config().replica
         ui, now = alerts.ui_base_url, dt.datetime.now(dt.UTC)
         state = AlertState.from_cursor(context.cursor, now)
         runs, seen_until = failed_runs(
@@ -49,24 +50,31 @@ def backup_alerts_sensor(
         state.runs_after = seen_until.isoformat()
         watching_since = dt.datetime.fromisoformat(state.watching_since)
         restore_test_age = dt.timedelta(days=alerts.restore_test_max_age_days)
+        # Ages are measured at `now`, and nothing is older than the time the sensor started.
+        watch = {"now": now, "watching_since": watching_since, "ui": ui}
         problems = [
-            *check_problems(context.instance, databases, list(servers), ui),
+            *check_problems(
+                context.instance, databases, list(servers), ui, replicated=replica is not None
+            ),
             *age_problems(
                 context.instance,
                 databases,
-                now=now,
-                watching_since=watching_since,
                 freshness=dt.timedelta(hours=alerts.freshness_hours),
                 restore_test_age=restore_test_age,
-                ui=ui,
+                **watch,
+            ),
+            *(
+                replica_age_problems(
+                    context.instance,
+                    databases,
+                    max_age=dt.timedelta(days=replica.max_age_days),
+                    **watch,
+                )
+                if replica
+                else ()
             ),
             *server_age_problems(
-                context.instance,
-                servers,
-                now=now,
-                watching_since=watching_since,
-                restore_test_age=restore_test_age,
-                ui=ui,
+                context.instance, servers, restore_test_age=restore_test_age, **watch
             ),
             *runs,
         ]
@@ -75,7 +83,9 @@ def backup_alerts_sensor(
         for failure in state.deliver(notifiers):
             context.log.error(f"alert not delivered: {failure}")
         if alerts.metrics_textfile:
-            values = metric_values(context.instance, databases, list(servers))
+            values = metric_values(
+                context.instance, databases, list(servers), replicated=replica is not None
+            )
             write_textfile(alerts.metrics_textfile, render(values, len(state.open)))
         context.update_cursor(state.to_cursor())
         return SkipReason(

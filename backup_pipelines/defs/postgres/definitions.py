@@ -5,6 +5,7 @@ import datetime as dt
 
 from dagster import Definitions
 
+from backup_pipelines import names
 from backup_pipelines.defs.postgres.assets import database_backup, database_dump_pool
 from backup_pipelines.defs.postgres.jobs import (
     daily_backup_job,
@@ -24,7 +25,11 @@ def postgres_definitions(project: Project) -> Definitions:
     config = project.config
     freshness = dt.timedelta(hours=config.alerts.freshness_hours)
     restore_tests = [restore_test_asset(db, project.partitions) for db in project.databases]
-    backup_job, test_job = daily_backup_job(restore_tests), restore_test_job(restore_tests)
+    replica_steps = [
+        names.database_key(db, step) for db in project.databases for step in names.REPLICA_STEPS
+    ]
+    backup_job = daily_backup_job(restore_tests, replica_steps if config.replica else [])
+    test_job = restore_test_job(restore_tests)
     return Definitions(
         assets=[
             *(

@@ -43,13 +43,17 @@ _TRIGGER_TAGS = (
 )
 
 
-def daily_backup_job(restore_tests: list[AssetsDefinition]) -> AssetJob:
+def daily_backup_job(
+    restore_tests: list[AssetsDefinition], replica_steps: list[AssetKey]
+) -> AssetJob:
     """Partitioned like the assets it selects (one run per day)."""
     return define_asset_job(
         names.DAILY_BACKUP_JOB,
-        # Restore tests run on their own (weekly, or per new archive when configured).
+        # Restore tests run on their own (weekly, or per new archive when configured), and the
+        # replica after each verification: a backup never waits for the second copy.
         selection=AssetSelection.key_prefixes([names.DATABASE_PREFIX], [names.BUCKET_PREFIX])
-        - AssetSelection.assets(*restore_tests),
+        - AssetSelection.assets(*restore_tests)
+        - AssetSelection.assets(*replica_steps),
         description="Dump, archive and verify every configured database, and snapshot and "
         "verify every configured bucket, for one day.",
         # A database's chain is one step; an automatic retry (the run worker was lost) redoes
@@ -68,13 +72,15 @@ def restore_test_job(restore_tests: list[AssetsDefinition]) -> AssetJob:
     )
 
 
-def restore_test_requests(databases_by_day: dict[str, list[str]], run_key: str) -> list[RunRequest]:
-    """One restore_test run per day, selecting the restore tests of that day's databases."""
+def per_day_requests(
+    databases_by_day: dict[str, list[str]], run_key: str, step: str = names.RESTORE_TEST
+) -> list[RunRequest]:
+    """One run per day, selecting `step` (a restore test by default) of that day's databases."""
     return [
         RunRequest(
             run_key=f"{run_key}_{day}",
             partition_key=day,
-            asset_selection=[names.database_key(db, names.RESTORE_TEST) for db in sorted(found)],
+            asset_selection=[names.database_key(db, step) for db in sorted(found)],
         )
         for day, found in sorted(databases_by_day.items())
     ]
@@ -107,6 +113,11 @@ class RestoreJobRequest(Config):
         default=False, description="Skip ownership and grants (when the roles do not exist)."
     )
     jobs: int = Field(default=2, ge=1, le=64, description="pg_restore --jobs for a new database.")
+    from_replica: bool = Field(
+        default=False,
+        description="Restore the copy in the replica store (replica:), reading nothing from "
+        "the primary store: for the day the primary store is gone.",
+    )
 
 
 @op(out={}, description="Restore one archive into a target server, recorded as an audit event.")
@@ -116,8 +127,12 @@ def restore_from_archive(
     configured = settings.config().databases
     require_configured(names.RESTORE_DATABASE_JOB, "database", config.database, configured)
     target = _target_connection(config)
-    archive = settings.stores().archive
-    archive_key = names.database_key(config.database, names.ARCHIVE)
+    if config.from_replica and settings.config().replica is None:
+        raise Failure("restore_database: from_replica is set, but replica: is not configured")
+    archive = settings.replica_store() if config.from_replica else settings.stores().archive
+    archive_key = names.database_key(
+        config.database, names.REPLICA if config.from_replica else names.ARCHIVE
+    )
     audit: dict[str, object] = {
         "event": "restore",
         "triggered_by": triggered_by(context.run.tags),
@@ -157,11 +172,7 @@ def restore_from_archive(
             key=settings.archive_key(),
         )
     except (RestoreError, PostgresError, EncryptionError) as error:
-        yield restore_audit_record(
-            names.database_key(config.database, names.ARCHIVE),
-            day,
-            {**audit, "outcome": f"failed: {error}"},
-        )
+        yield restore_audit_record(archive_key, day, {**audit, "outcome": f"failed: {error}"})
         raise Failure(str(error)) from None
     validation = result.validation
     outcome = "restored" if validation.passed else "restored, but differs from the backup"
@@ -218,8 +229,8 @@ def restore_audit_record(
 @job(
     name=names.RESTORE_DATABASE_JOB,
     description="Restore one database's archive into a target server (a new database by "
-    "default; over an existing one only with confirm). Every restore is an audit event on "
-    "postgres/<db>/archive.",
+    "default; over an existing one only with confirm), from the archive store or the replica "
+    "store. Every restore is an audit event on postgres/<db>/archive (or .../replica).",
 )
 def restore_database_job() -> None:
     restore_from_archive()

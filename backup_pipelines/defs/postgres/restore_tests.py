@@ -6,6 +6,10 @@ Materialized only by what asks for a restore test (the restore_test job, its wee
 the new-archive sensor, a backfill or a launch that selects it), never by a backup run. A
 failed test records its evidence on the check and fails the partition, so the partition bar
 shows exactly the days that restored.
+
+The failover drill is the same test of the replica: postgres/<db>/replica_restore_test,
+downstream of postgres/<db>/replica, reads only the replica store (it builds no other store,
+so it needs none of the primary's credentials).
 """
 
 from collections.abc import Iterator
@@ -28,10 +32,11 @@ from backup_pipelines.defs.shared import check_result, per_day_check_spec
 
 
 def restore_test_report(
-    settings: BackupSettings, database: str, day: str | None
+    settings: BackupSettings, database: str, day: str | None, *, from_replica: bool = False
 ) -> RestoreTestReport:
-    """Restore-test `database`'s archive of `day` (default: its newest archive)."""
-    archive = settings.stores().archive
+    """Restore-test `database`'s archive of `day` (default: its newest archive), read from the
+    archive store or, `from_replica`, from the replica store alone."""
+    archive = settings.replica_store() if from_replica else settings.stores().archive
     return run_restore_test(
         archive,
         archive_manifest(archive, database, day),
@@ -40,20 +45,37 @@ def restore_test_report(
     )
 
 
-def restore_test_asset(database: str, partitions: PartitionsDefinition) -> AssetsDefinition:
-    key = names.database_key(database, names.RESTORE_TEST)
+def restore_test_asset(
+    database: str, partitions: PartitionsDefinition, *, from_replica: bool = False
+) -> AssetsDefinition:
+    step, upstream = (
+        (names.REPLICA_RESTORE_TEST, names.REPLICA)
+        if from_replica
+        else (names.RESTORE_TEST, names.VERIFICATION)
+    )
+    key = names.database_key(database, step)
+    when = (
+        f"The failover drill: the day's copy of {database} in the replica store, read from there "
+        "alone (no credential of the primary store is used),"
+        if from_replica
+        else f"The day's archive of {database},"
+    )
+    asked_by = (
+        f"job {names.FAILOVER_DRILL_JOB}, its monthly schedule, a backfill"
+        if from_replica
+        else "job restore_test, its schedule, the new-archive sensor, a backfill"
+    )
 
     @asset(
         key=key,
         group_name=names.database_group(database),
         partitions_def=partitions,
-        deps=[names.database_key(database, names.VERIFICATION)],
+        deps=[names.database_key(database, upstream)],
         pool=names.RESTORE_TEST_POOL,
         kinds={"postgres"},
-        description=f"The day's archive of {database}, restored into a throw-away database on "
-        "the scratch server and compared with its manifest; a materialized day is a day proven "
-        "restorable. Runs only when asked for (job restore_test, its schedule, the new-archive "
-        "sensor, a backfill), never with a backup.",
+        description=f"{when} restored into a throw-away database on the scratch server and "
+        "compared with its manifest; a materialized day is a day proven restorable. Runs only "
+        f"when asked for ({asked_by}), never with a backup.",
         check_specs=[
             per_day_check_spec(
                 names.RESTORED_DATA_MATCHES,
@@ -68,7 +90,9 @@ def restore_test_asset(database: str, partitions: PartitionsDefinition) -> Asset
     )
     def restore_test(context: AssetExecutionContext, settings: BackupSettings) -> Iterator[object]:
         try:
-            report = restore_test_report(settings, database, context.partition_key)
+            report = restore_test_report(
+                settings, database, context.partition_key, from_replica=from_replica
+            )
         except RestoreError as error:
             raise Failure(
                 f"restore test of {database!r} ({context.partition_key}): {error}"

@@ -1,4 +1,5 @@
-"""Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
+"""Act on every newly verified archive: restore-test it (config:
+restore_test.test_each_new_archive), copy it to the replica store (config: replica)."""
 
 import json
 
@@ -13,7 +14,7 @@ from dagster import (
 
 from backup_pipelines import names
 from backup_pipelines.dagster_private import AssetJob
-from backup_pipelines.defs.postgres.jobs import restore_test_requests
+from backup_pipelines.defs.postgres.jobs import per_day_requests
 from backup_pipelines.defs.records import latest_materialization_id
 
 _BATCH = 100
@@ -23,13 +24,28 @@ def new_archive_restore_test_sensor(
     databases: list[str], job: AssetJob, enabled: bool
 ) -> SensorDefinition:
     """Restore-test every newly verified archive (config: restore_test.test_each_new_archive)."""
+    return new_verification_sensor(
+        names.NEW_ARCHIVE_RESTORE_TEST_SENSOR,
+        "Requests a restore test of each newly verified archive.",
+        databases,
+        job,
+        names.RESTORE_TEST,
+        enabled,
+    )
+
+
+def new_verification_sensor(
+    name: str, description: str, databases: list[str], job: AssetJob, step: str, enabled: bool
+) -> SensorDefinition:
+    """Requests `step` of every database and day whose verification materialized since the
+    last tick, once each (the run key names the verifications)."""
 
     @sensor(
-        name=names.NEW_ARCHIVE_RESTORE_TEST_SENSOR,
+        name=name,
         job=job,
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
-        description="Requests a restore test of each newly verified archive.",
+        description=description,
     )
     def _sensor(context: SensorEvaluationContext) -> SensorResult:
         seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
@@ -48,13 +64,13 @@ def new_archive_restore_test_sensor(
                 if record.partition_key:
                     new.setdefault(record.partition_key, []).append((database, record.storage_id))
                 seen[database] = record.storage_id
-        # The run key names the verifications seen, so each is restore-tested once.
         requests = [
             request
             for day, found in new.items()
-            for request in restore_test_requests(
+            for request in per_day_requests(
                 {day: sorted({db for db, _ in found})},
-                f"{names.RESTORE_TEST_JOB}_" + "_".join(f"{db}-{sid}" for db, sid in found),
+                f"{job.name}_" + "_".join(f"{db}-{sid}" for db, sid in found),
+                step,
             )
         ]
         return SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))

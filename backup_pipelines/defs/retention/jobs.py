@@ -1,7 +1,9 @@
 """The retention plan as Dagster sees it: planning for every database and bucket, and the prune
 job that deletes exactly what a plan listed (and the policy still expires). Thin wiring over
-core/retention/prune.py. A plan's subject is a database or a bucket (core/common/subjects.py)."""
+core/retention/prune.py. A plan's subject is a database, its copies in the replica store, or a
+bucket (core/common/subjects.py)."""
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,19 +21,30 @@ from dagster import (
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core.common.subjects import SUBJECT_KINDS, Bucket, Database, Subject
+from backup_pipelines.core.common.config import ConfigError
+from backup_pipelines.core.common.stores import BackupStores
+from backup_pipelines.core.common.subjects import (
+    SUBJECT_KINDS,
+    Bucket,
+    Database,
+    Replica,
+    Subject,
+)
 from backup_pipelines.core.retention.prune import (
     SCOPE_BACKUP,
     SCOPE_DUMP,
+    SCOPE_REPLICA,
     SCOPE_SNAPSHOT,
     RetentionPlan,
     delete_objects,
     object_uris,
     plan_database,
+    plan_replica,
     plan_snapshots,
 )
 from backup_pipelines.defs.records import verification_outcomes
 from backup_pipelines.defs.resources import BackupSettings
+from backup_pipelines.storage import StorageError
 
 # A run's plan stays reviewable in the UI; the next sensor tick plans the rest.
 MAX_DELETIONS_PER_RUN = 500
@@ -40,12 +53,14 @@ _WIPED_STEPS = {
     SCOPE_BACKUP: names.DATABASE_STEPS,
     SCOPE_DUMP: (names.DUMP,),
     SCOPE_SNAPSHOT: names.BUCKET_STEPS,
+    SCOPE_REPLICA: names.REPLICA_STEPS,
 }
 
 
 def subjects(settings: BackupSettings) -> list[Subject]:
     config = settings.config()
-    return [*map(Database, config.databases), *map(Bucket, config.buckets)]
+    replicas = map(Replica, config.databases) if config.replica else ()
+    return [*map(Database, config.databases), *replicas, *map(Bucket, config.buckets)]
 
 
 def subject_key(subject: Subject, step: str) -> AssetKey:
@@ -54,16 +69,39 @@ def subject_key(subject: Subject, step: str) -> AssetKey:
     return names.database_key(subject.name, step)
 
 
+def retention_stores(settings: BackupSettings) -> BackupStores:
+    """The stores a retention run reads and deletes in: the replica's too, when configured and
+    usable (an unusable replica fails its own asset and alerts; it never stops the primary's
+    retention)."""
+    stores = settings.stores()
+    if settings.config().replica is None:
+        return stores
+    try:
+        return dataclasses.replace(stores, replica=settings.replica_store())
+    except (ConfigError, StorageError):
+        return stores
+
+
 def plan_all(
     settings: BackupSettings, instance: DagsterInstance, only: list[Subject] | None = None
 ) -> list[RetentionPlan]:
-    """Plans for every database and bucket (or the subjects in `only`)."""
-    config, stores = settings.config(), settings.stores()
+    """Plans for every database, replica and bucket (or the subjects in `only`)."""
+    config, stores = settings.config(), retention_stores(settings)
     today = dt.datetime.now(dt.UTC).date()
     plans = []
     for subject in subjects(settings) if only is None else only:
         verification = subject_key(subject, names.VERIFICATION)
-        if isinstance(subject, Bucket):
+        if isinstance(subject, Replica):
+            if stores.replica is None:
+                continue
+            copies = subject_key(subject, names.REPLICA)
+            outcomes = verification_outcomes(instance, copies, names.REPLICA_CHECKS[names.REPLICA])
+            rules = config.replica_retention_for(subject.name)
+            try:
+                plans.append(plan_replica(stores.replica, subject.name, rules, outcomes, today))
+            except StorageError:
+                continue
+        elif isinstance(subject, Bucket):
             assert stores.snapshots is not None
             outcomes = verification_outcomes(instance, verification, names.SNAPSHOT_CHECKS)
             rules = config.bucket_retention_for(subject.name)
@@ -76,11 +114,12 @@ def plan_all(
 
 
 class PlannedDeletion(Config):
-    kind: str = Field(description="database or bucket")
+    kind: str = Field(description="database, replica (its copies in the replica store) or bucket")
     name: str = Field(description="The database's or the bucket's configured name.")
     partition: str
     scope: str = Field(
-        description="backup (all copies), dump (hot copy only), incomplete or snapshot"
+        description="backup (all copies), dump (hot copy only), replica (the copy in the "
+        "replica store), incomplete or snapshot"
     )
     reason: str
     objects: list[str] = Field(description="Every object to delete, in order, by URI.")
@@ -96,7 +135,7 @@ class PruneRequest(Config):
 def prune_run_config(
     settings: BackupSettings, plans: list[RetentionPlan], dry_run: bool
 ) -> dict[str, object]:
-    stores = settings.stores()
+    stores = retention_stores(settings)
     deletions = [
         {
             "kind": d.subject.kind,
@@ -118,7 +157,7 @@ def prune_run_config(
 def delete_expired_backups(
     context: OpExecutionContext, config: PruneRequest, settings: BackupSettings
 ) -> Iterator[AssetObservation]:
-    stores, configured = settings.stores(), subjects(settings)
+    stores, configured = retention_stores(settings), subjects(settings)
     asked = [_subject(item) for item in config.deletions]  # refuses a bad kind before deleting
     requested = [subject for subject in configured if subject in asked]
     current = {
@@ -145,7 +184,7 @@ def delete_expired_backups(
                 wiped[subject_key(subject, step)].append(item.partition)
         context.log.info(f"{subject} {item.partition} ({item.scope}): {action}")
         step = {SCOPE_DUMP: names.DUMP, SCOPE_SNAPSHOT: names.SNAPSHOT}.get(
-            item.scope, names.ARCHIVE
+            item.scope, names.REPLICA if isinstance(subject, Replica) else names.ARCHIVE
         )
         records.append(
             AssetObservation(
