@@ -29,14 +29,23 @@ T = TypeVar("T")
 
 
 def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
-    """Back up today, restore-test what was backed up, write the runbook: each a run submitted
-    to the deployment (or, for the restore tests, launched by its sensor), waited for."""
+    """Back up today, restore-test what was backed up (and, with a replica, copy it there and
+    drill a restore from it), write the runbook: each a run submitted to the deployment (or,
+    for the restore tests and the copies, launched by their sensors), waited for."""
     today = utc_today()
     settings = load_config(config)
     by_sensor = settings.restore_test.test_each_new_archive
     wait_until_serving(deployment, names.DAILY_BACKUP_JOB, timeout_seconds=300)
-    if by_sensor:  # the sensor restore-tests archives verified after its first evaluation
+    # The sensors act on archives verified after their first evaluation.
+    if by_sensor:
         _wait("the new-archive sensor's first evaluation", lambda: _sensor_ready(deployment))
+    if settings.replica:
+        _wait(
+            "the replica sensor's first evaluation",
+            lambda: sensor_has_ticked(
+                deployment, names.REPLICATE_JOB, names.NEW_ARCHIVE_REPLICA_SENSOR
+            ),
+        )
     print(f"backing up every sample database for {today} (UTC)")
     if not _succeeded(
         deployment, submit_job(deployment, names.DAILY_BACKUP_JOB, submitted_by, today)
@@ -54,12 +63,30 @@ def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
         passed = _succeeded(deployment, run_id)
     if not passed:
         return _failed("a restore test")
+    if settings.replica and not _replicas_proven(deployment, submitted_by, today):
+        return _failed("a copy in the replica store or the failover drill")
     if settings.servers and not _servers_proven(deployment, settings.servers, submitted_by, today):
         return _failed("a server's base backup or PITR restore test")
     print("writing the recovery runbook")
     if not _succeeded(deployment, submit_job(deployment, names.RUNBOOK_JOB, submitted_by)):
         return _failed("the runbook")
     return 0
+
+
+def _replicas_proven(deployment: Deployment, submitted_by: str, today: str) -> bool:
+    """Every archive copied to the replica store (by its sensor) and proved there, then the
+    failover drill: each restored from the replica alone."""
+    print(f"copying every archive to the replica store ({names.NEW_ARCHIVE_REPLICA_SENSOR})")
+    copies = _wait(
+        "the copies in the replica store",
+        lambda: _finished_runs(deployment, names.REPLICATE_JOB, today),
+    )
+    if not all(status == DagsterRunStatus.SUCCESS for status in copies.values()):
+        return False
+    print("drilling a failover: restoring every database from the replica store alone")
+    return _succeeded(
+        deployment, submit_job(deployment, names.FAILOVER_DRILL_JOB, submitted_by, today)
+    )
 
 
 def _servers_proven(

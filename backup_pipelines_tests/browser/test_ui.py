@@ -63,6 +63,7 @@ def deployment(cluster, tmp_path_factory, archiving_home) -> Iterator[RunningDep
     document = config_document(
         cluster,
         restore_test={"test_each_new_archive": True},
+        replica={"local": {"path": str(root / "replica")}},
         servers=server_document(server, repository, SERVER),
     )
     config.write_text(yaml.safe_dump(document))
@@ -130,13 +131,14 @@ def screenshot(page: Page, name: str) -> None:
 
 
 @pytest.mark.parametrize("database", TEST_DATABASES)
-def test_each_database_group_shows_its_four_step_chain(page, deployment, database):
+def test_each_database_group_shows_its_chain_and_its_second_copy(page, deployment, database):
     group = names.database_group(database)
     visit(page, f"{deployment.url}/locations/{deployment.location}/asset-groups/{group}/lineage")
-    for step in names.DATABASE_STEPS:
+    for step in (*names.DATABASE_STEPS, *names.REPLICA_STEPS):
         expect(page.get_by_text(step, exact=True).first).to_be_visible()
     # Every step of today is done and its checks passed: no red anywhere in the chain.
-    expect(page.get_by_text("1 / 1 Passed")).to_have_count(2)  # dump, restore_test
+    # One check each: dump, restore_test, replica, replica_restore_test (the failover drill).
+    expect(page.get_by_text("1 / 1 Passed")).to_have_count(4)
     expect(page.get_by_text("3 / 3 Passed")).to_have_count(1)  # verification
     expect(page.get_by_text("Failed", exact=False)).to_have_count(0)
     screenshot(page, f"1-group-{group}")
@@ -177,6 +179,8 @@ def test_automation_page_lists_every_schedule_and_sensor_switched_on(page, deplo
         names.STORAGE_USAGE_SCHEDULE,
         names.AUDIT_REPORT_SCHEDULE,
         names.NEW_ARCHIVE_RESTORE_TEST_SENSOR,
+        names.NEW_ARCHIVE_REPLICA_SENSOR,
+        names.FAILOVER_DRILL_SCHEDULE,
         names.RUNBOOK_SENSOR,
         names.RETENTION_SENSOR,
         names.ALERTS_SENSOR,

@@ -6,8 +6,12 @@ the replica's check, and leave nothing in the replica store."""
 import dataclasses
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -26,13 +30,15 @@ from backup_pipelines.core.common.stores import replica_store, stores_from_confi
 from backup_pipelines.defs.alerts.health import check_problems, replica_age_problems
 from backup_pipelines_tests.support.clouds import Cloud, azure_cloud, gcs_cloud
 from backup_pipelines_tests.support.config import target_url, today
-from backup_pipelines_tests.support.data import table_fingerprints
+from backup_pipelines_tests.support.data import drop, table_fingerprints
 from backup_pipelines_tests.support.emulators import AZURITE_ACCOUNT_KEY
 from backup_pipelines_tests.support.proxy import damaging_proxy
+from backup_pipelines_tests.support.runbook_html import RunbookParser
 from backup_pipelines_tests.support.runs import (
     check_evaluations,
     definitions_for,
     failure_messages,
+    materialize_runbook,
     record_check_evaluations,
     run_backup,
     run_restore,
@@ -108,8 +114,52 @@ def sensor_requests(defs, instance, cursor: str | None):
     return result.run_requests or [], result.cursor
 
 
+def restore_by_hand_from_the_replica_runbook(endpoint, bucket, cluster, folder, target) -> None:
+    """The runbook's copy in the replica store: its replica commands, run as an operator would,
+    with only the replica's credentials."""
+    page = (
+        boto3.client("s3", endpoint_url=endpoint)
+        .get_object(Bucket=bucket, Key="dr/archive/recovery_runbook.html")["Body"]
+        .read()
+        .decode()
+    )
+    parser = RunbookParser()
+    parser.feed(page)
+    commands = parser.blocks[("hand-restore", "agentic:replica")]
+    assert f"s3://{bucket}/dr/archive/agentic/" in commands
+    assert "from_replica: true" in parser.blocks[("restore-job", "agentic:replica")]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(cluster.port),
+        "PGUSER": "postgres",
+        "PGPASSWORD": cluster.superuser_password,
+        "TARGET_DB": target,
+    }
+    subprocess.run(["bash", "-c", commands], cwd=folder, env=env, check=True)
+    assert table_fingerprints(cluster.url(target)) == table_fingerprints(cluster.url("agentic"))
+
+
+@pytest.fixture
+def restored_databases(cluster) -> Iterator[tuple[str, str]]:
+    """The databases the test restores into, dropped afterwards."""
+    names_ = ("agentic_from_replica", "agentic_by_hand_from_replica")
+    yield names_
+    for name in names_:
+        drop(cluster, name)
+
+
 def test_the_replica_restores_with_the_primary_bucket_gone(
-    write_config, cluster, instance, bucket, s3_endpoint, replica_endpoint, monkeypatch
+    write_config,
+    cluster,
+    instance,
+    bucket,
+    s3_endpoint,
+    replica_endpoint,
+    monkeypatch,
+    tmp_path,
+    restored_databases,
 ):
     for keys, value in (("PRIMARY", "testing"), ("REPLICA", "replica-account")):
         monkeypatch.setenv(f"{keys}_KEY_ID", value)
@@ -160,6 +210,7 @@ def test_the_replica_restores_with_the_primary_bucket_gone(
     )
     assert replica_manifest["sha256"] == primary_manifest["sha256"]
     assert replica_manifest["replicated_at"]
+    materialize_runbook(defs, instance)  # written to both stores
 
     # The primary is gone: its bucket deleted, its credentials unset.
     primary = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -178,11 +229,14 @@ def test_the_replica_restores_with_the_primary_bucket_gone(
         instance,
         from_replica=True,
         target_url=target_url(cluster),
-        target_database="agentic_from_replica",
+        target_database=restored_databases[0],
     )
     assert restored.success, failure_messages(restored)
-    assert table_fingerprints(cluster.url("agentic_from_replica")) == table_fingerprints(
+    assert table_fingerprints(cluster.url(restored_databases[0])) == table_fingerprints(
         cluster.url("agentic")
+    )
+    restore_by_hand_from_the_replica_runbook(
+        replica_endpoint, replica_bucket, cluster, tmp_path, restored_databases[1]
     )
     # Without the replica, the same restore has nothing to read from.
     from_primary = run_restore(

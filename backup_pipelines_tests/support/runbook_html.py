@@ -4,8 +4,9 @@ from html.parser import HTMLParser
 
 
 class RunbookParser(HTMLParser):
-    """Collects the <pre> blocks by class and database, and every external reference (an
-    inline script or style is the page's own)."""
+    """Collects the <pre> blocks by class and database (`<database>:replica` for the copy in the
+    replica store), and every external reference (an inline script or style is the page's
+    own)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -19,6 +20,8 @@ class RunbookParser(HTMLParser):
             self.external.append(tag)
         if tag == "pre":
             subject = attributes.get("data-database") or attributes.get("data-server") or ""
+            if attributes.get("data-store") == "replica":
+                subject += ":replica"
             self._open = (attributes.get("class") or "", subject)
             self.blocks[self._open] = ""
 

@@ -2,7 +2,8 @@
 
 It is written for the day this service is down: per database the newest verified archive,
 its checksum and restore-test result, and commands that restore it with only the AWS CLI (or
-cp), sha256sum, the decompressor and the PostgreSQL client programs.
+cp), sha256sum, the decompressor and the PostgreSQL client programs; where a replica store is
+configured, the same for the newest proved copy there (the day the primary store is gone).
 """
 
 from __future__ import annotations
@@ -40,14 +41,26 @@ class RunbookEntry:
     archive_uri: str | None
     download_command: str | None
     restore_test: CheckRecord | None
+    from_replica: bool = False  # an entry of the replica store (its check, its drill)
+    replica: RunbookEntry | None = None  # the same database's entry in the replica store
 
 
-def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> RunbookEntry:
+# What proves a stored copy, and what restore-tests it: in the archive store, and in the
+# replica store.
+_PROOF = {
+    False: (names.VERIFICATION, names.VERIFYING_CHECKS, names.RESTORE_TEST),
+    True: (names.REPLICA, names.REPLICA_CHECKS[names.REPLICA], names.REPLICA_RESTORE_TEST),
+}
+
+
+def runbook_entry(
+    store: ObjectStore, database: str, lookup: CheckLookup, *, from_replica: bool = False
+) -> RunbookEntry:
+    """The newest proved copy of `database` in `store` (the archive store, or the replica)."""
+    step, proving_checks, test_step = _PROOF[from_replica]
     days = list_backup_days(store, database)
     for day in reversed(days):
-        checks = [
-            lookup(database, day, names.VERIFICATION, check) for check in names.VERIFYING_CHECKS
-        ]
+        checks = [lookup(database, day, step, check) for check in proving_checks]
         if not all(check is not None and check.passed for check in checks):
             continue
         manifest = read_manifest(store, database, day)
@@ -61,9 +74,10 @@ def runbook_entry(store: ObjectStore, database: str, lookup: CheckLookup) -> Run
             download_command=store.download_command(
                 manifest.object_key, archive_file_name(manifest)
             ),
-            restore_test=lookup(database, day, names.RESTORE_TEST, names.RESTORED_DATA_MATCHES),
+            restore_test=lookup(database, day, test_step, names.RESTORED_DATA_MATCHES),
+            from_replica=from_replica,
         )
-    return RunbookEntry(database, len(days), None, None, None, None)
+    return RunbookEntry(database, len(days), None, None, None, None, from_replica)
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,7 @@ def restore_job_config(entry: RunbookEntry) -> str:
             f'      partition: "{entry.manifest.partition}"',
             "      target_url: postgresql://USER:${TARGET_PASSWORD}@HOST:5432/postgres",
             f"      target_database: {entry.database}_restored",
+            *(["      from_replica: true"] if entry.from_replica else []),
         ]
     )
 
@@ -255,12 +270,35 @@ that key somewhere other than the backups.</li>
 
 def _database_section(entry: RunbookEntry) -> str:
     name = html.escape(entry.database)
+    replica = _replica_section(entry.replica) if entry.replica else ""
     if entry.manifest is None:
         return (
             f'<h2 id="{name}">{name}</h2>\n<p class="bad">No verified archive '
-            f"({entry.archives} archives stored, none has passed verification).</p>"
+            f"({entry.archives} archives stored, none has passed verification).</p>{replica}"
         )
-    manifest = entry.manifest
+    return f'<h2 id="{name}">{name}</h2>\n{_copy_section(entry)}{replica}'
+
+
+def _replica_section(entry: RunbookEntry) -> str:
+    if entry.manifest is None:
+        return (
+            '<h3>The second copy (replica store)</h3>\n<p class="bad">No proved copy in the '
+            f"replica store ({entry.archives} stored, none has passed {names.REPLICA_VERIFIED})."
+            "</p>"
+        )
+    return (
+        "<h3>The second copy (replica store)</h3>\n<p>For the day the primary store is gone: "
+        "these commands and this run config read only the replica store.</p>\n"
+        + _copy_section(entry)
+    )
+
+
+def _copy_section(entry: RunbookEntry) -> str:
+    """One proved copy: its facts, the hand commands and the restore job's run config."""
+    assert entry.manifest is not None
+    name, manifest = html.escape(entry.database), entry.manifest
+    where = "replica" if entry.from_replica else "archive"
+    test_label = "Failover drill" if entry.from_replica else "Restore test"
     rows = [
         ("Day", manifest.partition),
         ("Snapshot taken", manifest.snapshot_taken_at),
@@ -277,19 +315,22 @@ def _database_section(entry: RunbookEntry) -> str:
         f"<tr><th>{html.escape(label)}</th><td><code>{html.escape(value)}</code></td></tr>"
         for label, value in rows
     )
-    return f"""<h2 id="{name}">{name}</h2>
-<table>
+    return f"""<table>
 {table}
-<tr><th>Restore test</th><td>{_restore_test_cell(entry.restore_test)}</td></tr>
+<tr><th>{test_label}</th><td>{_restore_test_cell(entry.restore_test)}</td></tr>
 </table>
 <h3>Restore by hand</h3>
-<pre class="hand-restore" data-database="{name}">{html.escape(hand_restore_commands(entry))}</pre>
+<pre class="hand-restore" data-database="{name}" data-store="{where}">{
+        html.escape(hand_restore_commands(entry))
+    }</pre>
 <h3>Or with the restore job</h3>
 <p>Launch job <code>{names.RESTORE_DATABASE_JOB}</code> from the UI's launchpad with this
 run config (the password is read from the environment variable, never written into the
 config), or run <code>dg launch --job {names.RESTORE_DATABASE_JOB} -m backup_pipelines.definitions
 -c restore.yaml</code>.</p>
-<pre class="restore-job" data-database="{name}">{html.escape(restore_job_config(entry))}</pre>
+<pre class="restore-job" data-database="{name}" data-store="{where}">{
+        html.escape(restore_job_config(entry))
+    }</pre>
 """
 
 

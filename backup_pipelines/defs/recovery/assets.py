@@ -1,6 +1,7 @@
 """The recovery runbook (how to restore each database when this service is down) and the audit
 report (per database and day, what was backed up, checked and restore-tested)."""
 
+import dataclasses
 import datetime as dt
 
 from dagster import (
@@ -21,7 +22,13 @@ from backup_pipelines.core.common.layout import (
     RUNBOOK_KEY,
 )
 from backup_pipelines.core.common.postgres_client import PostgresError
-from backup_pipelines.core.recovery.runbook import ServerRunbookEntry, render_runbook, runbook_entry
+from backup_pipelines.core.recovery.runbook import (
+    CheckLookup,
+    RunbookEntry,
+    ServerRunbookEntry,
+    render_runbook,
+    runbook_entry,
+)
 from backup_pipelines.core.recovery.timeline import PitrTestOutcome, ServerTimeline
 from backup_pipelines.core.servers.pgbackrest import BackupSet, PgBackRestError
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
@@ -30,8 +37,33 @@ from backup_pipelines.defs.records import check_records, latest_check_record, ve
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.servers.restore_points import recorded_restore_points
 from backup_pipelines.defs.shared import readable
+from backup_pipelines.storage import ObjectStore, StorageError
 
 _TIMELINE_TESTS = 50  # the newest PITR restore tests drawn on a server's timeline
+
+
+def usable_replica(settings: BackupSettings) -> tuple[ObjectStore | None, str | None]:
+    """The replica store, or why it cannot be used now (None, None: none is configured)."""
+    if settings.config().replica is None:
+        return None, None
+    try:
+        return settings.replica_store(), None
+    except (ConfigError, StorageError) as error:
+        return None, str(error)
+
+
+def database_runbook_entry(
+    archive: ObjectStore, replica: ObjectStore | None, database: str, lookup: CheckLookup
+) -> RunbookEntry:
+    """The newest proved archive of `database`, and its newest proved copy in the replica."""
+    entry = runbook_entry(archive, database, lookup)
+    if replica is None:
+        return entry
+    try:
+        second = runbook_entry(replica, database, lookup, from_replica=True)
+    except StorageError:
+        return entry
+    return dataclasses.replace(entry, replica=second)
 
 
 def server_runbook_entry(
@@ -103,18 +135,32 @@ def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDe
                 context.instance, names.database_key(database, step), check, day
             )
 
-        entries = [runbook_entry(archive, database, lookup) for database in databases]
+        replica, replica_problem = usable_replica(settings)
+        entries = [
+            database_runbook_entry(archive, replica, database, lookup) for database in databases
+        ]
         server_entries = tuple(
             server_runbook_entry(context.instance, settings, server) for server in servers
         )
         page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC), servers=server_entries)
         archive.write_bytes(RUNBOOK_KEY, page.encode())
+        copies = {}
+        if replica is not None:
+            try:  # the day the primary store is gone, the runbook is there too
+                replica.write_bytes(RUNBOOK_KEY, page.encode())
+                copies["replica_uri"] = MetadataValue.url(replica.uri(RUNBOOK_KEY))
+            except StorageError as error:
+                replica_problem = str(error)
+        if replica_problem:
+            context.log.warning(f"the runbook has no replica section or copy: {replica_problem}")
+            copies["replica_problem"] = replica_problem
         return MaterializeResult(
             metadata=readable(
                 {
                     # A link in the UI (a file:// one for a local store: copy it where a
                     # browser will not follow it from a web page).
                     "uri": MetadataValue.url(archive.uri(RUNBOOK_KEY)),
+                    **copies,
                     "databases_with_verified_archive": sum(e.manifest is not None for e in entries),
                     "databases_without_verified_archive": [
                         e.database for e in entries if e.manifest is None

@@ -1,0 +1,200 @@
+"""Replicating one archive to a second S3 endpoint against a bare `aws s3 cp` between the same
+endpoints, in one run.
+
+    .venv/bin/python -m benchmarks.replica_copy --scale 20 --scale 150 [--repeat 3]
+
+For each scale N it builds the database backup_throughput builds, backs it up into S3 (one
+moto server, bucket `primary`), and starts a second moto server (bucket `replica`): another
+region's endpoint, so every copy is streamed through this machine. Then, alternating, each in
+its own process and timed whole (interpreter start-up and imports included on both sides):
+
+  bare        aws s3 cp s3://primary/KEY - | aws s3 cp - s3://replica/KEY
+  copy        the replica asset's copy alone: ObjectStore.copy_from (streamed, 8 MiB parts)
+  replicate   the replica asset's whole work: the copy, then the proof (read back whole from
+              the replica: size and SHA-256, every byte decoded by zstd and pg_restore), then
+              the manifest
+
+and prints the medians, the ratios against bare, and the peak RSS of every process involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from backup_pipelines.core.servers.scratch import free_port
+from backup_pipelines_demo.cluster import LocalCluster, start_cluster
+from benchmarks.backup_throughput import build_database, measure
+
+DAY = dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def child(mode: str, database: str) -> None:
+    """The measured work, in a fresh process (BACKUP_PIPELINES_CONFIG names the file)."""
+    from backup_pipelines.core.common.config import config_path_from_env
+    from backup_pipelines.core.postgres.replica import archived_manifest, replicate_archive
+    from backup_pipelines.defs.resources import BackupSettings
+
+    settings = BackupSettings(config_path=str(config_path_from_env()))
+    archive, replica = settings.stores().archive, settings.replica_store()
+    manifest = archived_manifest(archive, database, DAY)
+    if mode == "copy":
+        replica.copy_from(archive, manifest.object_key, f"copy-{time.monotonic_ns()}")
+        return
+    outcome = replicate_archive(
+        archive, replica, manifest, settings.client_tools(), None, None, retain_until=None
+    )
+    if not outcome.passed:
+        raise SystemExit(outcome.description)
+
+
+def moto(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run(
+        ["bash", "-c", f"echo > /dev/tcp/127.0.0.1/{port}"], capture_output=True
+    ).returncode:
+        if time.monotonic() > deadline:
+            raise SystemExit("moto did not start")
+        time.sleep(0.2)
+    return server
+
+
+def back_up(config: Path, database: str, env: dict[str, str]) -> tuple[str, int]:
+    """The day's dump and archive of `database` in the primary bucket; its key and size."""
+    script = f"""
+from backup_pipelines.core.postgres.archive import archive_dump
+from backup_pipelines.core.postgres.dump import take_dump
+from backup_pipelines.defs.resources import BackupSettings
+settings = BackupSettings(config_path={str(config)!r})
+stores = settings.stores()
+ref, _ = take_dump(settings.database({database!r}).connection, stores.dumps, {DAY!r},
+                   settings.dump_settings())
+ref, manifest = archive_dump(stores.dumps, stores.archive, ref, None)
+print(manifest.object_key, manifest.size_bytes)
+"""
+    output = subprocess.run(
+        [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    return output[0], int(output[1])
+
+
+def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> None:
+    database = f"bench_s{scale}"
+    print(f"\n== scale {scale}: building {database} ...", flush=True)
+    assert cluster.bin_dir is not None
+    build_database(cluster, cluster.bin_dir, database, scale)
+    ports = free_port(), free_port()
+    servers = [moto(port) for port in ports]
+    try:
+        endpoints = [f"http://127.0.0.1:{port}" for port in ports]
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "BENCH_PASSWORD": cluster.superuser_password,
+        }
+        for endpoint, bucket in zip(endpoints, ("primary", "replica"), strict=True):
+            subprocess.run(
+                ["aws", "s3", "mb", f"s3://{bucket}", "--endpoint-url", endpoint],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        config = work / f"bench_s{scale}.yaml"
+        url = cluster.url(database).replace(cluster.superuser_password, "${BENCH_PASSWORD}")
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "storage": {"s3": {"bucket": "primary", "endpoint_url": endpoints[0]}},
+                    "replica": {"s3": {"bucket": "replica", "endpoint_url": endpoints[1]}},
+                    "databases": {database: {"url": url}},
+                }
+            )
+        )
+        env["BACKUP_PIPELINES_CONFIG"] = str(config)
+        key, size = back_up(config, database, env)
+        print(f"   archive (zstd) {size / 1e6:.0f} MB", flush=True)
+        bare = (
+            f"aws s3 cp --endpoint-url {endpoints[0]} s3://primary/archive/{key} - | "
+            f"aws s3 cp --endpoint-url {endpoints[1]} - s3://replica/bare/{key}"
+        )
+        argvs = {
+            "bare aws s3 cp | aws s3 cp": ["bash", "-o", "pipefail", "-c", bare],
+            "copy (copy_from, streamed)": [
+                sys.executable,
+                "-m",
+                "benchmarks.replica_copy",
+                "--child",
+                "copy",
+                database,
+            ],
+            "replicate (copy + proof)": [
+                sys.executable,
+                "-m",
+                "benchmarks.replica_copy",
+                "--child",
+                "replicate",
+                database,
+            ],
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in argvs}
+        peaks: dict[str, dict[str, int]] = {name: {} for name in argvs}
+        for _ in range(repeat):
+            for name, argv in argvs.items():
+                elapsed, peak = measure(argv, env)
+                seconds[name].append(elapsed)
+                for program, rss in peak.items():
+                    peaks[name][program] = max(peaks[name].get(program, 0), rss)
+        base = statistics.median(seconds["bare aws s3 cp | aws s3 cp"])
+        print(f"   {'step':32} {'seconds':>8} {'x bare':>7}  peak RSS by process")
+        for name in argvs:
+            median = statistics.median(seconds[name])
+            rss = ", ".join(
+                f"{program} {value // (1 << 20)} MiB"
+                for program, value in sorted(peaks[name].items())
+            )
+            print(f"   {name:32} {median:8.1f} {median / base:7.2f}  {rss}", flush=True)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "DATABASE"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        child(*arguments.child)
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-replica-"))
+    work.chmod(0o755)
+    cluster = start_cluster(work / "cluster", password="bench")
+    try:
+        for scale in arguments.scale or [20]:
+            run_scale(cluster, work, scale, arguments.repeat)
+    finally:
+        cluster.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
