@@ -37,25 +37,29 @@ from backup_pipelines_demo.cluster import LocalCluster, start_cluster
 from benchmarks.backup_throughput import build_database, measure
 
 DAY = dt.datetime.now(dt.UTC).date().isoformat()
+BARE = "bare aws s3 cp | aws s3 cp"
 
 
 def child(mode: str, database: str) -> None:
-    """The measured work, in a fresh process (BACKUP_PIPELINES_CONFIG names the file)."""
-    from backup_pipelines.core.common.config import config_path_from_env
+    """The measured work, in a fresh process (BACKUP_PIPELINES_CONFIG names the file), as the
+    replica asset does it, without Dagster: prints the seconds of the work alone."""
+    from backup_pipelines.core.common.client_tools import find_client_tools
+    from backup_pipelines.core.common.config import load_config
+    from backup_pipelines.core.common.stores import replica_store, stores_from_config
     from backup_pipelines.core.postgres.replica import archived_manifest, replicate_archive
-    from backup_pipelines.defs.resources import BackupSettings
 
-    settings = BackupSettings(config_path=str(config_path_from_env()))
-    archive, replica = settings.stores().archive, settings.replica_store()
+    config = load_config()
+    archive, replica = stores_from_config(config).archive, replica_store(config)
     manifest = archived_manifest(archive, database, DAY)
+    tools = find_client_tools(config.pg_bin_dir)
+    started = time.perf_counter()
     if mode == "copy":
         replica.copy_from(archive, manifest.object_key, f"copy-{time.monotonic_ns()}")
-        return
-    outcome = replicate_archive(
-        archive, replica, manifest, settings.client_tools(), None, None, retain_until=None
-    )
-    if not outcome.passed:
-        raise SystemExit(outcome.description)
+    else:
+        outcome = replicate_archive(archive, replica, manifest, tools, None, None, None)
+        if not outcome.passed:
+            raise SystemExit(outcome.description)
+    print(time.perf_counter() - started)
 
 
 def moto(port: int) -> subprocess.Popen:
@@ -93,7 +97,7 @@ print(manifest.object_key, manifest.size_bytes)
     return output[0], int(output[1])
 
 
-def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> None:
+def run_scale(cluster: LocalCluster, work_dir: Path, scale: int, repeat: int) -> None:
     database = f"bench_s{scale}"
     print(f"\n== scale {scale}: building {database} ...", flush=True)
     assert cluster.bin_dir is not None
@@ -116,7 +120,7 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        config = work / f"bench_s{scale}.yaml"
+        config = work_dir / f"bench_s{scale}.yaml"
         url = cluster.url(database).replace(cluster.superuser_password, "${BENCH_PASSWORD}")
         config.write_text(
             yaml.safe_dump(
@@ -135,7 +139,7 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
             f"aws s3 cp --endpoint-url {endpoints[1]} - s3://replica/bare/{key}"
         )
         argvs = {
-            "bare aws s3 cp | aws s3 cp": ["bash", "-o", "pipefail", "-c", bare],
+            BARE: ["bash", "-o", "pipefail", "-c", bare],
             "copy (copy_from, streamed)": [
                 sys.executable,
                 "-m",
@@ -154,22 +158,33 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
             ],
         }
         seconds: dict[str, list[float]] = {name: [] for name in argvs}
+        work: dict[str, list[float]] = {name: [] for name in argvs}
         peaks: dict[str, dict[str, int]] = {name: {} for name in argvs}
+        printed = work_dir / "printed"
         for _ in range(repeat):
             for name, argv in argvs.items():
-                elapsed, peak = measure(argv, env)
+                with printed.open("w") as out:
+                    elapsed, peak = measure(argv, env, stdout=out)
                 seconds[name].append(elapsed)
+                said = printed.read_text().strip()
+                work[name].append(float(said) if said else elapsed)
                 for program, rss in peak.items():
                     peaks[name][program] = max(peaks[name].get(program, 0), rss)
-        base = statistics.median(seconds["bare aws s3 cp | aws s3 cp"])
-        print(f"   {'step':32} {'seconds':>8} {'x bare':>7}  peak RSS by process")
+        base = statistics.median(seconds[BARE])
+        print(
+            f"   {'step':30} {'process s':>9} {'x bare':>6} {'work s':>7} {'x bare':>6}  peak RSS"
+        )
         for name in argvs:
-            median = statistics.median(seconds[name])
+            whole, alone = statistics.median(seconds[name]), statistics.median(work[name])
             rss = ", ".join(
                 f"{program} {value // (1 << 20)} MiB"
                 for program, value in sorted(peaks[name].items())
             )
-            print(f"   {name:32} {median:8.1f} {median / base:7.2f}  {rss}", flush=True)
+            print(
+                f"   {name:30} {whole:9.1f} {whole / base:6.2f} {alone:7.1f} "
+                f"{alone / base:6.2f}  {rss}",
+                flush=True,
+            )
     finally:
         for server in servers:
             server.kill()

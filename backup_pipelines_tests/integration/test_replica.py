@@ -190,6 +190,8 @@ def test_the_replica_restores_with_the_primary_bucket_gone(
     check = check_evaluations(result)[names.REPLICA_VERIFIED]
     assert check.passed, check.description
     assert "every byte decoded" in check.description
+    for event in result.all_events:  # neither store's secret key shows anywhere
+        assert "replica-account-secret" not in str(event) and "testing-secret" not in str(event)
     primary_manifest = json.loads(
         boto3.client("s3", endpoint_url=s3_endpoint)
         .get_object(Bucket=bucket, Key=f"pg/archive/agentic/{today()}/manifest.json")["Body"]
