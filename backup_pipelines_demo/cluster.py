@@ -140,12 +140,15 @@ def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCl
 def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict[str, str]) -> bool:
     """Make `cluster` a database host that archives its WAL with pgBackRest: a pgbackrest.conf
     readable only by the server's user (it holds the repository's keys, as on any database host)
-    and archive_command pushing each segment. Takes effect at the next start; returns whether
-    the settings were added now (False: the cluster archived already)."""
+    and archive_command pushing each segment. With two repositories, archiving is asynchronous,
+    so one unreachable repository does not stall the other. Takes effect at the next start;
+    returns whether the settings were added now (False: the cluster archived already)."""
     config = cluster.root / "pgbackrest.conf"
+    two = "repo2-path" in repository
     lines = [
         "[global]",
         *(f"{name}={value}" for name, value in repository.items()),
+        *(["archive-async=y", f"spool-path={cluster.root / 'pgbackrest-spool'}"] if two else []),
         "log-level-console=warn",
         "log-level-file=off",
         f"[{stanza}]",

@@ -128,8 +128,12 @@ class BackupSettings(ConfigurableResource):
         url = expand_env(self.config().servers[server].url, f"servers.{server}.url")
         return Connection.from_url(server, url)
 
-    def server_engine(self, server: str) -> Engine:
-        return engine_from_config(self.config(), server, self.server_connection(server))
+    def server_engine(self, server: str, *, repo: int = 1, alone: bool = False) -> Engine:
+        """pgBackRest for `server`, on repository `repo`; `alone`: with only that repository's
+        settings and credentials."""
+        return engine_from_config(
+            self.config(), server, self.server_connection(server), repo=repo, alone=alone
+        )
 
     def scratch_place(self, server: str) -> ScratchPlace:
         """Where `server`'s PITR restore test runs its throw-away copy."""

@@ -9,6 +9,7 @@ from dagster import AssetKey, build_schedule_context
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import ConfigError, expand_env, load_config
+from backup_pipelines.core.servers.pgbackrest import repository_from_config
 from backup_pipelines_tests.support.runs import definitions_for
 
 MINIMAL = {
@@ -157,3 +158,24 @@ def test_daily_backup_leaves_restore_tests_to_their_own_job(write_offline_config
     jobs = ("restore_test", "restore_database", "refresh_recovery_runbook", "prune_backups")
     for job in (*jobs, "measure_storage"):
         assert defs.resolve_job_def(job).name == job
+
+
+@pytest.mark.parametrize(
+    "repositories",
+    [
+        {"path": "/srv/pitr", "repo2": {"path": "/srv/pitr"}},
+        {"s3": {"bucket": "pitr"}, "repo2": {"s3": {"bucket": "pitr"}}},
+    ],
+)
+def test_a_second_pgbackrest_repository_in_the_same_place_is_refused(tmp_path, repositories):
+    server = {"url": "postgresql://u@db1/postgres", "data_directory": "/x"}
+    document = {**MINIMAL, "servers": {"db1": {**server, "pgbackrest": repositories}}}
+    config = load_config(write(tmp_path, document))
+    with pytest.raises(ConfigError, match="repo2 is the same place as repository 1"):
+        repository_from_config(config, "db1")
+    moved = {**repositories, "repo2": {"path": "/mnt/elsewhere"}}
+    config = load_config(
+        write(tmp_path, {**document, "servers": {"db1": {**server, "pgbackrest": moved}}})
+    )
+    assert repository_from_config(config, "db1").count == 2
+    assert repository_from_config(config, "db1", only=2).options["repo1-path"] == "/mnt/elsewhere"

@@ -425,12 +425,26 @@ class PgBackRestS3Config(_Strict):
     secret_access_key: str | None = None
 
 
-class PgBackRestConfig(_Strict):
-    """Where pgBackRest keeps a server's base backups and WAL: a folder or S3."""
+class PgBackRestRepositoryConfig(_Strict):
+    """One pgBackRest repository: a folder or S3, optionally encrypted."""
 
     path: str | None = None
     s3: PgBackRestS3Config | None = None
     cipher_pass: str | None = None  # repository encryption (aes-256-cbc); use ${VAR}
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PgBackRestRepositoryConfig:
+        if (self.path is None) == (self.s3 is None):
+            raise ValueError("give exactly one of pgbackrest.path or pgbackrest.s3")
+        _require_reference("cipher_pass", self.cipher_pass, "PGBACKREST_CIPHER_PASS")
+        return self
+
+
+class PgBackRestConfig(PgBackRestRepositoryConfig):
+    """Where pgBackRest keeps a server's base backups and WAL (repository 1), and optionally a
+    second, independent repository (`repo2`: WAL is pushed to both)."""
+
+    repo2: PgBackRestRepositoryConfig | None = None
     stanza: str | None = None  # default: the server's name
     # Small files bundled into few objects: far fewer requests against S3.
     bundle: bool = True
@@ -442,13 +456,6 @@ class PgBackRestConfig(_Strict):
     lock_path: str | None = None
     log_path: str | None = None
     log_level_file: Literal["off", "error", "warn", "info", "detail"] = "off"
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PgBackRestConfig:
-        if (self.path is None) == (self.s3 is None):
-            raise ValueError("give exactly one of pgbackrest.path or pgbackrest.s3")
-        _require_reference("cipher_pass", self.cipher_pass, "PGBACKREST_CIPHER_PASS")
-        return self
 
 
 class PitrRestoreTestConfig(_Strict):

@@ -21,7 +21,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backup_pipelines.core.common.config import BackupConfig, ConfigError, expand_env
+from backup_pipelines.core.common.config import (
+    BackupConfig,
+    ConfigError,
+    PgBackRestRepositoryConfig,
+    expand_env,
+)
 from backup_pipelines.core.common.postgres_client import Connection, redact
 
 PGBACKREST = "pgbackrest"
@@ -37,22 +42,29 @@ class PgBackRestError(RuntimeError):
 @dataclass(frozen=True)
 class Repository:
     """Where and how pgBackRest keeps base backups and WAL: its options by their own names
-    (e.g. {"repo1-path": "/srv/pitr", "compress-type": "zst"}), the secret ones apart."""
+    (e.g. {"repo1-path": "/srv/pitr", "compress-type": "zst"}), the secret ones apart. One
+    repository (repo1-*) or two (repo2-* too: WAL is pushed to both)."""
 
     options: Mapping[str, str]
     secrets: Mapping[str, str] = field(default_factory=dict)
 
-    def describe(self) -> str:
-        if self.options.get("repo1-type") == "s3":
+    def describe(self, number: int = 1) -> str:
+        repo = f"repo{number}"
+        if self.options.get(f"{repo}-type") == "s3":
             return (
-                f"s3://{self.options['repo1-s3-bucket']}{self.options.get('repo1-path', '/')} "
-                f"at {self.options['repo1-s3-endpoint']}"
+                f"s3://{self.options[f'{repo}-s3-bucket']}{self.options.get(f'{repo}-path', '/')} "
+                f"at {self.options[f'{repo}-s3-endpoint']}"
             )
-        return self.options["repo1-path"]
+        return self.options[f"{repo}-path"]
+
+    @property
+    def count(self) -> int:
+        """How many repositories are configured (1 or 2)."""
+        return 2 if "repo2-path" in self.options else 1
 
     @property
     def encrypted(self) -> bool:
-        return "repo1-cipher-pass" in self.secrets
+        return any(name.endswith("-cipher-pass") for name in self.secrets)
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,8 @@ class Engine:
     lock_path: Path | None = None  # default: default_folder(..., "lock")
     log_path: Path | None = None  # default: default_folder(..., "log")
     log_level_file: str = "off"
+    # The repository backups, listings, verification, expiry and restores use (of two).
+    repo: int = 1
 
     @property
     def folders(self) -> dict[str, Path]:
@@ -232,7 +246,7 @@ class Engine:
             "LOG_LEVEL_FILE": self.log_level_file,
             **{setting: str(folder) for setting, folder in self.folders.items()},
             # Retention is applied by `expire --set` from this project's plan, never implicitly.
-            "REPO1_RETENTION_FULL": "9999999",
+            **{f"REPO{n}_RETENTION_FULL": "9999999" for n in range(1, self.repository.count + 1)},
             **({"PG1_SOCKET_PATH": self.socket_directory} if self.socket_directory else {}),
             **extra,
         }
@@ -249,7 +263,7 @@ class Engine:
         """Run one pgBackRest command as `os_user`; returns its stdout."""
         self.require_data_directory()
         self.prepare_folders()
-        argv = [*self.as_user(), PGBACKREST, command, *args]
+        argv = [*self.as_user(), PGBACKREST, command, *self._repo_args(command), *args]
         with _process_group(argv, self.environment(local=local, **options)) as process:
             try:
                 out, err = process.communicate(timeout=self.timeout_seconds)
@@ -261,6 +275,12 @@ class Engine:
         if process.returncode != 0:
             raise PgBackRestError(self._explain(command, process.returncode, err or out))
         return out
+
+    def _repo_args(self, command: str) -> list[str]:
+        """With two repositories, the one this engine works on (archive-push writes both)."""
+        if self.repository.count > 1 and command in _PER_REPOSITORY:
+            return [f"--repo={self.repo}"]
+        return []
 
     def require_data_directory(self) -> None:
         if not self.remote and not self.data_directory.is_dir():
@@ -281,10 +301,11 @@ class Engine:
 
     # --- commands -----------------------------------------------------------------------------
     def create_stanza(self) -> None:
-        """Initialise the repository for this server (safe to repeat)."""
-        folder = self.repository.options.get("repo1-path")
-        if self.repository.options.get("repo1-type", "posix") == "posix" and folder:
-            _make_owned_folder(Path(folder), self)
+        """Initialise the repositories for this server (safe to repeat)."""
+        for number in range(1, self.repository.count + 1):
+            folder = self.repository.options.get(f"repo{number}-path")
+            if self.repository.options.get(f"repo{number}-type", "posix") == "posix" and folder:
+                _make_owned_folder(Path(folder), self)
         self.run("stanza-create")
 
     def backup(self, kind: str, before: RepositoryInfo) -> tuple[BackupSet, RepositoryInfo]:
@@ -355,7 +376,7 @@ class Engine:
         `destination`, streamed."""
         self.require_data_directory()
         self.prepare_folders()
-        argv = [*self.as_user(), PGBACKREST, "repo-get", path]
+        argv = [*self.as_user(), PGBACKREST, "repo-get", *self._repo_args("repo-get"), path]
         with destination.open("wb") as out:
             done = subprocess.run(
                 argv, env=self.environment(), stdout=out, stderr=subprocess.PIPE, cwd="/"
@@ -380,12 +401,15 @@ class Engine:
     def expire_archive(self, full_backups: int) -> list[str]:
         """Remove the WAL older than the oldest of the `full_backups` fulls in the repository
         (all of them: no backup is expired by this, only WAL no backup needs)."""
-        return self._expire(REPO1_RETENTION_FULL=str(full_backups))
+        return self._expire(**{f"REPO{self.repo}_RETENTION_FULL": str(full_backups)})
 
     def _expire(self, *args: str, **options: str) -> list[str]:
         out = self.run("expire", *args, LOG_LEVEL_CONSOLE="info", **options)
         return [_expire_line(line) for line in out.splitlines() if _is_removal(line)]
 
+
+# The commands that work on one repository; with two, `--repo` names it.
+_PER_REPOSITORY = {"backup", "info", "verify", "expire", "repo-ls", "repo-get", "restore"}
 
 # `pgbackrest info` stanza status codes
 _OK, _MISSING_STANZA_PATH, _NO_VALID_BACKUPS, _MISSING_STANZA_DATA = 0, 1, 2, 3
@@ -486,51 +510,89 @@ def _process_group(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.
         raise
 
 
-def repository_from_config(config: BackupConfig, server: str) -> Repository:
-    """The `repo1-*` options for `server`'s `pgbackrest:` section; secrets expanded from the
-    environment into their own mapping."""
+def repository_from_config(
+    config: BackupConfig, server: str, *, only: int | None = None
+) -> Repository:
+    """The `repoN-*` options of `server`'s repositories (repo1: `pgbackrest:`, repo2: its
+    `repo2:`), secrets expanded from the environment into their own mapping. With `only`, that
+    repository alone, as repo1: a restore from it needs nothing of the other, not even its
+    credentials."""
     settings = config.servers[server].pgbackrest
     where = f"servers.{server}.pgbackrest"
-    options = {
-        "repo1-bundle": "y" if settings.bundle else "n",
-        "compress-type": settings.compress_type,
-    }
+    places: list[tuple[PgBackRestRepositoryConfig, str]] = [(settings, where)]
+    if settings.repo2 is not None:
+        places.append((settings.repo2, f"{where}.repo2"))
+    if only is not None:
+        if only > len(places):
+            raise ConfigError(f"{where}.repo{only} is not configured")
+        places = [places[only - 1]]
+    options = {"compress-type": settings.compress_type}
     secrets: dict[str, str] = {}
-    if settings.cipher_pass is not None:
-        options["repo1-cipher-type"] = "aes-256-cbc"
-        secrets["repo1-cipher-pass"] = expand_env(settings.cipher_pass, f"{where}.cipher_pass")
-    if settings.path is not None:
-        path = config.local_path(settings.path, f"{where}.path")
-        return Repository({**options, "repo1-path": str(path)}, secrets)
-    s3 = settings.s3
+    for number, (place, at) in enumerate(places, start=1):
+        repo = f"repo{number}"
+        options[f"{repo}-bundle"] = "y" if settings.bundle else "n"
+        placed, hidden = _repository_options(config, server, place, at, repo)
+        options |= placed
+        secrets |= hidden
+    if len(places) == 2 and _location(options, "repo1") == _location(options, "repo2"):
+        raise ConfigError(
+            f"{where}.repo2 is the same place as repository 1 ({_location(options, 'repo1')}); "
+            "a second copy must live somewhere else (another bucket, endpoint or folder)"
+        )
+    return Repository(options, secrets)
+
+
+def _location(options: Mapping[str, str], repo: str) -> tuple[str | None, ...]:
+    return tuple(
+        options.get(f"{repo}-{name}") for name in ("type", "s3-endpoint", "s3-bucket", "path")
+    )
+
+
+def _repository_options(
+    config: BackupConfig, server: str, place: PgBackRestRepositoryConfig, at: str, repo: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """One repository's options (and secrets) under the prefix `repo` (repo1 or repo2)."""
+    options: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    if place.cipher_pass is not None:
+        options[f"{repo}-cipher-type"] = "aes-256-cbc"
+        secrets[f"{repo}-cipher-pass"] = expand_env(place.cipher_pass, f"{at}.cipher_pass")
+    if place.path is not None:
+        options[f"{repo}-path"] = str(config.local_path(place.path, f"{at}.path"))
+        return options, secrets
+    s3 = place.s3
     assert s3 is not None
     bucket = s3.bucket or (config.storage.s3.bucket if config.storage.s3 else None)
     if bucket is None:
-        raise ConfigError(f"{where}.s3.bucket: give a bucket (storage is not S3)")
+        raise ConfigError(f"{at}.s3.bucket: give a bucket (storage is not S3)")
     host, _, port = (s3.endpoint or f"s3.{s3.region}.amazonaws.com").partition(":")
     prefix = s3.prefix if s3.prefix is not None else f"pgbackrest/{server}"
     options |= {
-        "repo1-type": "s3",
-        "repo1-path": "/" + prefix.strip("/"),
-        "repo1-s3-bucket": bucket,
-        "repo1-s3-endpoint": host.removeprefix("https://"),
-        "repo1-s3-region": s3.region,
-        "repo1-s3-uri-style": s3.uri_style,
-        "repo1-storage-verify-tls": "y" if s3.verify_tls else "n",
-        **({"repo1-storage-port": port} if port else {}),
-        **({"repo1-storage-ca-file": s3.ca_file} if s3.ca_file else {}),
+        f"{repo}-type": "s3",
+        f"{repo}-path": "/" + prefix.strip("/"),
+        f"{repo}-s3-bucket": bucket,
+        f"{repo}-s3-endpoint": host.removeprefix("https://"),
+        f"{repo}-s3-region": s3.region,
+        f"{repo}-s3-uri-style": s3.uri_style,
+        f"{repo}-storage-verify-tls": "y" if s3.verify_tls else "n",
+        **({f"{repo}-storage-port": port} if port else {}),
+        **({f"{repo}-storage-ca-file": s3.ca_file} if s3.ca_file else {}),
     }
     key_id = s3.access_key_id or os.environ.get("AWS_ACCESS_KEY_ID")
     key_secret = s3.secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key_id and key_secret:
-        secrets["repo1-s3-key"] = expand_env(key_id, f"{where}.s3.access_key_id")
-        secrets["repo1-s3-key-secret"] = expand_env(key_secret, f"{where}.s3.secret_access_key")
+        secrets[f"{repo}-s3-key"] = expand_env(key_id, f"{at}.s3.access_key_id")
+        secrets[f"{repo}-s3-key-secret"] = expand_env(key_secret, f"{at}.s3.secret_access_key")
     else:
-        options["repo1-s3-key-type"] = "auto"  # the instance's IAM role
-    return Repository(options, secrets)
+        options[f"{repo}-s3-key-type"] = "auto"  # the instance's IAM role
+    return options, secrets
 
 
-def engine_from_config(config: BackupConfig, server: str, connection: Connection) -> Engine:
+def engine_from_config(
+    config: BackupConfig, server: str, connection: Connection, *, repo: int = 1, alone: bool = False
+) -> Engine:
+    """pgBackRest for `server`, working on repository `repo` (of two); `alone`: with that
+    repository's settings only (a restore on the day the other is gone)."""
     settings = config.servers[server]
     where = f"servers.{server}"
     host = connection.params.get("host", "")
@@ -562,13 +624,14 @@ def engine_from_config(config: BackupConfig, server: str, connection: Connection
         socket_directory=socket_directory,
         user=connection.params.get("user", "postgres"),
         password=connection.password,
-        repository=repository_from_config(config, server),
+        repository=repository_from_config(config, server, only=repo if alone else None),
         process_max=settings.pgbackrest.process_max,
         database_host=database_host,
         os_user=settings.os_user or default_user,
         lock_path=_folder(config, settings.pgbackrest.lock_path, f"{where}.pgbackrest.lock_path"),
         log_path=_folder(config, settings.pgbackrest.log_path, f"{where}.pgbackrest.log_path"),
         log_level_file=settings.pgbackrest.log_level_file,
+        repo=1 if alone else repo,
     )
 
 

@@ -19,6 +19,7 @@ from dagster import (
 from pydantic import Field
 
 from backup_pipelines import names
+from backup_pipelines.core.common.config import ConfigError
 from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.retention.prune import policy_for
 from backup_pipelines.core.retention.servers import apply_expiry, plan_expiry
@@ -85,6 +86,13 @@ class RestoreServerRequest(Config):
         description="The server's name, to restore over a stopped cluster's non-empty folder. "
         "A running cluster is never overwritten.",
     )
+    repository: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="The pgBackRest repository to restore from: 2 is pgbackrest.repo2, used "
+        "with its own settings and credentials alone (for the day repository 1 is gone).",
+    )
 
 
 def _target(config: RestoreServerRequest) -> RecoveryTarget:
@@ -123,6 +131,7 @@ def restore_server_to_target(
         "target": target.describe(),
         "data_directory": config.data_directory,
         "port": str(config.port) if config.port else "not started",
+        "repository": str(config.repository),
     }
     request = ServerRestoreRequest(
         target,
@@ -133,12 +142,14 @@ def restore_server_to_target(
     )
     try:
         outcome = restore_server(
-            settings.server_engine(config.server),
+            settings.server_engine(
+                config.server, repo=config.repository, alone=config.repository != 1
+            ),
             settings.server_connection(config.server),
             request,
             settings.config().pg_bin_dir,
         )
-    except (PgBackRestError, PostgresError, PitrError) as error:
+    except (PgBackRestError, PostgresError, PitrError, ConfigError) as error:
         yield restore_audit_record(base_backups, None, {**audit, "outcome": f"failed: {error}"})
         raise Failure(str(error)) from None
     backup = outcome.backup
