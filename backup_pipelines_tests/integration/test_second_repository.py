@@ -1,9 +1,13 @@
 """A server's second pgBackRest repository (`pgbackrest.repo2`): WAL is pushed to both
 (asynchronously), a base backup goes to the repository asked for, and with the first repository
-deleted entirely the restore_server job restores the server from the second alone, with only
-its settings, to a named point: exactly the rows committed before it."""
+deleted entirely the server is restored from the second alone, with only its settings, by the
+runbook's commands to a moment and by the restore_server job to a named point: each finds
+exactly the rows committed before it."""
 
+import datetime as dt
+import os
 import shutil
+import subprocess
 import uuid
 
 import psycopg
@@ -11,13 +15,20 @@ from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
 from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.servers.archiver import wait_until_archived
+from backup_pipelines.core.servers.pitr_test import target_time
 from backup_pipelines.core.servers.restore_points import create_restore_point
 from backup_pipelines.core.servers.scratch import free_port, stop_copy
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_tests.support.archiving import archiving_server
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV
 from backup_pipelines_tests.support.folders import shared_folder
-from backup_pipelines_tests.support.runs import definitions_for, failure_messages
+from backup_pipelines_tests.support.runbook_html import RunbookParser
+from backup_pipelines_tests.support.runs import (
+    definitions_for,
+    failure_messages,
+    materialize_runbook,
+)
 
 SERVER = "main"
 
@@ -30,6 +41,37 @@ def write_rows(url: str, phase: str) -> None:
 def phases_in(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         return dict(conn.execute("SELECT phase, count(*) FROM ledger GROUP BY phase").fetchall())
+
+
+def restore_by_hand(commands: str, moment: dt.datetime, destination, server) -> None:
+    """The runbook's commands for the second repository, run as an operator would (as root,
+    with pgBackRest and PostgreSQL only): the copy holds the rows written before `moment`."""
+    port = free_port()
+    shell_env = {
+        "PATH": os.environ["PATH"],
+        "TARGET_TIME": target_time(moment).value or "",
+        "RESTORE_DIR": str(destination),
+        "RESTORE_PORT": str(port),
+    }
+    done = subprocess.run(["bash", "-c", commands], env=shell_env, capture_output=True, text=True)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert phases_in(make_conninfo(server.url(), port=str(port))) == {"before the point": 3}
+    finally:
+        pg_ctl = str(server.bin_dir / "pg_ctl")
+        stop = [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            pg_ctl,
+            "-D",
+            str(destination),
+            "-m",
+            "immediate",
+        ]
+        subprocess.run([*stop, "stop"], capture_output=True)
+        shutil.rmtree(destination, ignore_errors=True)
 
 
 def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, instance, monkeypatch):
@@ -47,15 +89,27 @@ def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, ins
             write_rows(server.url(), "before the point")
             name = f"before-migration-{uuid.uuid4().hex[:6]}"
             point = create_restore_point(SERVER, connection, name, requested_by="the tests")
+            moment = dt.datetime.now(dt.UTC)
             write_rows(server.url(), "after the point")
+            with psycopg.connect(server.url(), autocommit=True) as conn:  # all of it archived
+                segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            wait_until_archived(SERVER, connection, segment)
             for repo in (1, 2):  # archive-push wrote the point's segment to both
                 info = settings.server_engine(SERVER, repo=repo).info()
                 assert info.wal_max is not None and info.wal_max[8:] >= point.wal_segment[8:]
+
+            defs = definitions_for(config)
+            materialize_runbook(defs, instance)
+            parser = RunbookParser()
+            parser.feed(next((home / "backups").rglob("recovery_runbook.html")).read_text())
+            by_hand = parser.blocks[("pitr-restore", f"{SERVER}:replica")]
+            assert f"PGBACKREST_REPO1_PATH={second}" in by_hand and str(first) not in by_hand
 
             shutil.rmtree(first)  # the first repository is gone
             alone = settings.server_engine(SERVER, repo=2, alone=True)
             assert alone.repository.count == 1
             assert alone.repository.describe() == str(second)
+            restore_by_hand(by_hand, moment, home / "by-hand", server)
             destination, port = home / "from-the-second", free_port()
             request = {
                 "server": SERVER,
@@ -64,7 +118,6 @@ def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, ins
                 "port": port,
                 "repository": 2,
             }
-            defs = definitions_for(config)
             result = defs.resolve_job_def(names.RESTORE_SERVER_JOB).execute_in_process(
                 run_config={"ops": {"restore_server_to_target": {"config": request}}},
                 instance=instance,

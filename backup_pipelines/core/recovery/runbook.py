@@ -8,6 +8,7 @@ configured, the same for the newest proved copy there (the day the primary store
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import shlex
@@ -91,6 +92,8 @@ class ServerRunbookEntry:
     timeline: ServerTimeline
     pitr_test: CheckRecord | None
     problem: str | None = None  # the repository could not be read when the page was written
+    # pgbackrest.repo2 alone (as pgBackRest's repo1): for the day repository 1 is gone.
+    second_repository: Repository | None = None
 
 
 _TIME_TARGET = '--type=time "--target=$TARGET_TIME"'
@@ -397,6 +400,23 @@ archive (<code>archive_mode=off</code>) until you turn that on.</p>
 <pre class="pitr-restore" data-server="{name}">{html.escape(pitr_restore_commands(entry))}</pre>
 <p>Or launch job <code>{names.RESTORE_SERVER_JOB}</code> with <code>server: {name}</code>,
 <code>target_time</code>, <code>data_directory</code> and <code>port</code>.</p>
+{_second_repository_section(entry)}"""
+
+
+def _second_repository_section(entry: ServerRunbookEntry) -> str:
+    """The same restore from the second repository alone (its settings and secrets only)."""
+    if entry.second_repository is None:
+        return ""
+    alone = dataclasses.replace(entry, repository=entry.second_repository)
+    secrets = ", ".join(f"<code>{_secret_variable(n)}</code>" for n in alone.repository.secrets)
+    return f"""<h3>From the second repository alone</h3>
+<p>The day repository 1 is gone: repository 2
+(<code>{html.escape(alone.repository.describe())}</code>) holds the same WAL and its own base
+backups. These commands name it alone{", with its secrets " + secrets if secrets else ""}; or
+launch <code>{names.RESTORE_SERVER_JOB}</code> with <code>repository: 2</code>.</p>
+<pre class="pitr-restore" data-server="{html.escape(entry.server)}" data-store="replica">{
+        html.escape(pitr_restore_commands(alone))
+    }</pre>
 """
 
 

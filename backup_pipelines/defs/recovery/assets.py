@@ -97,8 +97,13 @@ def server_runbook_entry(
         },
         archive.end_lsn,
     )
+    second = (
+        settings.server_engine(server, repo=2, alone=True).repository
+        if engine.repository.count > 1
+        else None
+    )
     return ServerRunbookEntry(
-        server, engine.stanza, engine.repository, pg_ctl, timeline, newest_test
+        server, engine.stanza, engine.repository, pg_ctl, timeline, newest_test, None, second
     )
 
 
