@@ -129,6 +129,17 @@ GLOBALS = "globals"
 WAL_ARCHIVE = "wal_archive"
 PITR_RESTORE_TEST = "pitr_restore_test"
 SERVER_BACKUP_STEPS = (BASE_BACKUP, GLOBALS)  # what a server's backup run materializes
+
+
+def repository_step(step: str, repo: int) -> str:
+    """A step that works on one pgBackRest repository of two: base_backup is repository 1's,
+    base_backup_repo2 the second's."""
+    return step if repo == 1 else f"{step}_repo{repo}"
+
+
+SECOND_REPOSITORY = 2
+BASE_BACKUP_REPO2 = repository_step(BASE_BACKUP, SECOND_REPOSITORY)
+PITR_RESTORE_TEST_REPO2 = repository_step(PITR_RESTORE_TEST, SECOND_REPOSITORY)  # its drill
 BASE_BACKUP_VERIFIED = "base_backup_verified"
 WAL_CONTINUOUS = "wal_continuous"
 ARCHIVE_LAG = "archive_lag_within_limit"
@@ -138,6 +149,8 @@ SERVER_CHECKS = {
     BASE_BACKUP: (BASE_BACKUP_VERIFIED, WAL_CONTINUOUS),
     WAL_ARCHIVE: (ARCHIVE_LAG, ARCHIVING_SUCCEEDS, WAL_CONTINUOUS),
     PITR_RESTORE_TEST: (PITR_RESTORE_PROVEN,),
+    BASE_BACKUP_REPO2: (BASE_BACKUP_VERIFIED, WAL_CONTINUOUS),
+    PITR_RESTORE_TEST_REPO2: (PITR_RESTORE_PROVEN,),
 }
 SERVER_BACKUP_JOB = "server_backup"
 WAL_ARCHIVE_JOB = "observe_wal_archive"
@@ -167,3 +180,11 @@ def server_backup_schedule(server: str) -> str:
 
 def pitr_restore_test_schedule(server: str) -> str:
     return f"{server}_pitr_restore_test_schedule"
+
+
+def repo2_backup_schedule(server: str) -> str:
+    return f"{server}_repo2_base_backup_schedule"
+
+
+def repo2_drill_schedule(server: str) -> str:
+    return f"{server}_repo2_pitr_drill_schedule"

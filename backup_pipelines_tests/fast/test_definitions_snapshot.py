@@ -16,7 +16,7 @@ from backup_pipelines_tests.support.runs import definitions_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.txt"
 # Every kind of definition appears: S3 storage (bucket snapshots), a replica in another
-# region, two database servers, a capacity, a PITR server.
+# region, two database servers, a capacity, a PITR server with a second repository.
 CONFIG = {
     "storage": {"s3": {"bucket": "acme-backups", "prefix": "postgres"}, "capacity_gb": 100},
     "replica": {"s3": {"bucket": "acme-backups-dr", "region": "eu-west-1"}},
@@ -30,7 +30,10 @@ CONFIG = {
         "db1": {
             "url": "postgresql://backup_admin@db1:5432/postgres",
             "data_directory": "/var/lib/postgresql/15/main",
-            "pgbackrest": {"s3": {"endpoint": "s3.eu-central-1.amazonaws.com"}},
+            "pgbackrest": {
+                "s3": {"endpoint": "s3.eu-central-1.amazonaws.com"},
+                "repo2": {"s3": {"bucket": "acme-pitr-dr", "region": "eu-west-1"}},
+            },
         }
     },
 }

@@ -1,5 +1,6 @@
 """A server's second pgBackRest repository (`pgbackrest.repo2`): WAL is pushed to both
-(asynchronously), a base backup goes to the repository asked for, and with the first repository
+(asynchronously); each repository gets its base backup from its own schedule; the failover
+drill restores from the second alone; retention judges each; and with the first repository
 deleted entirely the server is restored from the second alone, with only its settings, by the
 runbook's commands to a moment and by the restore_server job to a named point: each finds
 exactly the rows committed before it."""
@@ -11,6 +12,7 @@ import subprocess
 import uuid
 
 import psycopg
+from dagster import build_schedule_context
 from psycopg.conninfo import make_conninfo
 
 from backup_pipelines import names
@@ -41,6 +43,25 @@ def write_rows(url: str, phase: str) -> None:
 def phases_in(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         return dict(conn.execute("SELECT phase, count(*) FROM ledger GROUP BY phase").fetchall())
+
+
+def run_as_scheduled(defs, instance, schedule_name: str):
+    """What the schedule's tick asks for, run now."""
+    schedule = defs.resolve_schedule_def(schedule_name)
+    tick = schedule.evaluate_tick(
+        build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime.now(dt.UTC),
+            repository_def=defs.get_repository_def(),
+        )
+    )
+    (request,) = tick.run_requests
+    return defs.resolve_job_def(schedule.job_name).execute_in_process(
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def restore_by_hand(commands: str, moment: dt.datetime, destination, server) -> None:
@@ -81,10 +102,34 @@ def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, ins
         with archiving_server(cluster, "second-repository", repository) as (server, config, home):
             monkeypatch.setenv(PITR_PASSWORD_ENV, server.superuser_password)
             settings = BackupSettings(config_path=str(config))
-            for repo in (1, 2):
-                engine = settings.server_engine(SERVER, repo=repo)
-                backup, after = engine.backup("full", engine.info())
-                assert [b.label for b in after.backups] == [backup.label]  # its own repository
+            defs = definitions_for(config)
+            for schedule in (
+                names.server_backup_schedule(SERVER),
+                names.repo2_backup_schedule(SERVER),
+            ):
+                result = run_as_scheduled(defs, instance, schedule)
+                assert result.success, failure_messages(result)
+                assert all(check.passed for check in result.get_asset_check_evaluations())
+            for repo in (1, 2):  # each backup went to its own repository
+                assert len(settings.server_engine(SERVER, repo=repo).info().backups) == 1
+
+            drill = run_as_scheduled(defs, instance, names.repo2_drill_schedule(SERVER))
+            assert drill.success, failure_messages(drill)
+            (proven,) = drill.get_asset_check_evaluations()
+            assert proven.asset_key == names.server_key(SERVER, names.PITR_RESTORE_TEST_REPO2)
+            assert proven.passed, proven.description
+
+            pruned = defs.resolve_job_def(names.PRUNE_SERVERS_JOB).execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            assert pruned.success, failure_messages(pruned)
+            judged = {
+                o.asset_key for o in pruned.asset_observations_for_node("expire_server_backups")
+            }
+            assert judged == {
+                names.server_key(SERVER, step)
+                for step in (names.BASE_BACKUP, names.BASE_BACKUP_REPO2)
+            }
             connection = Connection.from_url(SERVER, server.url())
             write_rows(server.url(), "before the point")
             name = f"before-migration-{uuid.uuid4().hex[:6]}"
@@ -98,7 +143,6 @@ def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, ins
                 info = settings.server_engine(SERVER, repo=repo).info()
                 assert info.wal_max is not None and info.wal_max[8:] >= point.wal_segment[8:]
 
-            defs = definitions_for(config)
             materialize_runbook(defs, instance)
             parser = RunbookParser()
             parser.feed(next((home / "backups").rglob("recovery_runbook.html")).read_text())

@@ -461,10 +461,12 @@ class PgBackRestConfig(PgBackRestRepositoryConfig):
 class PitrRestoreTestConfig(_Strict):
     schedule: str = "0 4 * * 0"
     after_full_backup: bool = True  # also test after each new full backup
+    # With pgbackrest.repo2: the failover drill, a PITR restore test from the second alone.
+    repo2_schedule: str = "0 5 1 * *"
     port: int | None = Field(default=None, ge=1024, le=65535)  # default: a free port
     scratch_dir: str | None = None  # default: the system temp folder; needs room for a copy
 
-    @field_validator("schedule")
+    @field_validator("schedule", "repo2_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         return _require_cron(value)

@@ -14,6 +14,7 @@ import html
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckRecord
@@ -104,6 +105,7 @@ def pitr_restore_commands(entry: ServerRunbookEntry, target: str = _TIME_TARGET)
     (pgBackRest's options; by default $TARGET_TIME) into $RESTORE_DIR and start it on
     $RESTORE_PORT. Secrets come from the environment."""
     settings = {"config": "/dev/null", "stanza": entry.stanza, **entry.repository.options}
+    controldata = shlex.quote(str(Path(entry.pg_ctl).parent / "pg_controldata"))
     exports = [
         f"export {option_variable(name)}={shlex.quote(value)}" for name, value in settings.items()
     ]
@@ -118,9 +120,15 @@ def pitr_restore_commands(entry: ServerRunbookEntry, target: str = _TIME_TARGET)
             'mkdir -m 700 "$RESTORE_DIR" && chown postgres:postgres "$RESTORE_DIR"',
             'runuser -u postgres -- pgbackrest restore --pg1-path="$RESTORE_DIR" '
             f"{target} --target-action=promote",
+            # hot_standby=off: no reader sees the data before recovery reaches the target.
             f'runuser -u postgres -- {entry.pg_ctl} -D "$RESTORE_DIR" '
-            '-l "$RESTORE_DIR/restore.log" -o "-p $RESTORE_PORT -c archive_mode=off" -w -t 3600 '
-            "start",
+            '-l "$RESTORE_DIR/restore.log" '
+            '-o "-p $RESTORE_PORT -c archive_mode=off -c hot_standby=off" -w -t 3600 start',
+            # pg_ctl returns before the replay ends; the copy is whole once promoted.
+            f'until runuser -u postgres -- env LC_ALL=C {controldata} "$RESTORE_DIR" '
+            "| grep -q 'in production'",
+            f'do runuser -u postgres -- {entry.pg_ctl} -D "$RESTORE_DIR" status >/dev/null || '
+            '{ echo "recovery stopped: see $RESTORE_DIR/restore.log" >&2; exit 1; }; sleep 1; done',
         ]
     )
 

@@ -63,8 +63,12 @@ def _fail(server: str, error: Exception) -> Failure:
     return Failure(str(error) if str(error).startswith("server") else f"server {server!r}: {error}")
 
 
-def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefinition:
-    key = names.server_key(server, names.BASE_BACKUP)
+def base_backup_asset(
+    server: str, partitions: PartitionsDefinition, repo: int = 1
+) -> AssetsDefinition:
+    """The base backup in repository `repo` (2: pgbackrest.repo2, on its own schedule)."""
+    key = names.server_key(server, names.repository_step(names.BASE_BACKUP, repo))
+    where = " in its second repository (pgbackrest.repo2)" if repo > 1 else ""
 
     @asset(
         key=key,
@@ -72,7 +76,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
         partitions_def=partitions,
         pool=names.BASE_BACKUP_POOL,
         kinds={"postgres", "pgbackrest"},
-        description=f"A pgBackRest base backup of server {server} (full on the days its "
+        description=f"A pgBackRest base backup of server {server}{where} (full on the days its "
         "full_backup schedule falls on, else differential). With the archived WAL it can be "
         "restored to any moment after it.",
         check_specs=[
@@ -96,7 +100,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
     def base_backup(
         context: AssetExecutionContext, config: BaseBackupConfig, settings: BackupSettings
     ) -> MaterializeResult:
-        engine = settings.server_engine(server)
+        engine = settings.server_engine(server, repo=repo)
         full_today = full_backup_day(
             settings.config().servers[server].full_backup, context.partition_key
         )
@@ -127,7 +131,7 @@ def base_backup_asset(server: str, partitions: PartitionsDefinition) -> AssetsDe
                     "wal_start": backup.wal_start,
                     "wal_stop": backup.wal_stop,
                     "builds_on": backup.prior or "none (full)",
-                    "repository": engine.repository.describe(),
+                    "repository": engine.repository.describe(repo),
                     **window_metadata(report.archive.window),
                 }
             ),

@@ -4,6 +4,7 @@ schedules and the after-full-backup sensor."""
 
 from dagster import Definitions
 
+from backup_pipelines import names
 from backup_pipelines.defs.project import Project
 from backup_pipelines.defs.servers.assets import base_backup_asset, globals_asset, wal_archive_asset
 from backup_pipelines.defs.servers.jobs import (
@@ -28,18 +29,31 @@ def servers_definitions(project: Project) -> Definitions:
     if not servers:
         return Definitions()
     names_ = list(servers)
-    backup_job, test_job = server_backup_job(names_), pitr_restore_test_job(names_)
+    with_repo2 = [name for name, server in servers.items() if server.pgbackrest.repo2]
+    backup_job = server_backup_job(names_, with_repo2)
+    test_job = pitr_restore_test_job(names_, with_repo2)
     archive_job = wal_archive_job(names_)
+    second = names.SECOND_REPOSITORY
     return Definitions(
         assets=[
-            asset_def
-            for server in names_
-            for asset_def in (
-                base_backup_asset(server, project.partitions),
-                globals_asset(server, project.partitions),
-                wal_archive_asset(server),
-                pitr_restore_test_asset(server, project.partitions),
-            )
+            *(
+                asset_def
+                for server in names_
+                for asset_def in (
+                    base_backup_asset(server, project.partitions),
+                    globals_asset(server, project.partitions),
+                    wal_archive_asset(server),
+                    pitr_restore_test_asset(server, project.partitions),
+                )
+            ),
+            *(
+                asset_def
+                for server in with_repo2
+                for asset_def in (
+                    base_backup_asset(server, project.partitions, second),
+                    pitr_restore_test_asset(server, project.partitions, second),
+                )
+            ),
         ],
         jobs=[
             backup_job,

@@ -39,10 +39,12 @@ def _steps(servers: list[str], *steps: str) -> AssetSelection:
     )
 
 
-def server_backup_job(servers: list[str]) -> AssetJob:
+def server_backup_job(servers: list[str], with_repo2: list[str]) -> AssetJob:
+    """Each schedule's run selects one repository's steps (see server_schedules)."""
     return define_asset_job(
         names.SERVER_BACKUP_JOB,
-        selection=_steps(servers, *names.SERVER_BACKUP_STEPS),
+        selection=_steps(servers, *names.SERVER_BACKUP_STEPS)
+        | _steps(with_repo2, names.BASE_BACKUP_REPO2),
         description="Take each server's pgBackRest base backup (full or differential by its "
         "schedule), verify the repository and WAL continuity, and save its globals, for one day.",
     )
@@ -56,10 +58,11 @@ def wal_archive_job(servers: list[str]) -> AssetJob:
     )
 
 
-def pitr_restore_test_job(servers: list[str]) -> AssetJob:
+def pitr_restore_test_job(servers: list[str], with_repo2: list[str]) -> AssetJob:
     return define_asset_job(
         names.PITR_RESTORE_TEST_JOB,
-        selection=_steps(servers, names.PITR_RESTORE_TEST),
+        selection=_steps(servers, names.PITR_RESTORE_TEST)
+        | _steps(with_repo2, names.PITR_RESTORE_TEST_REPO2),
         description="Restore each selected server to a moment on a scratch port and prove it.",
     )
 
@@ -188,14 +191,23 @@ def expire_server_backups(
     backup_config = settings.config()
     dry_run = backup_config.retention.dry_run if config.dry_run is None else config.dry_run
     for server in backup_config.servers:
-        engine = settings.server_engine(server)
+        yield from _expire_repositories(settings, server, dry_run)
+
+
+def _expire_repositories(
+    settings: BackupSettings, server: str, dry_run: bool
+) -> Iterator[AssetObservation]:
+    """Each repository of `server` by the same policy, each judged by its own backups."""
+    policy = policy_for(settings.config().server_retention_for(server))
+    for repo in range(1, settings.server_engine(server).repository.count + 1):
+        engine = settings.server_engine(server, repo=repo)
         try:
-            plan = plan_expiry(engine, policy_for(backup_config.server_retention_for(server)))
+            plan = plan_expiry(engine, policy)
             removed = [] if dry_run else apply_expiry(engine, plan)
         except PgBackRestError as error:
             raise Failure(str(error)) from None
         yield AssetObservation(
-            asset_key=names.server_key(server, names.BASE_BACKUP),
+            asset_key=names.server_key(server, names.repository_step(names.BASE_BACKUP, repo)),
             description=f"retention {'plan (dry run)' if dry_run else 'applied'}: "
             f"{len(plan.expire)} full backups to expire, {len(plan.keep)} kept",
             metadata=readable(

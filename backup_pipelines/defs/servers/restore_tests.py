@@ -23,19 +23,29 @@ from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.shared import check_result, per_day_check_spec
 
 
-def pitr_restore_test_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefinition:
-    key = names.server_key(server, names.PITR_RESTORE_TEST)
+def pitr_restore_test_asset(
+    server: str, partitions: PartitionsDefinition, repo: int = 1
+) -> AssetsDefinition:
+    """The PITR restore test from repository `repo`; from the second it is the failover drill,
+    run with that repository's settings and credentials alone."""
+    key = names.server_key(server, names.repository_step(names.PITR_RESTORE_TEST, repo))
+    source = (
+        " from its second repository alone (the failover drill: repository 1's settings and "
+        "keys are not used)"
+        if repo > 1
+        else ""
+    )
 
     @asset(
         key=key,
         group_name=names.server_group(server),
         partitions_def=partitions,
-        deps=[names.server_key(server, names.BASE_BACKUP)],
+        deps=[names.server_key(server, names.repository_step(names.BASE_BACKUP, repo))],
         pool=names.BASE_BACKUP_POOL,
         kinds={"postgres", "pgbackrest"},
-        description=f"Server {server} restored to a moment on a scratch port: a row is committed, "
-        "the moment noted, another row committed; the copy must hold the first and not the "
-        "second, and every database's tables must read. The copy is always deleted.",
+        description=f"Server {server} restored{source} to a moment on a scratch port: a row is "
+        "committed, the moment noted, another row committed; the copy must hold the first and "
+        "not the second, and every database's tables must read. The copy is always deleted.",
         check_specs=[
             per_day_check_spec(
                 names.PITR_RESTORE_PROVEN,
@@ -52,7 +62,7 @@ def pitr_restore_test_asset(server: str, partitions: PartitionsDefinition) -> As
     ) -> Iterator[object]:
         try:
             report = run_pitr_restore_test(
-                settings.server_engine(server),
+                settings.server_engine(server, repo=repo, alone=repo > 1),
                 settings.server_connection(server),
                 settings.scratch_place(server),
             )

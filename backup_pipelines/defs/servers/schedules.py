@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 
 from dagster import (
     AssetRecordsFilter,
@@ -38,39 +39,55 @@ def server_schedules(
     backup_job: AssetJob,
     test_job: AssetJob,
 ) -> list[ScheduleDefinition]:
-    """The server's base backup (its backup_schedule) and its PITR restore test (weekly)."""
+    """The server's base backup (its backup_schedule) and its PITR restore test (weekly); with
+    a second repository, its own base backup (same schedule) and failover drill (monthly)."""
 
-    def backup_today(context: ScheduleEvaluationContext) -> RunRequest:
-        day = _day_of(context)
-        return RunRequest(
-            run_key=f"{names.SERVER_BACKUP_JOB}_{server}_{day}",
-            partition_key=day,
-            asset_selection=[names.server_key(server, step) for step in names.SERVER_BACKUP_STEPS],
-        )
+    def today(job: AssetJob, *steps: str) -> Callable[[ScheduleEvaluationContext], RunRequest]:
+        def request(context: ScheduleEvaluationContext) -> RunRequest:
+            day = _day_of(context)
+            return RunRequest(
+                run_key=f"{job.name}_{server}_{'_'.join(steps)}_{day}",
+                partition_key=day,
+                asset_selection=[names.server_key(server, step) for step in steps],
+            )
 
-    def test_today(context: ScheduleEvaluationContext) -> RunRequest:
-        day = _day_of(context)
-        return RunRequest(
-            run_key=f"{names.PITR_RESTORE_TEST_JOB}_{server}_{day}",
-            partition_key=day,
-            asset_selection=[names.server_key(server, names.PITR_RESTORE_TEST)],
-        )
+        return request
 
-    return [
+    backup = f"(full when '{settings.full_backup}' falls on the day, else differential)"
+    schedules = [
         utc_schedule(
             names.server_backup_schedule(server),
             backup_job,
             settings.backup_schedule,
-            f"Takes server {server}'s base backup (full when '{settings.full_backup}' falls on "
-            "the day, else differential) and its globals",
-            backup_today,
+            f"Takes server {server}'s base backup {backup} and its globals",
+            today(backup_job, *names.SERVER_BACKUP_STEPS),
         ),
         utc_schedule(
             names.pitr_restore_test_schedule(server),
             test_job,
             settings.restore_test.schedule,
             f"Restores server {server} to a moment on a scratch port and proves it",
-            test_today,
+            today(test_job, names.PITR_RESTORE_TEST),
+        ),
+    ]
+    if settings.pgbackrest.repo2 is None:
+        return schedules
+    return [
+        *schedules,
+        utc_schedule(
+            names.repo2_backup_schedule(server),
+            backup_job,
+            settings.backup_schedule,
+            f"Takes server {server}'s base backup in its second repository {backup}",
+            today(backup_job, names.BASE_BACKUP_REPO2),
+        ),
+        utc_schedule(
+            names.repo2_drill_schedule(server),
+            test_job,
+            settings.restore_test.repo2_schedule,
+            f"The failover drill: restores server {server} from its second repository alone "
+            "to a moment on a scratch port and proves it",
+            today(test_job, names.PITR_RESTORE_TEST_REPO2),
         ),
     ]
 
