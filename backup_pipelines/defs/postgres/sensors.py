@@ -35,7 +35,13 @@ def new_archive_restore_test_sensor(
 
 
 def new_verification_sensor(
-    name: str, description: str, databases: list[str], job: AssetJob, step: str, enabled: bool
+    name: str,
+    description: str,
+    databases: list[str],
+    job: AssetJob,
+    step: str,
+    enabled: bool,
+    interval_seconds: int = 60,
 ) -> SensorDefinition:
     """Requests `step` of every database and day whose verification materialized since the
     last tick, once each (the run key names the verifications)."""
@@ -43,7 +49,7 @@ def new_verification_sensor(
     @sensor(
         name=name,
         job=job,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
         description=description,
     )

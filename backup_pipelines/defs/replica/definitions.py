@@ -43,6 +43,9 @@ def replica_definitions(project: Project) -> Definitions:
                 replicate,
                 names.REPLICA,
                 enabled=True,
+                # A copy is cheap to request and the sooner it exists the smaller the loss
+                # when the primary store goes.
+                interval_seconds=30,
             )
         ],
     )
