@@ -84,6 +84,9 @@ BACKUP_CHECKS = {
 }
 DATABASE_CHECKS = {**BACKUP_CHECKS, RESTORE_TEST: (RESTORED_DATA_MATCHES,)}
 REPLICA_CHECKS = {REPLICA: (REPLICA_VERIFIED,), REPLICA_RESTORE_TEST: (RESTORED_DATA_MATCHES,)}
+# What proves a stored copy of a day (all must pass, newest evaluation of each): the archive
+# by its verification, the copy in the replica store by its own check.
+PROVING_CHECKS = {VERIFICATION: VERIFYING_CHECKS, REPLICA: REPLICA_CHECKS[REPLICA]}
 # Before restore tests were an asset of their own they were this check on the verification
 # asset; that history is still read (records.restore_test_history), never written.
 LEGACY_RESTORE_TEST_CHECK = (VERIFICATION, "restore_test")

@@ -149,8 +149,8 @@ def verified_days(
 ) -> list[str]:
     """The days whose archive of `database` passed both verifying checks (with `step`
     REPLICA: whose copy in the replica store was proved), oldest first."""
-    checks = names.REPLICA_CHECKS[step] if step == names.REPLICA else names.VERIFYING_CHECKS
-    verified = verification_outcomes(instance, names.database_key(database, step), checks)
+    key = names.database_key(database, step)
+    verified = verification_outcomes(instance, key, names.PROVING_CHECKS[step])
     return sorted(day for day, passed in verified.items() if passed)
 
 

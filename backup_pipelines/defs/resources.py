@@ -20,7 +20,7 @@ from backup_pipelines.core.postgres.dump import DumpSettings
 from backup_pipelines.core.postgres.restore_test import RestoreTestSettings
 from backup_pipelines.core.servers.pgbackrest import Engine, engine_from_config
 from backup_pipelines.core.servers.scratch import ScratchPlace
-from backup_pipelines.storage import ObjectStore
+from backup_pipelines.storage import ObjectStore, StorageError
 
 
 class DatabaseSettings:
@@ -80,6 +80,16 @@ class BackupSettings(ConfigurableResource):
         if self._replica is None:
             self._replica = replica_store(self._config)
         return self._replica
+
+    def usable_replica_store(self) -> tuple[ObjectStore | None, str | None]:
+        """The replica store, or why it cannot be built now (bad settings, a credential not
+        set); (None, None) when none is configured. Whoever asks goes on without it."""
+        if self.config().replica is None:
+            return None, None
+        try:
+            return self.replica_store(), None
+        except (ConfigError, StorageError) as error:
+            return None, str(error)
 
     def database(self, database: str) -> DatabaseSettings:
         if database not in self._databases:

@@ -246,6 +246,12 @@ class RetentionRules(_Strict):
     # Dumps (the hot copies) are kept this many days once their archive copy exists.
     dump_days: int = Field(default=2, ge=1)
 
+    def overridden(self, override: RetentionOverride | None) -> RetentionRules:
+        """These rules with `override`'s set fields on top."""
+        changes = override.model_dump(exclude_none=True) if override else {}
+        own = self.model_dump(include=set(RetentionRules.model_fields))
+        return RetentionRules.model_validate({**own, **changes})
+
     @model_validator(mode="after")
     def _some_rule(self) -> RetentionRules:
         if not any(getattr(self, rule) for rule in _RULE_NAMES):
@@ -259,10 +265,6 @@ class RetentionRules(_Strict):
 class RetentionConfig(RetentionRules):
     # Plan and report what would be deleted, delete nothing.
     dry_run: bool = False
-
-    def overridden(self, override: RetentionOverride | None) -> RetentionRules:
-        changes = override.model_dump(exclude_none=True) if override else {}
-        return RetentionRules.model_validate({**self.model_dump(exclude={"dry_run"}), **changes})
 
 
 class DatabaseConfig(_Strict):
@@ -583,10 +585,8 @@ class BackupConfig(_Strict):
 
     def replica_retention_for(self, database: str) -> RetentionRules:
         """The database's rules with the replica's own overrides on top."""
-        rules = self.retention_for(database)
         override = self.replica.retention if self.replica else None
-        changes = override.model_dump(exclude_none=True) if override else {}
-        return RetentionRules.model_validate({**rules.model_dump(), **changes})
+        return self.retention_for(database).overridden(override)
 
     def archive_retain_until(
         self, database: str, day: str, *, replica: bool = False

@@ -47,11 +47,11 @@ class RunbookEntry:
     replica: RunbookEntry | None = None  # the same database's entry in the replica store
 
 
-# What proves a stored copy, and what restore-tests it: in the archive store, and in the
-# replica store.
+# The step that proves a stored copy, and the one that restore-tests it: in the archive store,
+# and in the replica store.
 _PROOF = {
-    False: (names.VERIFICATION, names.VERIFYING_CHECKS, names.RESTORE_TEST),
-    True: (names.REPLICA, names.REPLICA_CHECKS[names.REPLICA], names.REPLICA_RESTORE_TEST),
+    False: (names.VERIFICATION, names.RESTORE_TEST),
+    True: (names.REPLICA, names.REPLICA_RESTORE_TEST),
 }
 
 
@@ -59,10 +59,10 @@ def runbook_entry(
     store: ObjectStore, database: str, lookup: CheckLookup, *, from_replica: bool = False
 ) -> RunbookEntry:
     """The newest proved copy of `database` in `store` (the archive store, or the replica)."""
-    step, proving_checks, test_step = _PROOF[from_replica]
+    step, test_step = _PROOF[from_replica]
     days = list_backup_days(store, database)
     for day in reversed(days):
-        checks = [lookup(database, day, step, check) for check in proving_checks]
+        checks = [lookup(database, day, step, check) for check in names.PROVING_CHECKS[step]]
         if not all(check is not None and check.passed for check in checks):
             continue
         manifest = read_manifest(store, database, day)

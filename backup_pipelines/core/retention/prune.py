@@ -69,12 +69,14 @@ class DayObjects:
 
     def stored(self, *stores: str) -> list[tuple[str, StoredObject]]:
         """(store, object) pairs of the given stores, each store's manifest first."""
-        pairs = []
-        for name in stores:
-            objects = getattr(self, name)
-            ordered = sorted(objects, key=lambda o: not is_day_manifest(o.key))
-            pairs += [(name, stored) for stored in ordered]
-        return pairs
+        return [
+            (name, stored) for name in stores for stored in _manifest_first(getattr(self, name))
+        ]
+
+
+def _manifest_first(objects: list[StoredObject]) -> list[StoredObject]:
+    """A day's objects in deletion order: without its manifest first, it is no backup."""
+    return sorted(objects, key=lambda o: not is_day_manifest(o.key))
 
 
 def tombstone_key(database: str, day: str) -> str:
@@ -137,9 +139,9 @@ def plan_database(
     deletions: list[Deletion] = []
     for decision in decisions:
         day = decision.day.isoformat()
-        lock = _locked_until(stores, days[day]) if not decision.keep else None
+        lock = _locked_until(stores.archive, days[day].archive) if not decision.keep else None
         if decision.keep or lock:
-            kept[day] = decision.reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
+            kept[day] = _kept_because(decision.reasons, lock)
             continue
         deletions.append(_backup_deletion(database, day, days[day], decision.reasons[0]))
     for day, objects in sorted(days.items()):
@@ -187,9 +189,14 @@ def _backup_deletion(database: str, day: str, objects: DayObjects, reason: str) 
     return Deletion(Database(database), day, SCOPE_BACKUP, reason, (*keys, ("refs", tombstone)))
 
 
-def _locked_until(stores: BackupStores, objects: DayObjects) -> dt.datetime | None:
-    locks = [stores.archive.locked_until(o.key) for o in objects.archive]
+def _locked_until(store: ObjectStore, objects: list[StoredObject]) -> dt.datetime | None:
+    """Until when an object lock holds any of `objects` (None: none is locked)."""
+    locks = [store.locked_until(o.key) for o in objects]
     return max((lock for lock in locks if lock), default=None)
+
+
+def _kept_because(reasons: tuple[str, ...], lock: dt.datetime | None) -> tuple[str, ...]:
+    return reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
 
 
 def object_uris(stores: BackupStores, deletion: Deletion) -> list[str]:
@@ -231,14 +238,11 @@ def plan_replica(
     deletions: list[Deletion] = []
     for decision in decide(statuses, policy_for(rules)):
         day = decision.day.isoformat()
-        locks = [replica.locked_until(o.key) for o in days[day]] if not decision.keep else []
-        lock = max((found for found in locks if found), default=None)
+        lock = _locked_until(replica, days[day]) if not decision.keep else None
         if decision.keep or lock:
-            kept[day] = decision.reasons + ((f"object lock until {lock:%Y-%m-%d}",) if lock else ())
+            kept[day] = _kept_because(decision.reasons, lock)
             continue
-        pairs = [
-            ("replica", o) for o in sorted(days[day], key=lambda o: not is_day_manifest(o.key))
-        ]
+        pairs = [("replica", o) for o in _manifest_first(days[day])]
         deletions.append(
             _subject_deletion(Replica(database), day, SCOPE_REPLICA, decision.reasons[0], pairs)
         )

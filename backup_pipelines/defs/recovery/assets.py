@@ -30,7 +30,11 @@ from backup_pipelines.core.recovery.runbook import (
     runbook_entry,
 )
 from backup_pipelines.core.recovery.timeline import PitrTestOutcome, ServerTimeline
-from backup_pipelines.core.servers.pgbackrest import BackupSet, PgBackRestError
+from backup_pipelines.core.servers.pgbackrest import (
+    BackupSet,
+    PgBackRestError,
+    repository_from_config,
+)
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.window import archive_state_for
 from backup_pipelines.defs.records import check_records, latest_check_record, verified_days
@@ -40,16 +44,6 @@ from backup_pipelines.defs.shared import readable
 from backup_pipelines.storage import ObjectStore, StorageError
 
 _TIMELINE_TESTS = 50  # the newest PITR restore tests drawn on a server's timeline
-
-
-def usable_replica(settings: BackupSettings) -> tuple[ObjectStore | None, str | None]:
-    """The replica store, or why it cannot be used now (None, None: none is configured)."""
-    if settings.config().replica is None:
-        return None, None
-    try:
-        return settings.replica_store(), None
-    except (ConfigError, StorageError) as error:
-        return None, str(error)
 
 
 def database_runbook_entry(
@@ -98,7 +92,7 @@ def server_runbook_entry(
         archive.end_lsn,
     )
     second = (
-        settings.server_engine(server, repo=2, alone=True).repository
+        repository_from_config(settings.config(), server, only=names.SECOND_REPOSITORY)
         if engine.repository.count > 1
         else None
     )
@@ -140,7 +134,7 @@ def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDe
                 context.instance, names.database_key(database, step), check, day
             )
 
-        replica, replica_problem = usable_replica(settings)
+        replica, replica_problem = settings.usable_replica_store()
         entries = [
             database_runbook_entry(archive, replica, database, lookup) for database in databases
         ]

@@ -99,13 +99,12 @@ def replica_outcome(settings: BackupSettings, database: str, day: str) -> CheckO
         manifest = archived_manifest(archive, database, day)
     except (ArchiveError, ConfigError, StorageError) as error:
         raise Failure(f"the archive store: {error}") from None
-    try:
-        replica = settings.replica_store()
-    except (ConfigError, StorageError) as error:
+    replica, problem = settings.usable_replica_store()
+    if replica is None:
         return CheckOutcome(
             names.REPLICA_VERIFIED,
             False,
-            f"database {database!r}, {day}: the replica store is not usable: {error}",
+            f"database {database!r}, {day}: the replica store is not usable: {problem}",
         )
     return replicate_archive(
         archive,

@@ -21,7 +21,6 @@ from dagster import (
 from pydantic import Field
 
 from backup_pipelines import names
-from backup_pipelines.core.common.config import ConfigError
 from backup_pipelines.core.common.stores import BackupStores
 from backup_pipelines.core.common.subjects import (
     SUBJECT_KINDS,
@@ -73,13 +72,8 @@ def retention_stores(settings: BackupSettings) -> BackupStores:
     """The stores a retention run reads and deletes in: the replica's too, when configured and
     usable (an unusable replica fails its own asset and alerts; it never stops the primary's
     retention)."""
-    stores = settings.stores()
-    if settings.config().replica is None:
-        return stores
-    try:
-        return dataclasses.replace(stores, replica=settings.replica_store())
-    except (ConfigError, StorageError):
-        return stores
+    replica, _ = settings.usable_replica_store()
+    return dataclasses.replace(settings.stores(), replica=replica)
 
 
 def plan_all(
@@ -95,7 +89,7 @@ def plan_all(
             if stores.replica is None:
                 continue
             copies = subject_key(subject, names.REPLICA)
-            outcomes = verification_outcomes(instance, copies, names.REPLICA_CHECKS[names.REPLICA])
+            outcomes = verification_outcomes(instance, copies, names.PROVING_CHECKS[names.REPLICA])
             rules = config.replica_retention_for(subject.name)
             try:
                 plans.append(plan_replica(stores.replica, subject.name, rules, outcomes, today))
