@@ -144,7 +144,7 @@ def archive_with_pgbackrest(cluster: LocalCluster, stanza: str, repository: dict
     so one unreachable repository does not stall the other. Takes effect at the next start;
     returns whether the settings were added now (False: the cluster archived already)."""
     config = cluster.root / "pgbackrest.conf"
-    two = "repo2-path" in repository
+    two = any(option.startswith("repo2-") for option in repository)
     lines = [
         "[global]",
         *(f"{name}={value}" for name, value in repository.items()),

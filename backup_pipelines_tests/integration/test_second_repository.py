@@ -9,9 +9,11 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 import psycopg
+import yaml
 from dagster import build_schedule_context
 from psycopg.conninfo import make_conninfo
 
@@ -21,6 +23,7 @@ from backup_pipelines.core.servers.archiver import wait_until_archived
 from backup_pipelines.core.servers.pitr_test import target_time
 from backup_pipelines.core.servers.restore_points import create_restore_point
 from backup_pipelines.core.servers.scratch import free_port, stop_copy
+from backup_pipelines.defs.alerts.health import check_problems
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines_tests.support.archiving import archiving_server
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV
@@ -175,3 +178,108 @@ def test_the_second_repository_alone_restores_the_server_to_a_point(cluster, ins
                 assert audit.metadata["repository"].value == "2"
             finally:
                 stop_copy(alone, destination, server.bin_dir)
+
+
+def switch_segment(url: str, phase: str) -> str:
+    """Write rows, close the WAL segment holding them; returns its name."""
+    write_rows(url, phase)
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+
+
+def wait_until_listed(engine, segment: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(segment in path for path in engine.archive_files(engine.info().archive_id)):
+        assert time.monotonic() < deadline, f"{segment} never reached {engine.repository}"
+        time.sleep(0.5)
+
+
+def observe(defs, instance):
+    """The observe_wal_archive job, as its schedule runs it: every repository's asset."""
+    return defs.resolve_job_def(names.WAL_ARCHIVE_JOB).execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+
+
+def outcomes(result) -> dict[tuple[str, str], object]:
+    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def lag_alerts(instance) -> set[str]:
+    return {p.key for p in check_problems(instance, [], [SERVER], "http://ui") if "lag" in p.key}
+
+
+LIMIT_MINUTES = 0.25
+
+
+def test_a_repository_refusing_writes_fails_its_own_lag_check_while_the_other_keeps_receiving_wal(
+    cluster, instance, monkeypatch
+):
+    """Repository 2 turns read-only (a full disk, a bucket policy denying writes): WAL keeps
+    reaching repository 1 (asynchronous archiving), repository 2's archive lag check fails with
+    its figures and alerts, repository 1's passes; once writable again, repository 2 receives
+    every segment it missed and the alert clears. Unreachable altogether, its observation fails
+    naming it, and repository 1's is still made."""
+    with shared_folder("repositories") as places:
+        first, second = places / "repo1", places / "repo2"
+        repository = {"path": str(first), "repo2": {"path": str(second)}}
+        with archiving_server(cluster, "refusing-repository", repository) as (server, config, _):
+            monkeypatch.setenv(PITR_PASSWORD_ENV, server.superuser_password)
+            document = yaml.safe_load(config.read_text())
+            document["servers"][SERVER]["archive_lag_alert_minutes"] = LIMIT_MINUTES
+            config.write_text(yaml.safe_dump(document))
+            settings = BackupSettings(config_path=str(config))
+            engines = {repo: settings.server_engine(SERVER, repo=repo) for repo in (1, 2)}
+            defs = definitions_for(config)
+            backup = run_as_scheduled(defs, instance, names.repo2_backup_schedule(SERVER))
+            assert backup.success, failure_messages(backup)
+            for engine in engines.values():
+                wait_until_listed(engine, switch_segment(server.url(), "both"))
+
+            archive = next(p for p in (second / "archive" / SERVER).iterdir() if p.is_dir())
+            modes = {f: f.stat().st_mode for f in [archive, *archive.iterdir()] if f.is_dir()}
+            for folder in modes:
+                folder.chmod(0o555)  # readable, no new segment can be written
+            try:
+                wait_until_listed(engines[1], switch_segment(server.url(), "first only"))
+                time.sleep(LIMIT_MINUTES * 60 + 1)
+                newest = switch_segment(server.url(), "first only, later")
+                wait_until_listed(engines[1], newest)
+                assert not any(
+                    newest in path
+                    for path in engines[2].archive_files(engines[2].info().archive_id)
+                )
+                broken = outcomes(observe(defs, instance))
+            finally:
+                for folder, mode in modes.items():
+                    folder.chmod(mode)
+            first_lag = broken[(names.WAL_ARCHIVE, names.ARCHIVE_LAG)]
+            assert first_lag.passed, first_lag.description
+            second_lag = broken[(names.WAL_ARCHIVE_REPO2, names.ARCHIVE_LAG)]
+            assert not second_lag.passed
+            assert f"repository 2 ({second})" in second_lag.description
+            assert second_lag.metadata["archive_lag_seconds"].value > LIMIT_MINUTES * 60
+            assert not broken[(names.WAL_ARCHIVE, names.ARCHIVING_SUCCEEDS)].passed
+            alert = f"check:pg_server/{SERVER}/{names.WAL_ARCHIVE_REPO2}:{names.ARCHIVE_LAG}"
+            assert lag_alerts(instance) == {alert}
+
+            wait_until_listed(engines[2], newest)  # the segments it missed arrive
+            wait_until_listed(engines[2], switch_segment(server.url(), "both again"))
+            healed = outcomes(observe(defs, instance))
+            assert all(outcome.passed for outcome in healed.values()), [
+                o.description for o in healed.values() if not o.passed
+            ]
+            continuous = healed[(names.WAL_ARCHIVE_REPO2, names.WAL_CONTINUOUS)]
+            assert continuous.metadata["segments_missing"].value == "0"
+            assert lag_alerts(instance) == set()
+
+            mode = second.stat().st_mode
+            second.chmod(0o000)  # unreachable altogether
+            try:
+                unreachable = observe(defs, instance)
+            finally:
+                second.chmod(mode)
+            assert str(second) in failure_messages(unreachable)
+            assert {e.asset_key for e in unreachable.get_asset_materialization_events()} == {
+                names.server_key(SERVER, names.WAL_ARCHIVE)
+            }

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.wal import DEFAULT_SEGMENT_SIZE
+from backup_pipelines.core.servers.wal import DEFAULT_SEGMENT_SIZE, Continuity
 
 ARCHIVE_WAIT_SECONDS = 120
 
@@ -24,6 +24,18 @@ SELECT current_setting('archive_mode'), current_setting('wal_level'),
        (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')
 FROM pg_stat_archiver a
 """
+
+
+@dataclass(frozen=True)
+class ArchiveLag:
+    """How far one archive (`where`: the server's archive, or one repository of two) is behind
+    the WAL the server writes: `seconds` is the measured RPO."""
+
+    seconds: float
+    newest_wal: str | None  # the newest segment there
+    newest_at: dt.datetime | None  # when it was stored
+    current_wal: str  # the segment the server is writing
+    where: str
 
 
 @dataclass(frozen=True)
@@ -46,20 +58,25 @@ class ArchiverStatus:
     current_wal_offset: int
     wal_segment_size: int = DEFAULT_SEGMENT_SIZE
 
-    @property
-    def lag_seconds(self) -> float:
-        """How old the oldest WAL not yet in the archive is, at most (the measured RPO): 0 when
-        everything up to the segment being written is archived and nothing has been written
-        into that segment yet; else the time since the last successful archive."""
+    def lag(self) -> ArchiveLag:
+        """The archive lag pg_stat_archiver shows: since the last successful archive_command."""
+        return self.lag_behind(self.last_archived_wal, self.last_archived_time, "the archive")
+
+    def lag_behind(
+        self, newest: str | None, newest_at: dt.datetime | None, where: str
+    ) -> ArchiveLag:
+        """How old the oldest WAL not yet in an archive is, at most (the measured RPO), when
+        `newest` is the newest segment there, stored at `newest_at`: 0 when everything up to
+        the segment being written is there and nothing has been written into that segment yet;
+        else the time since `newest_at` (with nothing stored, since the statistics reset)."""
+        since = newest_at or self.stats_reset
         caught_up = (
-            self.last_archived_wal is not None
-            and _next_segment(self.last_archived_wal) == self.current_wal
+            newest is not None
+            and _next_segment(newest) == self.current_wal
             and self.current_wal_offset == 0
         )
-        if caught_up:
-            return 0.0
-        since = self.last_archived_time or self.stats_reset
-        return max((self.measured_at - since).total_seconds(), 0.0)
+        seconds = 0.0 if caught_up else max((self.measured_at - since).total_seconds(), 0.0)
+        return ArchiveLag(seconds, newest, newest_at, self.current_wal, where)
 
     @property
     def failing(self) -> bool:
@@ -67,6 +84,13 @@ class ArchiverStatus:
         if self.last_failed_time is None:
             return False
         return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+def repository_lag(status: ArchiverStatus, continuity: Continuity, where: str) -> ArchiveLag:
+    """One repository's lag, of two: from the newest segment it lists and when it was stored.
+    pg_stat_archiver counts a segment archived only once every repository has it, so it cannot
+    say which one is behind, nor that the other still receives WAL."""
+    return status.lag_behind(continuity.newest_stored, continuity.newest_stored_at, where)
 
 
 def _next_segment(name: str) -> str:

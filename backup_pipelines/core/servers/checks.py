@@ -7,7 +7,7 @@ import datetime as dt
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
-from backup_pipelines.core.servers.archiver import ArchiverStatus
+from backup_pipelines.core.servers.archiver import ArchiveLag, ArchiverStatus
 from backup_pipelines.core.servers.errors import RestoreStageError
 from backup_pipelines.core.servers.pgbackrest import BackupSet, RepositoryInfo
 from backup_pipelines.core.servers.pitr_test import PitrTestReport
@@ -32,17 +32,19 @@ def backup_verified(
     )
 
 
-def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
+def wal_continuity(
+    server: str, continuity: Continuity, where: str = "the repository"
+) -> CheckOutcome:
     gaps = continuity.gaps
     timelines = ", ".join(str(timeline) for timeline in continuity.timelines)
     return CheckOutcome(
         names.WAL_CONTINUOUS,
         not gaps,
         f"every WAL segment from {continuity.start} (start of the oldest kept backup) to "
-        f"{continuity.newest} is in the repository ({continuity.needed} segments, timeline "
+        f"{continuity.newest} is in {where} ({continuity.needed} segments, timeline "
         f"{timelines})"
         if not gaps
-        else f"{server}'s WAL archive has a gap: {gaps[0].describe()}",
+        else f"{server}'s WAL archive in {where} has a gap: {gaps[0].describe()}",
         {
             "wal_start": continuity.start or "none",
             "wal_newest": continuity.newest or "none",
@@ -54,25 +56,23 @@ def wal_continuity(server: str, continuity: Continuity) -> CheckOutcome:
     )
 
 
-def archive_lag(server: str, status: ArchiverStatus, limit_minutes: float) -> CheckOutcome:
-    lag = status.lag_seconds
-    passed = lag <= limit_minutes * 60
+def archive_lag(server: str, lag: ArchiveLag, limit_minutes: float) -> CheckOutcome:
+    passed = lag.seconds <= limit_minutes * 60
     return CheckOutcome(
         names.ARCHIVE_LAG,
         passed,
-        f"the newest WAL not yet archived is at most {lag:.0f} s old (limit "
+        f"the newest WAL not yet in {lag.where} is at most {lag.seconds:.0f} s old (limit "
         f"{limit_minutes:g} min): the measured RPO"
         if passed
-        else f"{server}'s WAL archive lags {lag / 60:.1f} min behind (limit {limit_minutes:g} "
-        "min); WAL written since then would be lost with the server",
+        else f"{server}'s WAL in {lag.where} lags {lag.seconds / 60:.1f} min behind (limit "
+        f"{limit_minutes:g} min); the WAL written since {lag.newest_wal or 'archiving began'} is "
+        "not there",
         {
-            "archive_lag_seconds": round(lag, 1),
+            "archive_lag_seconds": round(lag.seconds, 1),
             "limit_seconds": limit_minutes * 60,
-            "last_archived_wal": status.last_archived_wal or "none",
-            "last_archived_time": utc_text(status.last_archived_time)
-            if status.last_archived_time
-            else "never",
-            "current_wal": status.current_wal,
+            "last_archived_wal": lag.newest_wal or "none",
+            "last_archived_time": utc_text(lag.newest_at) if lag.newest_at else "never",
+            "current_wal": lag.current_wal,
         },
     )
 

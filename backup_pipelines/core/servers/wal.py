@@ -106,6 +106,8 @@ class Continuity:
     gaps: tuple[Gap, ...]
     newest_archived_at: dt.datetime | None  # when the newest segment was stored
     first_archived_at: dt.datetime | None = None  # when the repository's oldest file was stored
+    newest_stored: str | None = None  # the newest segment the repository lists (any backup)
+    newest_stored_at: dt.datetime | None = None  # when it was stored
 
     @property
     def missing(self) -> int:
@@ -151,8 +153,14 @@ def check_continuity(engine: Engine, info: RepositoryInfo, segment_size: int) ->
         elif match := _HISTORY.match(name):
             histories[int(match.group(1), 16)] = path
     first_archived_at = min(files.values(), default=None)
+    stored = max(archived, key=lambda s: (s.timeline, s.number), default=None)
+    listed = {
+        "first_archived_at": first_archived_at,
+        "newest_stored": stored.name(segment_size) if stored else None,
+        "newest_stored_at": archived[stored][1] if stored else None,
+    }
     if not info.backups:
-        return Continuity(None, None, 0, (), (), None, first_archived_at)
+        return Continuity(None, None, 0, (), (), None, **listed)
     newest_timeline = max((s.timeline for s in archived), default=1)
     chain = _chain(engine, newest_timeline, histories.get(newest_timeline), segment_size)
     oldest = Segment.parse(info.backups[0].wal_start, segment_size)
@@ -169,7 +177,7 @@ def check_continuity(engine: Engine, info: RepositoryInfo, segment_size: int) ->
         timelines=tuple(sorted({segment.timeline for segment in needed})),
         gaps=tuple(gaps),
         newest_archived_at=archived[newest_segment][1] if newest_segment in archived else None,
-        first_archived_at=first_archived_at,
+        **listed,
     )
 
 

@@ -5,6 +5,7 @@ it is looked at, and it clears when its condition does."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from dagster import (
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import ServerConfig
+from backup_pipelines.dagster_private import cron_string_iterator
 from backup_pipelines.defs.records import (
     check_history,
     evaluated_at,
@@ -200,33 +202,81 @@ def server_age_problems(
     restore_test_age: dt.timedelta,
     ui: str,
 ) -> Iterator[Problem]:
-    """Servers without a recent verified base backup or a recent passed PITR restore test."""
+    """Servers without a recent verified base backup or a recent passed PITR restore test, in
+    each repository: the second's drill is due once per its (monthly) schedule."""
     for server, settings in servers.items():
-        backup_key = names.server_key(server, names.BASE_BACKUP)
-        backups = check_history(instance, backup_key, names.BASE_BACKUP_VERIFIED, passed_only=True)
-        since = evaluated_at(backups[0]) if backups else watching_since
-        limit = dt.timedelta(days=settings.base_backup_max_age_days)
-        if now - since > limit:
-            yield Problem(
-                key=f"base_backup_stale:{server}",
-                title=f"{server}: no verified base backup for {_hours(now - since)} (limit "
-                f"{_hours(limit)})",
-                details=f"Check {names.server_backup_schedule(server)} and the daemon; a PITR "
-                "restore replays all WAL since the newest base backup, so the RTO grows.",
-                link=asset_link(ui, backup_key),
+        repositories = [1, names.SECOND_REPOSITORY] if settings.pgbackrest.repo2 else [1]
+        for repo in repositories:
+            yield from _stale_base_backup(instance, server, settings, repo, now, watching_since, ui)
+            limit = (
+                restore_test_age
+                if repo == 1
+                else _longest_interval(settings.restore_test.repo2_schedule)
             )
-        test_key = names.server_key(server, names.PITR_RESTORE_TEST)
-        tested = check_history(instance, test_key, names.PITR_RESTORE_PROVEN, passed_only=True)
-        tested_at = evaluated_at(tested[0]) if tested else watching_since
-        if now - tested_at > restore_test_age:
-            yield Problem(
-                key=f"pitr_restore_test_overdue:{server}",
-                title=f"{server}: no passed PITR restore test for {_hours(now - tested_at)} "
-                f"(limit {_hours(restore_test_age)})",
-                details=f"Run job {names.PITR_RESTORE_TEST_JOB}, or check "
-                f"{names.pitr_restore_test_schedule(server)}.",
-                link=asset_link(ui, test_key),
-            )
+            yield from _overdue_pitr_test(instance, server, repo, limit, now, watching_since, ui)
+
+
+def _stale_base_backup(
+    instance: DagsterInstance,
+    server: str,
+    settings: ServerConfig,
+    repo: int,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    ui: str,
+) -> Iterator[Problem]:
+    key = names.server_key(server, names.repository_step(names.BASE_BACKUP, repo))
+    backups = check_history(instance, key, names.BASE_BACKUP_VERIFIED, passed_only=True)
+    since = evaluated_at(backups[0]) if backups else watching_since
+    limit = dt.timedelta(days=settings.base_backup_max_age_days)
+    if now - since <= limit:
+        return
+    first = repo == 1
+    yield Problem(
+        key=f"base_backup_stale:{server}" + ("" if first else f":repo{repo}"),
+        title=f"{server}: no verified base backup{'' if first else f' in repository {repo}'} "
+        f"for {_hours(now - since)} (limit {_hours(limit)})",
+        details=f"Check "
+        f"{names.server_backup_schedule(server) if first else names.repo2_backup_schedule(server)}"
+        " and the daemon; a PITR restore replays all WAL since the newest base backup, so the "
+        "RTO grows.",
+        link=asset_link(ui, key),
+    )
+
+
+def _overdue_pitr_test(
+    instance: DagsterInstance,
+    server: str,
+    repo: int,
+    limit: dt.timedelta,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    ui: str,
+) -> Iterator[Problem]:
+    key = names.server_key(server, names.repository_step(names.PITR_RESTORE_TEST, repo))
+    tested = check_history(instance, key, names.PITR_RESTORE_PROVEN, passed_only=True)
+    tested_at = evaluated_at(tested[0]) if tested else watching_since
+    if now - tested_at <= limit:
+        return
+    first = repo == 1
+    what = "PITR restore test" if first else f"failover drill (PITR restore from repository {repo})"
+    schedule = (
+        names.pitr_restore_test_schedule(server) if first else names.repo2_drill_schedule(server)
+    )
+    yield Problem(
+        key=f"pitr_restore_test_overdue:{server}" + ("" if first else f":repo{repo}"),
+        title=f"{server}: no passed {what} for {_hours(now - tested_at)} (limit {_hours(limit)})",
+        details=f"Run job {names.PITR_RESTORE_TEST_JOB}, or check {schedule}.",
+        link=asset_link(ui, key),
+    )
+
+
+def _longest_interval(cron: str) -> dt.timedelta:
+    """The longest time between two of the next 13 runs of `cron` (a year of a monthly one),
+    and a day's grace: a drill is overdue once a scheduled one has been missed."""
+    fires = cron_string_iterator(dt.datetime.now(dt.UTC).timestamp(), cron, "UTC")
+    moments = list(itertools.islice(fires, 13))
+    return max(b - a for a, b in itertools.pairwise(moments)) + dt.timedelta(days=1)
 
 
 def failed_runs(

@@ -32,6 +32,7 @@ _HELP = {
 # Per server (label server=): point-in-time recovery.
 _SERVER_HELP = {
     "wal_archive_lag_seconds": "Age of the oldest WAL not yet archived, at the last look (RPO).",
+    "wal_archive_repo2_lag_seconds": "Age of the oldest WAL not yet in the second repository.",
     "wal_archive_failed_count": "Failed archive_command attempts since the statistics reset.",
     "wal_archive_missing_segments": "WAL segments missing from the repository (gaps).",
     "recovery_window_start_timestamp_seconds": "Earliest moment the server can be restored to.",
@@ -106,6 +107,9 @@ def _server_values(instance: DagsterInstance, server: str) -> dict[str, float]:
     ]:
         if field in archive:
             found[name] = float(str(archive[field]).replace(",", ""))
+    second = _latest_metadata(instance, names.server_key(server, names.WAL_ARCHIVE_REPO2))
+    if "archive_lag_seconds" in second:
+        found["wal_archive_repo2_lag_seconds"] = float(str(second["archive_lag_seconds"]))
     for edge in ("start", "end"):
         moment = archive.get(f"recovery_window_{edge}")
         if isinstance(moment, str):

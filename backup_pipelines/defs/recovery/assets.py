@@ -6,6 +6,7 @@ import datetime as dt
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     DagsterInstance,
     MaterializeResult,
@@ -14,7 +15,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.common.config import ConfigError
+from backup_pipelines.core.common.config import BackupConfig, ConfigError
 from backup_pipelines.core.common.layout import (
     AUDIT_CSV_KEY,
     AUDIT_HTML_KEY,
@@ -111,14 +112,31 @@ def _on_server(settings: BackupSettings, database: str, server: str, address: st
         return False
 
 
-def recovery_runbook_asset(databases: list[str], servers: list[str]) -> AssetsDefinition:
+def restore_tests(config: BackupConfig) -> list[AssetKey]:
+    """Every restore test the runbook reports: of each database and server, and the failover
+    drills from the second copy (the replica store, each server's second repository)."""
+    database_steps = [names.RESTORE_TEST, *([names.REPLICA_RESTORE_TEST] if config.replica else [])]
+    return [
+        *(names.database_key(db, step) for db in config.databases for step in database_steps),
+        *(
+            names.server_key(server, step)
+            for server, settings in config.servers.items()
+            for step in (
+                [names.PITR_RESTORE_TEST, names.PITR_RESTORE_TEST_REPO2]
+                if settings.pgbackrest.repo2
+                else [names.PITR_RESTORE_TEST]
+            )
+        ),
+    ]
+
+
+def recovery_runbook_asset(
+    databases: list[str], servers: list[str], tests: list[AssetKey]
+) -> AssetsDefinition:
     @asset(
         key=names.RECOVERY_RUNBOOK,
         group_name=names.RECOVERY_GROUP,
-        deps=[
-            *(names.database_key(database, names.RESTORE_TEST) for database in databases),
-            *(names.server_key(server, names.PITR_RESTORE_TEST) for server in servers),
-        ],
+        deps=tests,
         kinds={"html"},
         description="A self-contained HTML page next to the archives: per database the newest "
         "verified archive, its restore test, and how to restore it when this service is down; "
@@ -184,11 +202,13 @@ def _kept_backups(settings: BackupSettings, server: str) -> list[BackupSet] | st
         return f"the repository could not be read: {error}"
 
 
-def audit_report_asset(databases: list[str], servers: list[str]) -> AssetsDefinition:
+def audit_report_asset(
+    databases: list[str], servers: list[str], tests: list[AssetKey]
+) -> AssetsDefinition:
     @asset(
         key=names.AUDIT_REPORT,
         group_name=names.RECOVERY_GROUP,
-        deps=[names.database_key(database, names.RESTORE_TEST) for database in databases],
+        deps=tests,
         kinds={"pandas", "html"},
         description="Per database and day over the last audit.days: backup, archive, every "
         "check, restore test and retention decision, as CSV and HTML next to the archives.",

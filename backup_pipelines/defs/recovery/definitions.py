@@ -3,19 +3,28 @@
 from dagster import Definitions
 
 from backup_pipelines.defs.project import Project
-from backup_pipelines.defs.recovery.assets import audit_report_asset, recovery_runbook_asset
+from backup_pipelines.defs.recovery.assets import (
+    audit_report_asset,
+    recovery_runbook_asset,
+    restore_tests,
+)
 from backup_pipelines.defs.recovery.jobs import audit_report_job, runbook_job
 from backup_pipelines.defs.recovery.schedules import daily_audit_report_schedule
 from backup_pipelines.defs.recovery.sensors import recovery_runbook_sensor
 
 
 def recovery_definitions(project: Project) -> Definitions:
+    servers, tests = list(project.config.servers), restore_tests(project.config)
     return Definitions(
         assets=[
-            recovery_runbook_asset(project.databases, list(project.config.servers)),
-            audit_report_asset(project.databases, list(project.config.servers)),
+            recovery_runbook_asset(project.databases, servers, tests),
+            audit_report_asset(project.databases, servers, tests),
         ],
         jobs=[runbook_job, audit_report_job],
         schedules=[daily_audit_report_schedule],
-        sensors=[recovery_runbook_sensor(project.databases, runbook_job)],
+        sensors=[
+            recovery_runbook_sensor(
+                project.databases, runbook_job, replicated=project.config.replica is not None
+            )
+        ],
     )

@@ -14,15 +14,19 @@ from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.records import latest_check_record_id, latest_materialization_id
 
 
-def recovery_runbook_sensor(databases: list[str], job: AssetJob) -> SensorDefinition:
-    """Regenerate the runbook after every verification and every restore test."""
+def recovery_runbook_sensor(
+    databases: list[str], job: AssetJob, *, replicated: bool = False
+) -> SensorDefinition:
+    """Regenerate the runbook after every verification and every restore test (and, with a
+    replica store, every proved copy there: the runbook gives both locations)."""
 
     @sensor(
         name=names.RUNBOOK_SENSOR,
         job=job,
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Rewrites the recovery runbook when an archive is verified or restore-tested.",
+        description="Rewrites the recovery runbook when an archive is verified, copied to the "
+        "replica store or restore-tested.",
     )
     def _sensor(context: SensorEvaluationContext) -> RunRequest | SkipReason:
         state = []
@@ -33,6 +37,9 @@ def recovery_runbook_sensor(databases: list[str], job: AssetJob) -> SensorDefini
             state.append(
                 latest_check_record_id(context.instance, tested, names.RESTORED_DATA_MATCHES)
             )
+            if replicated:
+                copy = names.database_key(database, names.REPLICA)
+                state.append(latest_check_record_id(context.instance, copy, names.REPLICA_VERIFIED))
         fingerprint = ",".join(map(str, state))
         if fingerprint == context.cursor:
             return SkipReason("no archive verified or restore-tested since the last runbook")

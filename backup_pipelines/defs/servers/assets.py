@@ -22,7 +22,7 @@ from dagster import (
 from backup_pipelines import names
 from backup_pipelines.core.common.layout import globals_key
 from backup_pipelines.core.common.postgres_client import PostgresError
-from backup_pipelines.core.servers.archiver import archiver_status
+from backup_pipelines.core.servers.archiver import archiver_status, repository_lag
 from backup_pipelines.core.servers.base_backup import AUTO, take_base_backup
 from backup_pipelines.core.servers.checks import (
     archive_lag,
@@ -31,7 +31,7 @@ from backup_pipelines.core.servers.checks import (
     wal_continuity,
 )
 from backup_pipelines.core.servers.errors import PitrError
-from backup_pipelines.core.servers.pgbackrest import PgBackRestError
+from backup_pipelines.core.servers.pgbackrest import Engine, PgBackRestError, RepositoryInfo
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.server_globals import dump_globals
 from backup_pipelines.core.servers.window import observe_archive, recovery_spans, window_metadata
@@ -57,6 +57,13 @@ def full_backup_day(cron: str, day: str) -> bool:
     start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
     first = next(cron_string_iterator(start.timestamp() - 1, cron, "UTC"))
     return first < start + dt.timedelta(days=1)
+
+
+def _held_in(engine: Engine, repo: int) -> str:
+    """The repository a step observes, as its checks name it."""
+    if engine.repository.count == 1:
+        return "the repository"
+    return f"repository {repo} ({engine.repository.describe(repo)})"
 
 
 def _fail(server: str, error: Exception) -> Failure:
@@ -137,7 +144,10 @@ def base_backup_asset(
             ),
             check_results=[
                 check_result(backup_verified(server, backup, report.info, report.problems), key),
-                check_result(wal_continuity(server, report.archive.continuity), key),
+                check_result(
+                    wal_continuity(server, report.archive.continuity, _held_in(engine, repo)),
+                    key,
+                ),
             ],
         )
 
@@ -179,72 +189,103 @@ def globals_asset(server: str, partitions: PartitionsDefinition) -> AssetsDefini
     return server_globals
 
 
-def wal_archive_asset(server: str) -> AssetsDefinition:
-    key = names.server_key(server, names.WAL_ARCHIVE)
+def wal_archive_asset(server: str, repo: int = 1) -> AssetsDefinition:
+    """The archive as repository `repo` holds it. With two repositories each is observed on
+    its own (its lag from its own listing: pg_stat_archiver counts a segment archived only once
+    both have it); archive_command's failures and the restore points are the server's, on
+    repository 1's asset."""
+    key = names.server_key(server, names.repository_step(names.WAL_ARCHIVE, repo))
+    server_wide = repo == 1
+    where = f"repository {repo} (pgbackrest.repo2)" if repo > 1 else "the repository"
+    lag_from = (
+        f"{where}'s newest segment and when it was stored"
+        if repo > 1
+        else "pg_stat_archiver (with repo2: repository 1's newest segment)"
+    )
+    checks = [
+        check_spec(
+            names.ARCHIVE_LAG,
+            key,
+            f"The newest WAL not yet in {where} is younger than archive_lag_alert_minutes "
+            f"(from {lag_from}).",
+        ),
+        *(
+            [
+                check_spec(
+                    names.ARCHIVING_SUCCEEDS,
+                    key,
+                    "The newest archive_command attempt succeeded (failures before the "
+                    "repository's first segment or the last statistics reset are labelled as "
+                    "such).",
+                )
+            ]
+            if server_wide
+            else []
+        ),
+        check_spec(
+            names.WAL_CONTINUOUS,
+            key,
+            f"Every WAL segment from the oldest kept backup's start to the newest archived one "
+            f"is in {where}'s listing: the window has no gap.",
+        ),
+    ]
 
     @asset(
         key=key,
         group_name=names.server_group(server),
         kinds={"postgres", "pgbackrest"},
-        description=f"Server {server}'s continuous WAL archive as pg_stat_archiver and the "
-        "repository show it: the last archived segment, the archive lag (the measured RPO), "
-        "failed archive_command attempts, missing WAL segments and the recovery window (with a "
-        "gap, the stretches that can be reached).",
-        check_specs=[
-            check_spec(
-                names.ARCHIVE_LAG,
-                key,
-                "The newest WAL not yet archived is younger than archive_lag_alert_minutes.",
-            ),
-            check_spec(
-                names.ARCHIVING_SUCCEEDS,
-                key,
-                "The newest archive_command attempt succeeded (failures before the "
-                "repository's first segment or the last statistics reset are labelled as such).",
-            ),
-            check_spec(
-                names.WAL_CONTINUOUS,
-                key,
-                "Every WAL segment from the oldest kept backup's start to the newest "
-                "archived one is in the repository's listing: the window has no gap.",
-            ),
-        ],
+        description=f"Server {server}'s continuous WAL archive in {where} as pg_stat_archiver "
+        "and the repository show it: the last archived segment, the archive lag (the measured "
+        "RPO), failed archive_command attempts, missing WAL segments and the recovery window "
+        "(with a gap, the stretches that can be reached).",
+        check_specs=checks,
     )
     def wal_archive(context: AssetExecutionContext, settings: BackupSettings) -> MaterializeResult:
         limit = settings.config().servers[server].archive_lag_alert_minutes
         try:
             status = archiver_status(settings.server_connection(server))
-            engine = settings.server_engine(server)
+            engine = settings.server_engine(server, repo=repo)
             info = engine.info()
             archive = observe_archive(engine, info, status)
         except (PgBackRestError, PostgresError) as error:
             raise _fail(server, error) from None
-        continuity = wal_continuity(server, archive.continuity)
+        held_in = _held_in(engine, repo)
+        two = engine.repository.count > 1
+        lag = repository_lag(status, archive.continuity, held_in) if two else status.lag()
         window = archive.window
-        points, _ = reachable_and_expired(
-            recorded_restore_points(context.instance, server), info.backups
-        )
+        outcomes = [
+            archive_lag(server, lag, limit),
+            *(
+                [archiving_succeeds(server, status, archive.continuity.first_archived_at)]
+                if server_wide
+                else []
+            ),
+            wal_continuity(server, archive.continuity, held_in),
+        ]
         return MaterializeResult(
             metadata=readable(
                 {
-                    "archive_lag_seconds": round(status.lag_seconds, 1),
-                    "last_archived_wal": status.last_archived_wal or "none",
+                    "repository": engine.repository.describe(repo),
+                    "archive_lag_seconds": round(lag.seconds, 1),
+                    "last_archived_wal": lag.newest_wal or "none",
                     "archived_count": status.archived_count,
                     "failed_count": status.failed_count,
                     "wal_missing_segments": archive.continuity.missing,
                     **window_metadata(window),
                     "recovery_timeline": recovery_spans_table(recovery_spans(window, info.backups)),
-                    "restore_points": restore_points_table(points),
+                    **(_restore_points(context, server, info) if server_wide else {}),
                 }
             ),
-            check_results=[
-                check_result(archive_lag(server, status, limit), key),
-                check_result(
-                    archiving_succeeds(server, status, archive.continuity.first_archived_at),
-                    key,
-                ),
-                check_result(continuity, key),
-            ],
+            check_results=[check_result(outcome, key) for outcome in outcomes],
         )
 
     return wal_archive
+
+
+def _restore_points(
+    context: AssetExecutionContext, server: str, info: RepositoryInfo
+) -> dict[str, object]:
+    points, _ = reachable_and_expired(
+        recorded_restore_points(context.instance, server), info.backups
+    )
+    return {"restore_points": restore_points_table(points)}

@@ -32,7 +32,7 @@ def servers_definitions(project: Project) -> Definitions:
     with_repo2 = [name for name, server in servers.items() if server.pgbackrest.repo2]
     backup_job = server_backup_job(names_, with_repo2)
     test_job = pitr_restore_test_job(names_, with_repo2)
-    archive_job = wal_archive_job(names_)
+    archive_job = wal_archive_job(names_, with_repo2)
     second = names.SECOND_REPOSITORY
     return Definitions(
         assets=[
@@ -51,6 +51,7 @@ def servers_definitions(project: Project) -> Definitions:
                 for server in with_repo2
                 for asset_def in (
                     base_backup_asset(server, project.partitions, second),
+                    wal_archive_asset(server, second),
                     pitr_restore_test_asset(server, project.partitions, second),
                 )
             ),

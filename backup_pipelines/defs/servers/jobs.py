@@ -50,11 +50,12 @@ def server_backup_job(servers: list[str], with_repo2: list[str]) -> AssetJob:
     )
 
 
-def wal_archive_job(servers: list[str]) -> AssetJob:
+def wal_archive_job(servers: list[str], with_repo2: list[str]) -> AssetJob:
     return define_asset_job(
         names.WAL_ARCHIVE_JOB,
-        selection=_steps(servers, names.WAL_ARCHIVE),
-        description="Measure each server's WAL archive: lag (the RPO), failures, recovery window.",
+        selection=_steps(servers, names.WAL_ARCHIVE) | _steps(with_repo2, names.WAL_ARCHIVE_REPO2),
+        description="Measure each server's WAL archive, in each repository: lag (the RPO), "
+        "failures, recovery window.",
     )
 
 
