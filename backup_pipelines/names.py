@@ -31,6 +31,10 @@ BUCKET_STEPS = (SNAPSHOT, VERIFICATION)
 RECOVERY_RUNBOOK = "recovery_runbook"
 STORAGE_USAGE = "storage_usage"
 AUDIT_REPORT = "audit_report"
+RECOVERY_OBJECTIVES = "recovery_objectives"  # promised vs achieved RPO and RTO
+RPO_MET = "rpo_met"
+RTO_MET = "rto_met"
+OBJECTIVE_CHECKS = {"rpo": RPO_MET, "rto": RTO_MET}  # objective -> its check
 RECOVERY_GROUP = "recovery"
 STORAGE_GROUP = "storage"
 
@@ -72,8 +76,9 @@ REPLICA_VERIFIED = "replica_verified"
 STORAGE_CAPACITY = "storage_capacity"
 SNAPSHOT_MANIFEST = "snapshot_manifest"
 SNAPSHOT_OBJECTS = "snapshot_objects"
-# A failure of these is a WARN (reported, nothing stops); of every other check an ERROR.
-WARNING_CHECKS = (SIZE_CHANGE,)
+# A failure of these is a WARN (reported, nothing stops); of every other check an ERROR. (A
+# missed recovery objective is an ERROR where its objectives say `severity: error`.)
+WARNING_CHECKS = (SIZE_CHANGE, RPO_MET, RTO_MET)
 # Both must pass (newest evaluation of each) for a backup or snapshot to count as verified.
 VERIFYING_CHECKS = (ARCHIVE_CHECKSUM, ARCHIVE_CONTENTS)
 SNAPSHOT_CHECKS = (SNAPSHOT_MANIFEST, SNAPSHOT_OBJECTS)
@@ -102,16 +107,19 @@ STORAGE_USAGE_JOB = "measure_storage"
 AUDIT_REPORT_JOB = "write_audit_report"
 REPLICATE_JOB = "replicate_archives"
 FAILOVER_DRILL_JOB = "failover_drill"
+OBJECTIVES_JOB = "evaluate_recovery_objectives"
 
 DAILY_BACKUP_SCHEDULE = "daily_backup_schedule"
 WEEKLY_RESTORE_TEST_SCHEDULE = "weekly_restore_test_schedule"
 STORAGE_USAGE_SCHEDULE = "storage_usage_schedule"
 AUDIT_REPORT_SCHEDULE = "daily_audit_report_schedule"
 FAILOVER_DRILL_SCHEDULE = "failover_drill_schedule"
+OBJECTIVES_SCHEDULE = "recovery_objectives_schedule"
 
 NEW_ARCHIVE_RESTORE_TEST_SENSOR = "restore_test_new_archives_sensor"
 NEW_ARCHIVE_REPLICA_SENSOR = "replicate_new_archives_sensor"
 RUNBOOK_SENSOR = "recovery_runbook_sensor"
+OBJECTIVES_SENSOR = "recovery_objectives_sensor"
 RETENTION_SENSOR = "retention_sensor"
 ALERTS_SENSOR = "backup_alerts_sensor"
 

@@ -161,3 +161,19 @@ def newest_verified_day(
     REPLICA: whose replica was proved)."""
     days = verified_days(instance, database, step)
     return days[-1] if days else None
+
+
+def latest_metadata(
+    instance: DagsterInstance, key: AssetKey, partition: str | None = None
+) -> tuple[dict[str, object], dt.datetime | None]:
+    """The newest materialization's metadata values (of one day, with `partition`) and when
+    it was recorded; ({}, None) if there is none."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}, None
+    metadata = records[0].asset_materialization.metadata
+    recorded = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC)
+    return {name: value.value for name, value in metadata.items()}, recorded

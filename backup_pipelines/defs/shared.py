@@ -29,6 +29,7 @@ from dagster import (
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
+from backup_pipelines.core.common.units import human_size
 from backup_pipelines.dagster_private import AssetJob
 
 # Numbers that form a trend over the days, so the UI plots them; every other number is shown
@@ -52,15 +53,6 @@ TREND_FIGURES = frozenset(
 )
 _TREND_SUFFIXES = ("_bytes", "_objects")  # sizes and object counts of stores, by name
 ScheduleResult = RunRequest | SkipReason | Iterator[RunRequest | SkipReason]
-_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_size(size: int) -> str:
-    """1536 -> '1.5 KiB'; sizes are powers of 1024, as `du -h` and the S3 console show them."""
-    value, unit = float(size), 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value, unit = value / 1024, unit + 1
-    return f"{size} bytes" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
 def readable(metadata: Mapping[str, object]) -> dict[str, object]:

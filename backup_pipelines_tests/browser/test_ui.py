@@ -65,6 +65,7 @@ def deployment(cluster, tmp_path_factory, archiving_home) -> Iterator[RunningDep
         restore_test={"test_each_new_archive": True},
         replica={"local": {"path": str(root / "replica")}},
         servers=server_document(server, repository, SERVER),
+        objectives={"rpo_minutes": 1500, "rto_minutes": 60},  # as the demo promises
     )
     config.write_text(yaml.safe_dump(document))
     start_archiving(server, config, SERVER)
@@ -209,11 +210,13 @@ def test_jobs_page_shows_the_last_daily_backup_run(page, deployment):
     screenshot(page, "7-job-daily-backup")
 
 
-def test_runbook_page_says_every_database_is_verified(page, deployment):
+def test_runbook_page_opens_with_the_objectives_met_and_every_database_verified(page, deployment):
     runbook = deployment.archive / "recovery_runbook.html"
     visit(page, f"{deployment.url}/assets/{names.RECOVERY_RUNBOOK}")
     expect(page.locator(f'a[href="{runbook.as_uri()}"]').first).to_be_visible()
     page.goto(runbook.as_uri())
+    expect(page.locator("h2").first).to_have_text("Are we covered? Recovery objectives")
+    expect(page.get_by_text("Every recovery objective is met.")).to_be_visible()
     expect(page.get_by_text("Every database has a verified archive.")).to_be_visible()
     for database in TEST_DATABASES:
         expect(page.locator(f"h2#{database}")).to_be_visible()

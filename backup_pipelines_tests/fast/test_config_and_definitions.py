@@ -93,6 +93,42 @@ def test_minimal_config_and_defaults(tmp_path):
             "replica.retention: Value error, every rule",
         ),
         ({"replica": {"local": {"path": "x"}, "max_age_days": 0}}, "replica.max_age_days"),
+        (
+            {"objectives": {"rpo_minutes": "a day", "rto_minutes": 60}},
+            "objectives.rpo_minutes: Input should be a valid number",
+        ),
+        (
+            {"objectives": {"rpo_minutes": 1500, "rto_minutes": 0}},
+            "objectives.rto_minutes: Input should be greater than 0",
+        ),
+        (
+            {
+                "databases": {
+                    "agentic": {"url": "x", "objectives": {"rpo_minutes": -5, "rto_minutes": 9}}
+                }
+            },
+            "databases.agentic.objectives.rpo_minutes: Input should be greater than 0",
+        ),
+        (
+            {"objectives": {"rpo_minutes": 1500}},
+            "databases.agentic.objectives: rto_minutes set neither there nor in objectives:",
+        ),
+        (
+            {"objectives": {"rpo_minutes": 15, "rto_minutes": 60}},
+            "databases.agentic.objectives.rpo_minutes: 15 min cannot be met: agentic is backed "
+            "up by dumps on '0 2 * * *' (up to 1440 min apart) and is on no archiving server; "
+            "set rpo_minutes to at least 1440",
+        ),
+        (
+            {
+                "schedule": "0 */6 * * *",
+                "databases": {
+                    "billing": {"url": "x", "objectives": {"rpo_minutes": 60, "rto_minutes": 9}}
+                },
+            },
+            "databases.billing.objectives.rpo_minutes: 60 min cannot be met: billing is backed "
+            "up by dumps on '0 */6 * * *' (up to 360 min apart)",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, change, expected):
@@ -179,3 +215,25 @@ def test_a_second_pgbackrest_repository_in_the_same_place_is_refused(tmp_path, r
     )
     assert repository_from_config(config, "db1").count == 2
     assert repository_from_config(config, "db1", only=2).options["repo1-path"] == "/mnt/elsewhere"
+
+
+def test_objectives_merge_per_database_and_server(tmp_path):
+    """A database on an archiving server may promise less than a dump's interval; its own
+    objectives override the global ones setting by setting."""
+    server = {
+        "url": "postgresql://u@h/postgres",
+        "data_directory": "/srv/pg",
+        "pgbackrest": {"path": "/srv/repo"},
+        "objectives": {"rpo_minutes": 5},
+    }
+    document = {
+        **MINIMAL,
+        "databases": {"agentic": {"url": "x", "server": "db1", "objectives": {"rpo_minutes": 15}}},
+        "servers": {"db1": server},
+        "objectives": {"rpo_minutes": 1500, "rto_minutes": 60, "severity": "error"},
+    }
+    config = load_config(write(tmp_path, document))
+    database = config.objectives_for("databases", "agentic")
+    assert (database.rpo_minutes, database.rto_minutes, database.severity) == (15, 60, "error")
+    assert config.objectives_for("servers", "db1").rpo_minutes == 5
+    assert load_config(write(tmp_path, MINIMAL)).objectives_for("databases", "agentic") is None

@@ -16,7 +16,8 @@ from backup_pipelines_tests.support.runs import definitions_for
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.txt"
 # Every kind of definition appears: S3 storage (bucket snapshots), a replica in another
-# region, two database servers, a capacity, a PITR server with a second repository.
+# region, two database servers, a capacity, a PITR server with a second repository, recovery
+# objectives.
 CONFIG = {
     "storage": {"s3": {"bucket": "acme-backups", "prefix": "postgres"}, "capacity_gb": 100},
     "replica": {"s3": {"bucket": "acme-backups-dr", "region": "eu-west-1"}},
@@ -26,6 +27,7 @@ CONFIG = {
     },
     "buckets": {"media": {"bucket": "acme-uploads"}},
     "restore_test": {"test_each_new_archive": True},
+    "objectives": {"rpo_minutes": 1500, "rto_minutes": 60},
     "servers": {
         "db1": {
             "url": "postgresql://backup_admin@db1:5432/postgres",

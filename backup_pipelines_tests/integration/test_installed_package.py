@@ -57,7 +57,16 @@ def installed(outside: Path, built: dict[str, Path]) -> Path:
     venv = outside / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     _run(
-        [str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", str(built["wheel"])]
+        [
+            str(venv / "bin/pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            # No bytecode compiled up front for every dependency: Python compiles what it
+            # imports, and the package installed is the same.
+            "--no-compile",
+            str(built["wheel"]),
+        ]
     )
     return venv
 

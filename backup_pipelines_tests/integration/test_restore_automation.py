@@ -7,7 +7,6 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     build_schedule_context,
-    build_sensor_context,
 )
 
 from backup_pipelines import names
@@ -18,16 +17,8 @@ from backup_pipelines_tests.support.runs import (
     record_check_evaluations,
     run_backup,
     run_restore_test_job,
+    sensor_tick,
 )
-
-
-def tick(defs, instance, name: str, cursor: str | None):
-    sensor = defs.resolve_sensor_def(name)
-    context = build_sensor_context(
-        instance=instance, cursor=cursor, repository_def=defs.get_repository_def()
-    )
-    result = sensor.evaluate_tick(context)
-    return result.run_requests or [], result.cursor
 
 
 def restore_tests_requested(request) -> list[str]:
@@ -74,13 +65,13 @@ def test_new_archive_sensor_requests_a_restore_test_per_new_archive(
     assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     assert run_backup(defs, instance).success
 
-    requests, cursor = tick(defs, instance, name, None)
+    requests, cursor = sensor_tick(defs, instance, name, None)
     assert requests == []  # archives verified before the sensor started are not re-tested
     assert run_backup(defs, instance, databases=("agentic",)).success
-    (request,), cursor = tick(defs, instance, name, cursor)
+    (request,), cursor = sensor_tick(defs, instance, name, cursor)
     assert request.job_name in (None, "restore_test")
     assert (request.partition_key, restore_tests_requested(request)) == (today(), ["agentic"])
-    assert tick(defs, instance, name, cursor)[0] == []  # each archive once
+    assert sensor_tick(defs, instance, name, cursor)[0] == []  # each archive once
 
     result = run_restore_test_job(defs, instance, ["agentic"], request.partition_key)
     assert result.success, failure_messages(result)
@@ -100,8 +91,8 @@ def test_runbook_sensor_follows_verifications_and_restore_tests(write_config, in
     name = names.RUNBOOK_SENSOR
     assert defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
     assert run_backup(defs, instance).success
-    (request,), cursor = tick(defs, instance, name, None)
+    (request,), cursor = sensor_tick(defs, instance, name, None)
     assert request.job_name in (None, "refresh_recovery_runbook")
-    assert tick(defs, instance, name, cursor)[0] == []
+    assert sensor_tick(defs, instance, name, cursor)[0] == []
     assert run_restore_test_job(defs, instance, databases=["langfuse"]).success
-    assert len(tick(defs, instance, name, cursor)[0]) == 1
+    assert len(sensor_tick(defs, instance, name, cursor)[0]) == 1

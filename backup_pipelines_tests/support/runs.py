@@ -157,3 +157,13 @@ def checks_by_name(result: ExecuteInProcessResult) -> dict[tuple[str, str], Asse
         (evaluation.asset_key.path[1], evaluation.check_name): evaluation
         for evaluation in result.get_asset_check_evaluations()
     }
+
+
+def sensor_tick(defs: Definitions, instance: DagsterInstance, name: str, cursor: str | None):
+    """One evaluation of sensor `name` from `cursor`: (its run requests, the new cursor)."""
+    sensor = defs.resolve_sensor_def(name)
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, repository_def=defs.get_repository_def()
+    )
+    result = sensor.evaluate_tick(context)
+    return result.run_requests or [], result.cursor

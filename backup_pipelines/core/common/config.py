@@ -194,6 +194,37 @@ def _require_cron(value: str) -> str:
     return value
 
 
+def longest_cron_interval(cron: str) -> dt.timedelta:
+    """The longest time between two of the next 13 runs of `cron` (UTC): a year of a monthly
+    schedule, the worst gap a daily one leaves."""
+    import itertools
+
+    from backup_pipelines.dagster_private import cron_string_iterator
+
+    fires = cron_string_iterator(dt.datetime.now(dt.UTC).timestamp(), cron, "UTC")
+    moments = list(itertools.islice(fires, 13))
+    return max(later - earlier for earlier, later in itertools.pairwise(moments))
+
+
+class ObjectivesConfig(_Strict):
+    """Recovery objectives: the most data (RPO) and the longest restore (RTO) a database or a
+    server may lose or take, in minutes. A missed objective is a WARN, or an ERROR with
+    `severity: error`."""
+
+    rpo_minutes: float | None = Field(default=None, gt=0)
+    rto_minutes: float | None = Field(default=None, gt=0)
+    severity: Literal["warn", "error"] | None = None
+
+    def unset(self) -> list[str]:
+        return [f for f in ("rpo_minutes", "rto_minutes") if getattr(self, f) is None]
+
+    def over(self, defaults: ObjectivesConfig | None) -> ObjectivesConfig:
+        """These objectives, with what they leave unset taken from `defaults`."""
+        if defaults is None:
+            return self
+        return defaults.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class RestoreAssertion(_Strict):
     """A query run against each restore-tested copy; it must return one value equal to `expect`."""
 
@@ -269,10 +300,12 @@ class RetentionConfig(RetentionRules):
 
 class DatabaseConfig(_Strict):
     url: str = Field(min_length=1, description="libpq URL; may use ${VAR}")
-    # Names the pool that caps parallel dumps; databases on one server should share it.
+    # Names the pool that caps parallel dumps; databases on one server should share it. A name
+    # from servers: also says the database is on that archiving server (its recovery point).
     server: str | None = None
     restore_assertions: list[RestoreAssertion] = []
     retention: RetentionOverride | None = None
+    objectives: ObjectivesConfig | None = None
 
 
 class RestoreTestConfig(_Strict):
@@ -505,6 +538,7 @@ class ServerConfig(_Strict):
     # Full backups kept (GFS rules, as for dumps); WAL is kept back to the oldest kept one.
     retention: RetentionOverride | None = None
     restore_test: PitrRestoreTestConfig = PitrRestoreTestConfig()
+    objectives: ObjectivesConfig | None = None
 
     @field_validator("backup_schedule", "full_backup")
     @classmethod
@@ -533,6 +567,7 @@ class BackupConfig(_Strict):
     buckets: dict[str, BucketConfig] = {}
     servers: dict[str, ServerConfig] = {}
     encryption: EncryptionConfig | None = None
+    objectives: ObjectivesConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @field_validator("databases", "buckets", "servers")
@@ -579,6 +614,49 @@ class BackupConfig(_Strict):
             except ValidationError as error:
                 raise ValueError(f"replica.retention: {error.errors()[0]['msg']}") from None
         return self
+
+    @model_validator(mode="after")
+    def _objectives_complete_and_achievable(self) -> BackupConfig:
+        for kind, entries in (("databases", self.databases), ("servers", self.servers)):
+            for name in entries:
+                objectives = self.objectives_for(kind, name)
+                if objectives is None:
+                    continue
+                unset = [
+                    f for f in ("rpo_minutes", "rto_minutes") if getattr(objectives, f) is None
+                ]
+                if unset:
+                    raise ValueError(
+                        f"{kind}.{name}.objectives: {' and '.join(unset)} set neither there nor "
+                        "in objectives: (give both an RPO and an RTO)"
+                    )
+                if kind == "databases":
+                    self._require_dump_can_meet(name, objectives)
+        return self
+
+    def _require_dump_can_meet(self, database: str, objectives: ObjectivesConfig) -> None:
+        """A database's RPO no schedule can meet: newer than its dumps' interval, with no
+        archiving server behind it."""
+        if self.databases[database].server in self.servers:
+            return
+        interval = longest_cron_interval(self.schedule).total_seconds() / 60
+        rpo = objectives.rpo_minutes or 0
+        if rpo < interval:
+            raise ValueError(
+                f"databases.{database}.objectives.rpo_minutes: {rpo:g} min cannot be met: "
+                f"{database} is backed up by dumps on '{self.schedule}' (up to {interval:g} min "
+                f"apart) and is on no archiving server; set rpo_minutes to at least {interval:g}"
+                f" plus the time a dump and its verification take (e.g. {interval * 25 / 24:g}),"
+                f" or name its archiving server (one of servers:) in databases.{database}.server"
+            )
+
+    def objectives_for(self, kind: str, name: str) -> ObjectivesConfig | None:
+        """What database or server `name` promises (`kind`: databases or servers): its own
+        objectives over the global ones; None: it promises nothing."""
+        entry = self.databases[name] if kind == "databases" else self.servers[name]
+        if entry.objectives is None:
+            return self.objectives
+        return entry.objectives.over(self.objectives)
 
     def retention_for(self, database: str) -> RetentionRules:
         return self.retention.overridden(self.databases[database].retention)

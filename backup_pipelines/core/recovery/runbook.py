@@ -20,6 +20,7 @@ from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckRecord
 from backup_pipelines.core.common.streams import file_suffix
 from backup_pipelines.core.postgres.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.recovery.objectives import Standing, objectives_table_html
 from backup_pipelines.core.recovery.timeline import (
     TARGET_PLACEHOLDER,
     TIMELINE_SCRIPT,
@@ -234,7 +235,11 @@ def render_runbook(
     *,
     generated_at: dt.datetime,
     servers: tuple[ServerRunbookEntry, ...] = (),
+    objectives: list[Standing] | None = None,
 ) -> str:
+    """The page; with `objectives`, it opens with the table of promised and achieved RPO and
+    RTO."""
+    covered = objectives_table_html(objectives) if objectives else ""
     sections = "\n".join(
         [*(_database_section(entry) for entry in entries), *(_server_section(s) for s in servers)]
     )
@@ -253,6 +258,7 @@ def render_runbook(
 <p>Generated {generated_at:%Y-%m-%d %H:%M:%S} UTC by backup_pipelines.
 This page needs nothing but itself: keep a copy where you can reach it when everything
 else is down.</p>
+{covered}
 {banner}
 <h2>Before you start</h2>
 <ul>

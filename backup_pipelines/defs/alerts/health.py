@@ -5,7 +5,6 @@ it is looked at, and it clears when its condition does."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,8 +18,7 @@ from dagster import (
 )
 
 from backup_pipelines import names
-from backup_pipelines.core.common.config import ServerConfig
-from backup_pipelines.dagster_private import cron_string_iterator
+from backup_pipelines.core.common.config import ServerConfig, longest_cron_interval
 from backup_pipelines.defs.records import (
     check_history,
     evaluated_at,
@@ -29,8 +27,14 @@ from backup_pipelines.defs.records import (
 )
 
 STORAGE_CHECK = (names.key(names.STORAGE_USAGE), names.STORAGE_CAPACITY)
+OBJECTIVE_CHECKS = [
+    (names.key(names.RECOVERY_OBJECTIVES), check) for check in names.OBJECTIVE_CHECKS.values()
+]
 _ERROR_LINES = 3
 _ASSETS_NAMED = 4  # in a failed run's title; the link shows the rest
+# A failover drill is overdue once a scheduled one was missed: the longest gap between two of
+# its runs, and a day.
+_GRACE = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,16 @@ def check_problems(
             for check in checks
         ),
     ]
-    for key, check in [*watched, STORAGE_CHECK]:
+    for key, check in [*watched, STORAGE_CHECK, *OBJECTIVE_CHECKS]:
         history = check_history(instance, key, check)
         evaluation = history[0].evaluation if history else None
         if evaluation is None or evaluation.passed:
             continue
         day = f" for {evaluation.partition}" if evaluation.partition else ""
-        subject = "storage" if key == STORAGE_CHECK[0] else key.path[1]
+        if key == STORAGE_CHECK[0]:
+            subject = "storage"
+        else:  # a database's or server's name; the objectives' own asset key
+            subject = key.path[1] if len(key.path) > 1 else key.path[0]
         yield Problem(
             key=f"check:{'/'.join(key.path)}:{check}",
             title=f"{subject}: check {check} failed ({evaluation.severity.value}){day}",
@@ -211,7 +218,7 @@ def server_age_problems(
             limit = (
                 restore_test_age
                 if repo == 1
-                else _longest_interval(settings.restore_test.repo2_schedule)
+                else longest_cron_interval(settings.restore_test.repo2_schedule) + _GRACE
             )
             yield from _overdue_pitr_test(instance, server, repo, limit, now, watching_since, ui)
 
@@ -269,14 +276,6 @@ def _overdue_pitr_test(
         details=f"Run job {names.PITR_RESTORE_TEST_JOB}, or check {schedule}.",
         link=asset_link(ui, key),
     )
-
-
-def _longest_interval(cron: str) -> dt.timedelta:
-    """The longest time between two of the next 13 runs of `cron` (a year of a monthly one),
-    and a day's grace: a drill is overdue once a scheduled one has been missed."""
-    fires = cron_string_iterator(dt.datetime.now(dt.UTC).timestamp(), cron, "UTC")
-    moments = list(itertools.islice(fires, 13))
-    return max(b - a for a, b in itertools.pairwise(moments)) + dt.timedelta(days=1)
 
 
 def failed_runs(

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from backup_pipelines import names
 from backup_pipelines.defs.alerts.health import (
@@ -16,7 +16,7 @@ from backup_pipelines.defs.alerts.health import (
     last_verified_at,
     replica_lag_days,
 )
-from backup_pipelines.defs.records import check_history
+from backup_pipelines.defs.records import check_history, latest_metadata
 
 _HELP = {
     "last_success_timestamp_seconds": "When an archive was last verified (Unix time).",
@@ -43,11 +43,48 @@ _SERVER_HELP = {
 }
 
 
+# Per target (label target="database/<name>" or "server/<name>"): the recovery objectives.
+_OBJECTIVE_HELP = {
+    "rpo": "Achieved RPO: the age of the newest verified recovery point (see README).",
+    "rto": "Achieved RTO: the newest passed restore test, scaled as the README says.",
+}
+
+
+def objective_lines(instance: DagsterInstance) -> list[str]:
+    """backup_pipelines_rpo_seconds, _rto_seconds and _objective_met, from the newest
+    evaluation of the objectives' checks (none: no objectives promised)."""
+    latest = {}
+    for objective, check in names.OBJECTIVE_CHECKS.items():
+        history = check_history(instance, names.key(names.RECOVERY_OBJECTIVES), check)
+        evaluation = history[0].evaluation if history else None
+        shown = evaluation.metadata.get("targets") if evaluation else None
+        latest[objective] = shown.value if shown is not None else {}
+    if not any(latest.values()):
+        return []
+    lines = []
+    for objective, targets in latest.items():
+        metric = f"backup_pipelines_{objective}_seconds"
+        lines += [f"# HELP {metric} {_OBJECTIVE_HELP[objective]}", f"# TYPE {metric} gauge"]
+        lines += [
+            f'{metric}{{target="{target}"}} {figures["achieved_seconds"]:.15g}'
+            for target, figures in sorted(targets.items())
+            if figures.get("achieved_seconds") is not None
+        ]
+    metric = "backup_pipelines_objective_met"
+    lines += [
+        f"# HELP {metric} 1 if the promised objective (objective=rpo or rto) is met, else 0.",
+        f"# TYPE {metric} gauge",
+    ]
+    for objective, targets in latest.items():
+        lines += [
+            f'{metric}{{target="{target}",objective="{objective}"}} {int(bool(figures["met"]))}'
+            for target, figures in sorted(targets.items())
+        ]
+    return lines
+
+
 def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, object]:
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return {}
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    return latest_metadata(instance, key)[0]
 
 
 def metric_values(
@@ -130,7 +167,10 @@ def _server_values(instance: DagsterInstance, server: str) -> dict[str, float]:
     return found
 
 
-def render(values: dict[str, dict[str, float]], open_problems: int) -> str:
+def render(
+    values: dict[str, dict[str, float]], open_problems: int, extra: list[str] | None = None
+) -> str:
+    """The textfile: `values` per database or server, `extra` lines as they are."""
     lines = []
     for name, by_subject in values.items():
         metric = f"backup_pipelines_{name}"
@@ -145,6 +185,7 @@ def render(values: dict[str, dict[str, float]], open_problems: int) -> str:
         "# HELP backup_pipelines_open_problems Announced problems not cleared yet.",
         "# TYPE backup_pipelines_open_problems gauge",
         f"backup_pipelines_open_problems {open_problems}",
+        *(extra or []),
     ]
     return "\n".join(lines) + "\n"
 

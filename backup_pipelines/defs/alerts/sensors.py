@@ -21,7 +21,12 @@ from backup_pipelines.defs.alerts.health import (
     replica_age_problems,
     server_age_problems,
 )
-from backup_pipelines.defs.alerts.metrics import metric_values, render, write_textfile
+from backup_pipelines.defs.alerts.metrics import (
+    metric_values,
+    objective_lines,
+    render,
+    write_textfile,
+)
 from backup_pipelines.defs.alerts.notifiers import notifiers_from_config
 from backup_pipelines.defs.alerts.state import AlertState
 from backup_pipelines.defs.resources import BackupSettings
@@ -86,7 +91,8 @@ def backup_alerts_sensor(
             values = metric_values(
                 context.instance, databases, list(servers), replicated=replica is not None
             )
-            write_textfile(alerts.metrics_textfile, render(values, len(state.open)))
+            extra = objective_lines(context.instance)
+            write_textfile(alerts.metrics_textfile, render(values, len(state.open), extra))
         context.update_cursor(state.to_cursor())
         return SkipReason(
             f"{len(state.open)} open problems; {len(state.outbox)} alerts waiting for delivery"

@@ -19,6 +19,7 @@ from backup_pipelines.core.common.config import BackupConfig, ConfigError
 from backup_pipelines.core.common.layout import (
     AUDIT_CSV_KEY,
     AUDIT_HTML_KEY,
+    AUDIT_OBJECTIVES_KEY,
     AUDIT_RESTORE_POINTS_KEY,
     RUNBOOK_KEY,
 )
@@ -39,6 +40,7 @@ from backup_pipelines.core.servers.pgbackrest import (
 from backup_pipelines.core.servers.restore_points import reachable_and_expired
 from backup_pipelines.core.servers.window import archive_state_for
 from backup_pipelines.defs.records import check_records, latest_check_record, verified_days
+from backup_pipelines.defs.recovery.objectives import standings
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.defs.servers.restore_points import recorded_restore_points
 from backup_pipelines.defs.shared import readable
@@ -159,7 +161,9 @@ def recovery_runbook_asset(
         server_entries = tuple(
             server_runbook_entry(context.instance, settings, server) for server in servers
         )
-        page = render_runbook(entries, generated_at=dt.datetime.now(dt.UTC), servers=server_entries)
+        now = dt.datetime.now(dt.UTC)
+        covered = standings(context.instance, settings, now)
+        page = render_runbook(entries, generated_at=now, servers=server_entries, objectives=covered)
         archive.write_bytes(RUNBOOK_KEY, page.encode())
         copies = {}
         if replica is not None:
@@ -219,6 +223,7 @@ def audit_report_asset(
         from backup_pipelines.defs.recovery.audit import (
             audit_table,
             coverage,
+            objectives_table,
             render_html,
             restore_points_table,
         )
@@ -235,7 +240,10 @@ def audit_report_asset(
         )
         archive.write_bytes(AUDIT_CSV_KEY, table.to_csv(index=False).encode())
         archive.write_bytes(AUDIT_RESTORE_POINTS_KEY, points.to_csv(index=False).encode())
-        archive.write_bytes(AUDIT_HTML_KEY, render_html(table, summary, period, points).encode())
+        objectives = objectives_table(context.instance, first, last, dt.datetime.now(dt.UTC))
+        archive.write_bytes(AUDIT_OBJECTIVES_KEY, objectives.to_csv(index=False).encode())
+        page = render_html(table, summary, period, points, objectives)
+        archive.write_bytes(AUDIT_HTML_KEY, page.encode())
         return MaterializeResult(
             metadata={
                 **summary,
@@ -244,6 +252,8 @@ def audit_report_asset(
                 "csv": MetadataValue.path(archive.uri(AUDIT_CSV_KEY)),
                 "restore_points_csv": MetadataValue.path(archive.uri(AUDIT_RESTORE_POINTS_KEY)),
                 "restore_points_expired": int(points["status"].str.startswith("expired").sum()),
+                "objectives_csv": MetadataValue.path(archive.uri(AUDIT_OBJECTIVES_KEY)),
+                "objective_days_not_met": len(objectives) - int(objectives["met_all_day"].sum()),
                 "html": MetadataValue.path(archive.uri(AUDIT_HTML_KEY)),
                 "newest_rows": MetadataValue.text(table.tail(10).to_string(index=False)),
             }

@@ -12,12 +12,14 @@ import pandas as pd
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from backup_pipelines import names
+from backup_pipelines.core.recovery.objectives import history_by_day
 from backup_pipelines.core.servers.pgbackrest import BackupSet
 from backup_pipelines.core.servers.restore_points import RestorePoint, backup_before
 from backup_pipelines.core.servers.wal import utc_text
-from backup_pipelines.defs.records import newest_by_day
+from backup_pipelines.defs.records import check_history, evaluated_at, newest_by_day
 
 _PAGE = 10_000  # the most Dagster returns in one call
+_HISTORY = 100_000  # evaluations of an objective: every 15 minutes for years
 
 
 def _newest_by_partition(records: list[Any]) -> dict[str, Any]:
@@ -138,6 +140,37 @@ def restore_points_table(
     return pd.DataFrame(rows, columns=columns)
 
 
+def objectives_table(
+    instance: DagsterInstance, first: dt.date, last: dt.date, now: dt.datetime
+) -> pd.DataFrame:
+    """Per day, database or server and objective: was it met all day, and for how long was
+    it not (each evaluation's verdict holds until the next)."""
+    evaluations = []
+    for objective, check in names.OBJECTIVE_CHECKS.items():
+        key = names.key(names.RECOVERY_OBJECTIVES)
+        for record in check_history(instance, key, check, limit=_HISTORY):
+            shown = record.evaluation.metadata.get("targets") if record.evaluation else None
+            at = evaluated_at(record)
+            if shown is None or at is None:
+                continue
+            verdicts = {target: bool(figures["met"]) for target, figures in shown.value.items()}
+            evaluations.append((at, objective, verdicts))
+    rows = [
+        {
+            "day": entry.day,
+            "target": entry.target,
+            "objective": entry.objective.upper(),
+            "met_all_day": entry.met_all_day,
+            "minutes_not_met": round(entry.seconds_not_met / 60, 2),
+            "evaluations": entry.evaluations,
+        }
+        for entry in history_by_day(evaluations, now)
+        if first.isoformat() <= entry.day <= last.isoformat()
+    ]
+    columns = ["day", "target", "objective", "met_all_day", "minutes_not_met", "evaluations"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def coverage(table: pd.DataFrame) -> dict[str, float]:
     if table.empty:
         return {"days_with_verified_backup_pct": 0.0, "days_restore_tested_pct": 0.0}
@@ -150,14 +183,14 @@ def coverage(table: pd.DataFrame) -> dict[str, float]:
 
 
 def render_html(
-    table: pd.DataFrame, summary: dict[str, float], period: str, points: pd.DataFrame
+    table: pd.DataFrame,
+    summary: dict[str, float],
+    period: str,
+    points: pd.DataFrame,
+    objectives: pd.DataFrame,
 ) -> str:
     body = table.to_html(index=False, na_rep="", escape=True, border=0)
-    restore_points = (
-        points.to_html(index=False, na_rep="", escape=True, border=0)
-        if not points.empty
-        else "<p>None recorded.</p>"
-    )
+    restore_points = _html_or(points, "None recorded.")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Backup audit report {html.escape(period)}</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2rem; }}
@@ -173,5 +206,15 @@ days restore-tested: <b>{summary["days_restore_tested_pct"]}%</b>
 <p>Every named restore point made through this project, and whether a restore can still reach
 it; an expired one is never offered as a target.</p>
 {restore_points}
+<h2>Recovery objectives</h2>
+<p>Per day, each database's and server's promised RPO and RTO: met all day, or for how many
+minutes not (from every evaluation of rpo_met and rto_met).</p>
+{_html_or(objectives, "No objectives promised, or none evaluated yet.")}
 </body></html>
 """
+
+
+def _html_or(table: pd.DataFrame, empty: str) -> str:
+    if table.empty:
+        return f"<p>{html.escape(empty)}</p>"
+    return table.to_html(index=False, na_rep="", escape=True, border=0)

@@ -1,4 +1,5 @@
-"""Recovery: the runbook next to the archives and the audit report."""
+"""Recovery: the runbook next to the archives, the audit report and, where objectives are
+promised, the recovery objectives."""
 
 from dagster import Definitions
 
@@ -8,14 +9,22 @@ from backup_pipelines.defs.recovery.assets import (
     recovery_runbook_asset,
     restore_tests,
 )
-from backup_pipelines.defs.recovery.jobs import audit_report_job, runbook_job
-from backup_pipelines.defs.recovery.schedules import daily_audit_report_schedule
-from backup_pipelines.defs.recovery.sensors import recovery_runbook_sensor
+from backup_pipelines.defs.recovery.jobs import audit_report_job, objectives_job, runbook_job
+from backup_pipelines.defs.recovery.objectives import (
+    evidence,
+    promises,
+    recovery_objectives_asset,
+)
+from backup_pipelines.defs.recovery.schedules import (
+    daily_audit_report_schedule,
+    objectives_schedule,
+)
+from backup_pipelines.defs.recovery.sensors import objectives_sensor, recovery_runbook_sensor
 
 
 def recovery_definitions(project: Project) -> Definitions:
     servers, tests = list(project.config.servers), restore_tests(project.config)
-    return Definitions(
+    recovery = Definitions(
         assets=[
             recovery_runbook_asset(project.databases, servers, tests),
             audit_report_asset(project.databases, servers, tests),
@@ -27,4 +36,16 @@ def recovery_definitions(project: Project) -> Definitions:
                 project.databases, runbook_job, replicated=project.config.replica is not None
             )
         ],
+    )
+    if not promises(project.config):
+        return recovery
+    watched = evidence(project.config)
+    return Definitions.merge(
+        recovery,
+        Definitions(
+            assets=[recovery_objectives_asset()],
+            jobs=[objectives_job],
+            schedules=[objectives_schedule],
+            sensors=[objectives_sensor(watched, objectives_job)],
+        ),
     )

@@ -14,3 +14,8 @@ audit_report_job = define_asset_job(
     selection=AssetSelection.assets(names.AUDIT_REPORT),
     description="Write the audit report (CSV and HTML) next to the archives.",
 )
+objectives_job = define_asset_job(
+    names.OBJECTIVES_JOB,
+    selection=AssetSelection.assets(names.RECOVERY_OBJECTIVES),
+    description="Evaluate every recovery objective (RPO and RTO) against the newest evidence.",
+)
