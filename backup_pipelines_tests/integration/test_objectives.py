@@ -1,7 +1,8 @@
-"""Recovery objectives against the real chain: a database and its archiving server whose
-archiving breaks for longer than their RPO fail rpo_met with the figures, and pass again, the
-alert resolved, once it archives; a restore test slower than the RTO fails rto_met until the
-promise matches what the tests prove."""
+"""Recovery objectives against the real chain: a server whose archiving breaks for longer than
+its RPO fails rpo_met with the figures, with the database declared on it, and so does a
+database whose newest verified archive is older than its RPO; archiving again and a new backup
+pass the next evaluation and clear the alert. A restore test slower than the RTO fails rto_met
+until the promise matches what the tests prove."""
 
 import time
 
@@ -33,6 +34,7 @@ from backup_pipelines_tests.support.runs import (
 
 SERVER = "main"
 RPO_MINUTES = 0.5
+DUMP_RPO_MINUTES = 1
 ON_SERVER, SLOW = "agentic", "langfuse"
 
 
@@ -92,8 +94,9 @@ def promising(cluster, monkeypatch):
             "server": SERVER,
             "objectives": {"rpo_minutes": RPO_MINUTES, "rto_minutes": 60},
         }
+        document["schedule"] = "* * * * *"  # dumps every minute: a 1-minute RPO is possible
         document["databases"][SLOW]["objectives"] = {
-            "rpo_minutes": 1500,
+            "rpo_minutes": DUMP_RPO_MINUTES,
             "rto_minutes": 0.001,
             "severity": "error",
         }
@@ -105,19 +108,20 @@ def promising(cluster, monkeypatch):
 def test_objectives_fail_with_their_figures_and_pass_once_fixed(promising, instance):
     server, config, document, home = promising
     defs = definitions_for(config)
-    backed_up = run_backup(defs, instance, databases=(ON_SERVER, SLOW))
-    assert backed_up.success, failure_messages(backed_up)
-    tested = run_restore_test_job(defs, instance, databases=(ON_SERVER, SLOW))
-    assert tested.success, failure_messages(tested)
-    requests, cursor = sensor_tick(defs, instance, names.OBJECTIVES_SENSOR, None)
-    (request,) = requests  # the job evaluates the objectives
-    assert request.run_key.startswith(f"{names.OBJECTIVES_JOB}_")
-    assert sensor_tick(defs, instance, names.OBJECTIVES_SENSOR, cursor)[0] == []
     for job in (names.SERVER_BACKUP_JOB, names.PITR_RESTORE_TEST_JOB):
         run = defs.resolve_job_def(job).execute_in_process(
             instance=instance, partition_key=today(), raise_on_error=False
         )
         assert run.success, failure_messages(run)
+    requests, cursor = sensor_tick(defs, instance, names.OBJECTIVES_SENSOR, None)
+    (request,) = requests  # the job evaluates the objectives
+    assert request.run_key.startswith(f"{names.OBJECTIVES_JOB}_")
+    assert sensor_tick(defs, instance, names.OBJECTIVES_SENSOR, cursor)[0] == []
+    backed_up = run_backup(defs, instance, databases=(ON_SERVER, SLOW))
+    dumped = time.monotonic()
+    assert backed_up.success, failure_messages(backed_up)
+    tested = run_restore_test_job(defs, instance, databases=(ON_SERVER, SLOW))
+    assert tested.success, failure_messages(tested)
     assert len(sensor_tick(defs, instance, names.OBJECTIVES_SENSOR, cursor)[0]) == 1  # new evidence
 
     switched_and_archived(server)
@@ -138,24 +142,34 @@ def test_objectives_fail_with_their_figures_and_pass_once_fixed(promising, insta
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("INSERT INTO ledger (phase) VALUES ('not archived')")
             conn.execute("SELECT pg_switch_wal()")
-        time.sleep(RPO_MINUTES * 60 + 2)
+        # Longer than the server's RPO, and than the dump-only database's since its dump.
+        time.sleep(max(RPO_MINUTES * 60 + 2, dumped + DUMP_RPO_MINUTES * 60 + 2 - time.monotonic()))
         broken = evaluate(config, instance)
         page = runbook_page(config, instance, home)
+        assert run_backup(defs, instance, databases=(SLOW,)).success  # a newer verified archive
+        server_only = evaluate(config, instance)
     finally:
         set_archive_command(server, None)
     rpo = broken[names.RPO_MET]
-    assert not rpo.passed and rpo.severity.value == "WARN"
+    assert not rpo.passed and rpo.severity.value == "ERROR"  # SLOW says severity: error
     for target in (f"server/{SERVER}", f"database/{ON_SERVER}"):
         figures = targets(rpo)[target]
         assert not figures["met"], figures
         assert figures["achieved_seconds"] > RPO_MINUTES * 60, figures
         assert f"{target}: RPO NOT met" in rpo.description
     assert "archive lag now" in targets(rpo)[f"server/{SERVER}"]["basis"]
-    assert targets(rpo)[f"database/{SLOW}"]["met"]
+    dump_only = targets(rpo)[f"database/{SLOW}"]
+    assert not dump_only["met"] and dump_only["achieved_seconds"] > DUMP_RPO_MINUTES * 60
+    assert dump_only["basis"].startswith(f"the newest verified archive ({today()}), taken at")
     assert f"check:{names.RECOVERY_OBJECTIVES}:{names.RPO_MET}" in objective_alerts(instance)
     lines = objective_lines(instance)
     assert f'backup_pipelines_objective_met{{target="server/{SERVER}",objective="rpo"}} 0' in lines
     assert f"Not covered: database/{ON_SERVER}, database/{SLOW}, server/{SERVER}" in page
+
+    still = server_only[names.RPO_MET]  # the dump-only database is covered again
+    assert not still.passed and still.severity.value == "WARN"  # the default severity
+    assert targets(still)[f"database/{SLOW}"]["met"]
+    assert not targets(still)[f"server/{SERVER}"]["met"]
 
     switched_and_archived(server)  # archiving works again
     document["databases"][SLOW]["objectives"]["rto_minutes"] = 60  # a promise the tests prove
@@ -181,5 +195,5 @@ def test_objectives_fail_with_their_figures_and_pass_once_fixed(promising, insta
     by_target = history[history["day"] == today()].set_index(["target", "objective"])
     missed = by_target.loc[(f"server/{SERVER}", "RPO")]
     assert not missed["met_all_day"] and missed["minutes_not_met"] > 0
-    assert by_target.loc[(f"database/{SLOW}", "RPO")]["met_all_day"]
+    assert not by_target.loc[(f"database/{SLOW}", "RPO")]["met_all_day"]
     assert not by_target.loc[(f"database/{SLOW}", "RTO")]["met_all_day"]
