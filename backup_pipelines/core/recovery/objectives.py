@@ -160,7 +160,10 @@ def _utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def minutes_text(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """12 s, 2.5 min, 25.0 h: the unit an operator compares with the promise."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
 
 
@@ -173,10 +176,10 @@ def objectives_table_html(standings: list[Standing]) -> str:
         for objective in OBJECTIVES:
             figure = standing.figure(objective)
             met = standing.met(objective)
-            achieved = minutes_text(figure.seconds) if figure else "unproven"
+            achieved = duration_text(figure.seconds) if figure else "unproven"
             basis = html.escape(figure.basis if figure else "nothing proves one yet")
             cells += [
-                f"<td>{minutes_text(standing.promised_seconds(objective))}</td>",
+                f"<td>{duration_text(standing.promised_seconds(objective))}</td>",
                 f'<td class="{"ok" if met else "bad"}" title="{basis}">{achieved}'
                 f"{'' if met else ' (not met)'}<br><small>{basis}</small></td>",
             ]

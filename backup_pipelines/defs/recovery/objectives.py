@@ -29,7 +29,7 @@ from backup_pipelines.core.recovery.objectives import (
     Standing,
     database_rpo,
     database_rto,
-    minutes_text,
+    duration_text,
     server_rpo_live,
     server_rpo_recorded,
     server_rto,
@@ -219,11 +219,11 @@ def _objective_result(
             "achieved_seconds": round(figure.seconds, 1) if figure else None,
             "basis": figure.basis if figure else "nothing proves one yet",
         }
-        achieved = minutes_text(figure.seconds) if figure else "unproven"
+        achieved = duration_text(figure.seconds) if figure else "unproven"
         verdict = "met" if met else "NOT met"
         lines.append(
             f"{standing.target}: {label} {verdict} since {since}: achieved {achieved}, "
-            f"promised {minutes_text(promised)} ({figure.basis if figure else 'no evidence yet'})"
+            f"promised {duration_text(promised)} ({figure.basis if figure else 'no evidence yet'})"
         )
     missed = [s for s in standings_ if not s.met(objective)]
     error = any(s.promise.error for s in missed)
@@ -248,9 +248,9 @@ def _table(standings_: list[Standing]) -> str:
         cells = [s.target]
         for objective in OBJECTIVES:
             figure = s.figure(objective)
-            achieved = minutes_text(figure.seconds) if figure else "unproven"
+            achieved = duration_text(figure.seconds) if figure else "unproven"
             mark = "" if s.met(objective) else " **NOT met**"
-            cells += [minutes_text(s.promised_seconds(objective)), f"{achieved}{mark}"]
+            cells += [duration_text(s.promised_seconds(objective)), f"{achieved}{mark}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
