@@ -99,15 +99,17 @@ def standings(
             server = str(config.databases[name].server)
             server_rpo = servers[server][0] if server in servers else None
             behind_it = (server, server_rpo) if server_rpo else None
-            rpo = database_rpo(now, _verified_point(instance, name), behind_it)
-            rto = _database_rto(instance, name)
+            newest = newest_verified_day(instance, name)
+            rpo = database_rpo(now, _verified_point(instance, name, newest), behind_it)
+            rto = _database_rto(instance, name, newest)
         found.append(Standing(kind, name, promise, rpo, rto))
     return found
 
 
-def _verified_point(instance: DagsterInstance, database: str) -> tuple[str, dt.datetime] | None:
-    """The newest verified archive's day and the moment its snapshot was taken."""
-    day = newest_verified_day(instance, database)
+def _verified_point(
+    instance: DagsterInstance, database: str, day: str | None
+) -> tuple[str, dt.datetime] | None:
+    """The newest verified archive's day (`day`) and the moment its snapshot was taken."""
     if day is None:
         return None
     dump, _ = latest_metadata(instance, names.database_key(database, names.DUMP), day)
@@ -123,7 +125,8 @@ def _archive_bytes(instance: DagsterInstance, database: str, day: str | None) ->
     return size if isinstance(size, int) else None
 
 
-def _database_rto(instance: DagsterInstance, database: str) -> Figure | None:
+def _database_rto(instance: DagsterInstance, database: str, newest: str | None) -> Figure | None:
+    """The newest passed restore test, scaled to the newest verified archive (of `newest`)."""
     key = names.database_key(database, names.RESTORE_TEST)
     tested = check_history(instance, key, names.RESTORED_DATA_MATCHES, passed_only=True)
     evaluation = tested[0].evaluation if tested else None
@@ -135,7 +138,7 @@ def _database_rto(instance: DagsterInstance, database: str) -> Figure | None:
         seconds,
         day,
         _archive_bytes(instance, database, evaluation.partition),
-        _archive_bytes(instance, database, newest_verified_day(instance, database)),
+        _archive_bytes(instance, database, newest),
     )
 
 
@@ -186,16 +189,18 @@ def _number(value: object) -> float | None:
         return None
 
 
-def _since(
-    instance: DagsterInstance, check: str, standing: Standing, objective: str, now: dt.datetime
-) -> str:
-    """Since when `standing` has met (or missed) `objective`: carried from the previous
-    evaluation while the verdict is the same, else now."""
+def _previous_verdicts(instance: DagsterInstance, check: str) -> dict[str, dict]:
+    """Per target, what the newest earlier evaluation of `check` recorded (met, since, ...)."""
     previous = check_history(instance, names.key(names.RECOVERY_OBJECTIVES), check)
     evaluation = previous[0].evaluation if previous else None
     shown = evaluation.metadata.get("targets") if evaluation else None
-    before = (shown.value if shown else {}).get(standing.target, {})  # type: ignore[union-attr]
-    if before.get("met") == standing.met(objective) and before.get("since"):
+    return shown.value if shown is not None else {}  # type: ignore[return-value]
+
+
+def _since(before: dict, met: bool, now: dt.datetime) -> str:
+    """Since when a target has met (or missed) an objective: carried from the previous
+    evaluation (`before`) while the verdict is the same, else now."""
+    if before.get("met") == met and before.get("since"):
         return str(before["since"])
     return now.isoformat(timespec="seconds")
 
@@ -204,13 +209,14 @@ def _objective_result(
     instance: DagsterInstance, standings_: list[Standing], objective: str, now: dt.datetime
 ) -> AssetCheckResult:
     check = names.OBJECTIVE_CHECKS[objective]
+    previous = _previous_verdicts(instance, check)
     label = objective.upper()
     targets = {}
     lines = []
     for standing in standings_:
         figure = standing.figure(objective)
         met = standing.met(objective)
-        since = _since(instance, check, standing, objective, now)
+        since = _since(previous.get(standing.target, {}), met, now)
         promised = standing.promised_seconds(objective)
         targets[standing.target] = {
             "met": met,
