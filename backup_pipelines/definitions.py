@@ -18,6 +18,7 @@ from dagster import BetaWarning, Definitions, definitions, multiprocess_executor
 from backup_pipelines.core.common.config import BackupConfig, config_path_from_env, load_config
 from backup_pipelines.defs.alerts.definitions import alerts_definitions
 from backup_pipelines.defs.buckets.definitions import buckets_definitions
+from backup_pipelines.defs.configs.definitions import configs_definitions
 from backup_pipelines.defs.postgres.definitions import postgres_definitions
 from backup_pipelines.defs.project import Project
 from backup_pipelines.defs.recovery.definitions import recovery_definitions
@@ -32,6 +33,7 @@ DOMAINS: tuple[Callable[[Project], Definitions], ...] = (
     replica_definitions,
     servers_definitions,
     buckets_definitions,
+    configs_definitions,
     retention_definitions,
     recovery_definitions,
     alerts_definitions,

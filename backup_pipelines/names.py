@@ -35,6 +35,8 @@ RECOVERY_OBJECTIVES = "recovery_objectives"  # promised vs achieved RPO and RTO
 RPO_MET = "rpo_met"
 RTO_MET = "rto_met"
 OBJECTIVE_CHECKS = {"rpo": RPO_MET, "rto": RTO_MET}  # objective -> its check
+CONFIG_PREFIX = "config"  # config/<source>: a configuration's daily snapshot
+CONFIGS_GROUP = "configs"
 RECOVERY_GROUP = "recovery"
 STORAGE_GROUP = "storage"
 
@@ -58,6 +60,10 @@ def bucket_key(bucket: str, step: str) -> AssetKey:
     return key(BUCKET_PREFIX, bucket, step)
 
 
+def config_key(source: str) -> AssetKey:
+    return key(CONFIG_PREFIX, source)
+
+
 def database_group(database: str) -> str:
     return f"{DATABASE_PREFIX}_{database}"
 
@@ -76,12 +82,15 @@ REPLICA_VERIFIED = "replica_verified"
 STORAGE_CAPACITY = "storage_capacity"
 SNAPSHOT_MANIFEST = "snapshot_manifest"
 SNAPSHOT_OBJECTS = "snapshot_objects"
+CONFIG_COMPLETE = "config_complete"
+CONFIG_READBACK = "config_readback"
 # A failure of these is a WARN (reported, nothing stops); of every other check an ERROR. (A
 # missed recovery objective is an ERROR where its objectives say `severity: error`.)
 WARNING_CHECKS = (SIZE_CHANGE, RPO_MET, RTO_MET)
 # Both must pass (newest evaluation of each) for a backup or snapshot to count as verified.
 VERIFYING_CHECKS = (ARCHIVE_CHECKSUM, ARCHIVE_CONTENTS)
 SNAPSHOT_CHECKS = (SNAPSHOT_MANIFEST, SNAPSHOT_OBJECTS)
+CONFIG_CHECKS = (CONFIG_COMPLETE, CONFIG_READBACK)  # both pass: a good configuration snapshot
 # The checks a backup run evaluates, by step; the restore test runs on its own.
 BACKUP_CHECKS = {
     DUMP: (DUMP_COMPLETE,),
@@ -101,6 +110,8 @@ DAILY_BACKUP_JOB = "daily_backup"
 RESTORE_TEST_JOB = "restore_test"
 RESTORE_DATABASE_JOB = "restore_database"
 RESTORE_BUCKET_JOB = "restore_bucket"
+CONFIG_BACKUP_JOB = "backup_configs"
+RESTORE_CONFIG_JOB = "restore_config"
 PRUNE_JOB = "prune_backups"
 RUNBOOK_JOB = "refresh_recovery_runbook"
 STORAGE_USAGE_JOB = "measure_storage"
@@ -110,6 +121,7 @@ FAILOVER_DRILL_JOB = "failover_drill"
 OBJECTIVES_JOB = "evaluate_recovery_objectives"
 
 DAILY_BACKUP_SCHEDULE = "daily_backup_schedule"
+CONFIG_BACKUP_SCHEDULE = "daily_config_backup_schedule"
 WEEKLY_RESTORE_TEST_SCHEDULE = "weekly_restore_test_schedule"
 STORAGE_USAGE_SCHEDULE = "storage_usage_schedule"
 AUDIT_REPORT_SCHEDULE = "daily_audit_report_schedule"

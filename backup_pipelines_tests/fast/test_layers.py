@@ -10,7 +10,7 @@ PACKAGE = "backup_pipelines"
 LAYERS = (
     ("names", "storage", "dagster_private"),
     ("core.common",),
-    ("core.postgres", "core.servers", "core.buckets"),
+    ("core.postgres", "core.servers", "core.buckets", "core.configs"),
     ("core.retention", "core.recovery"),
     ("defs", "trigger"),
     ("definitions",),

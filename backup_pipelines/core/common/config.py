@@ -546,6 +546,82 @@ class ServerConfig(_Strict):
         return _require_cron(value)
 
 
+_MEBIBYTE = 1024 * 1024
+# Lines whose setting name matches one of these have their value redacted wherever a
+# configuration's text is shown (diffs, messages); `configs.<name>.redact` adds more.
+DEFAULT_REDACTIONS = ("password", "passwd", "secret", "token", "key", "credential")
+
+
+class CommandSourceConfig(_Strict):
+    """A program whose standard output is the configuration export (no shell)."""
+
+    argv: list[str] = Field(min_length=1)
+    timeout_seconds: float = Field(default=60, gt=0)
+    # Set for the program only; values may (and secrets must) be ${VAR} references.
+    env: dict[str, str] = {}
+    filename: str = Field(default="export", pattern=r"^[A-Za-z0-9._-]+$")
+    max_bytes: int = Field(default=64 * _MEBIBYTE, gt=0)
+
+    @field_validator("argv")
+    @classmethod
+    def _no_secrets_in_argv(cls, argv: list[str]) -> list[str]:
+        if any(_ENV_REFERENCE.search(arg) for arg in argv):
+            raise ValueError(
+                "argv must not contain ${VAR} references: every process on the host can read "
+                "argv; pass the value in env: and let the program read it from there"
+            )
+        return argv
+
+
+class HttpSourceConfig(_Strict):
+    """A URL answering with the configuration export (GET, TLS verified)."""
+
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = {}  # values may (and secrets must) be ${VAR} references
+    timeout_seconds: float = Field(default=30, gt=0)
+    max_bytes: int = Field(default=16 * _MEBIBYTE, gt=0)
+    ca_file: str | None = None  # trust this CA (a private endpoint)
+    filename: str = Field(default="export", pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class ConfigSourceConfig(_Strict):
+    """Configuration to back up: files (paths and globs), a command's output or a URL's
+    answer, each snapshot one archive with a manifest."""
+
+    files: list[str] = []
+    command: CommandSourceConfig | None = None
+    http: HttpSourceConfig | None = None
+    # Regular expressions (multi-line) the delivered text must match, e.g. a required section
+    # '^\\[database\\]'; config_complete fails naming each one missing.
+    expect: list[str] = []
+    redact: list[str] = []  # more setting-name patterns whose values are never shown
+    retention: RetentionOverride | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> ConfigSourceConfig:
+        given = [kind for kind in ("files", "command", "http") if getattr(self, kind)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of files, command or http"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        for pattern in [*self.expect, *self.redact]:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in ("files", "command", "http") if getattr(self, kind))
+
+
+def server_config_source(server: str) -> str:
+    """The name of the configuration source every server gets: its PostgreSQL files."""
+    return f"{server}_postgresql"
+
+
 class AuditConfig(_Strict):
     days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
 
@@ -566,11 +642,12 @@ class BackupConfig(_Strict):
     audit: AuditConfig = AuditConfig()
     buckets: dict[str, BucketConfig] = {}
     servers: dict[str, ServerConfig] = {}
+    configs: dict[str, ConfigSourceConfig] = {}
     encryption: EncryptionConfig | None = None
     objectives: ObjectivesConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
-    @field_validator("databases", "buckets", "servers")
+    @field_validator("databases", "buckets", "servers", "configs")
     @classmethod
     def _database_names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
@@ -649,6 +726,25 @@ class BackupConfig(_Strict):
                 f" plus the time a dump and its verification take (e.g. {interval * 25 / 24:g}),"
                 f" or name its archiving server (one of servers:) in databases.{database}.server"
             )
+
+    @model_validator(mode="after")
+    def _config_names_free(self) -> BackupConfig:
+        for server in self.servers:
+            if server_config_source(server) in self.configs:
+                raise ValueError(
+                    f"configs.{server_config_source(server)}: the name is taken by the source "
+                    f"every server gets for its PostgreSQL files (servers.{server}); choose "
+                    "another name"
+                )
+        return self
+
+    def config_sources(self) -> list[str]:
+        """Every configuration source: those of `configs:`, then each server's own."""
+        return [*self.configs, *map(server_config_source, self.servers)]
+
+    def config_retention_for(self, name: str) -> RetentionRules:
+        source = self.configs.get(name)
+        return self.retention.overridden(source.retention if source else None)
 
     def objectives_for(self, kind: str, name: str) -> ObjectivesConfig | None:
         """What database or server `name` promises (`kind`: databases or servers): its own

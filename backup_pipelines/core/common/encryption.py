@@ -34,10 +34,10 @@ class EncryptionError(RuntimeError):
 
 class Encoded(Protocol):
     """What a backup's manifest says about how its object was encoded (compressed, encrypted to
-    which recipient) and what it is (`database`, `partition`: named in every refusal)."""
+    which recipient) and what it is (`subject`, `partition`: named in every refusal)."""
 
     @property
-    def database(self) -> str: ...
+    def subject(self) -> str: ...
     @property
     def partition(self) -> str: ...
     @property
@@ -135,7 +135,7 @@ def key_problem(manifest: Encoded, key: ArchiveKey | None) -> str | None:
     """Why `key` cannot read `manifest`'s object, or None when it can (or none is needed)."""
     if manifest.encryption is None:
         return None
-    where = f"database {manifest.database!r}, {manifest.partition}"
+    where = f"{manifest.subject}, {manifest.partition}"
     if key is None:
         return (
             f"{where}: the backup is encrypted with age to {manifest.encryption_recipient}; "

@@ -10,6 +10,10 @@ Bucket snapshots, in the snapshot store:
     <name>/<YYYY-MM-DD>/listing.json    the source listing taken at snapshot time
     <name>/<YYYY-MM-DD>/objects/<key>   objects new or changed since the previous snapshot
     <name>/<YYYY-MM-DD>/manifest.json   written last
+Configuration snapshots, in the archive store (`config-` cannot begin a database's name):
+    config-snapshots/<name>/<YYYY-MM-DD>/<name>_<YYYYMMDDTHHMMSSZ>_<files' digest>.tar.zst[.age]
+    config-snapshots/<name>/<YYYY-MM-DD>/manifest.json    written last; the manifest of a day
+        on which nothing changed names the earlier day's archive instead of storing it again
 A server's globals, in the dump store:
     servers/<server>/globals/<YYYY-MM-DD>.sql
 Reports, in the archive store: recovery_runbook.html, audit/audit_report.{csv,html}.
@@ -31,6 +35,7 @@ AUDIT_RESTORE_POINTS_KEY = "audit/restore_points.csv"
 AUDIT_OBJECTIVES_KEY = "audit/objectives.csv"
 PRUNING_STEP = "pruning"
 _SNAPSHOT_OBJECTS = "objects"
+CONFIG_SNAPSHOTS = "config-snapshots"
 _SERVERS = "servers"
 
 
@@ -105,6 +110,29 @@ def snapshot_objects_prefix(name: str, day: str) -> str:
 
 def snapshot_object_key(name: str, day: str, key: str) -> str:
     return f"{snapshot_objects_prefix(name, day)}{key}"
+
+
+# --- configuration snapshots -----------------------------------------------------------------
+def config_prefix(name: str) -> str:
+    return f"{CONFIG_SNAPSHOTS}/{name}/"
+
+
+def config_manifest_key(name: str, day: str) -> str:
+    return f"{config_prefix(name)}{day}/{MANIFEST_NAME}"
+
+
+def config_object_key(
+    name: str, day: str, taken_at: dt.datetime, tree_sha256: str, *, encrypted: bool
+) -> str:
+    """Named by time and content: two versions taken in one second never share a key."""
+    stamp = taken_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = ".tar.zst" + (".age" if encrypted else "")
+    return f"{config_prefix(name)}{day}/{name}_{stamp}_{tree_sha256[:8]}{suffix}"
+
+
+def day_of_config_key(key: str) -> str:
+    parts = key.split("/")
+    return parts[2] if len(parts) > 3 else ""
 
 
 # --- servers ----------------------------------------------------------------------------------

@@ -92,16 +92,21 @@ class Pipeline:
         *,
         env: dict[str, str] | None = None,
         feed: bool = False,
+        source: IO[bytes] | None = None,
         output: IO[bytes] | int = subprocess.PIPE,
         pass_fds: Sequence[int] = (),
     ) -> None:
-        """`output` is where the last stage writes: a pipe to read (default), a file, DEVNULL.
+        """The first stage reads what the caller writes to `stdin` (`feed`), a file (`source`)
+        or nothing. `output` is where the last stage writes: a pipe to read (default), a file,
+        DEVNULL.
 
         `pass_fds` are inherited by the stages (e.g. a pipe carrying a key).
         """
         self.stages: list[Stage] = []
         self.stdin: IO[bytes] | None = None
-        upstream: IO[bytes] | int | None = subprocess.PIPE if feed else subprocess.DEVNULL
+        upstream: IO[bytes] | int | None = (
+            source if source is not None else subprocess.PIPE if feed else subprocess.DEVNULL
+        )
         try:
             for number, (name, argv) in enumerate(commands, start=1):
                 process = subprocess.Popen(

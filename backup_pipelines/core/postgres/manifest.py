@@ -70,6 +70,10 @@ class Manifest:
     def total_rows(self) -> int:
         return sum(relation["rows"] for relation in self.relations)
 
+    @property
+    def subject(self) -> str:
+        return f"database {self.database!r}"
+
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 

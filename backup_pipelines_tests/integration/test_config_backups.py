@@ -1,0 +1,322 @@
+"""Configuration backups with real files, a real command, a real HTTP server and the session's
+PostgreSQL server: versions and diffs, unchanged days, readback, restore, and bad sources."""
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import DagsterInstance, materialize
+
+from backup_pipelines import names
+from backup_pipelines.core.common.config import load_config, server_config_source
+from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.configs.snapshots import (
+    ConfigManifest,
+    read_config_manifest,
+    verify_config_snapshot,
+)
+from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, server_document, today
+from backup_pipelines_tests.support.runs import definitions_for, failure_messages
+
+APP_SECRET = "Cfg-3vX8-never-print-me"  # in the application's settings file
+HTTP_TOKEN = "Tok-9qR2-never-print-me"  # the export endpoint's bearer token
+COMMAND_SECRET = "Cmd-5tY7-never-print-me"  # given to the command through env:
+SERVER = "main"
+SERVER_SOURCE = server_config_source(SERVER)
+EXPORT = "[flags]\nnew_checkout = true\n[limits]\nmax_upload_mb = 50\n"
+
+
+class _Exports(http.server.BaseHTTPRequestHandler):
+    """/export wants the bearer token; /broken answers 500; /huge answers 2 MiB."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        if self.path == "/broken":
+            self.send_error(500, "export failed")
+            return
+        if self.path == "/huge":
+            body = b"x" * (2 * 1024 * 1024)
+        elif self.headers.get("Authorization") != f"Bearer {HTTP_TOKEN}":
+            self.send_error(401)
+            return
+        else:
+            body = EXPORT.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def export_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exports)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def app_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "etc" / "shop"
+    folder.mkdir(parents=True)
+    (folder / "app.ini").write_text(
+        f"[database]\nhost = db.internal\nport = 5432\npassword = {APP_SECRET}\n"
+    )
+    (folder / "app.ini").chmod(0o640)
+    (folder / "conf.d").mkdir()
+    (folder / "conf.d" / "cache.conf").write_text("[cache]\nttl = 60\n")
+    return folder
+
+
+def _command(tmp_path: Path) -> list[str]:
+    script = tmp_path / "export_settings.py"
+    script.write_text(
+        "import os\n"
+        "assert os.environ['SHOP_SECRET']\n"
+        "print('[payments]\\nprovider = acme\\n[mail]\\nrelay = smtp.internal')\n"
+    )
+    return [sys.executable, str(script)]
+
+
+@pytest.fixture
+def configured(write_config, cluster, tmp_path, app_folder, export_server, monkeypatch):
+    monkeypatch.setenv(PITR_PASSWORD_ENV, cluster.superuser_password)
+    monkeypatch.setenv("SHOP_EXPORT_TOKEN", HTTP_TOKEN)
+    monkeypatch.setenv("SHOP_COMMAND_SECRET", COMMAND_SECRET)
+    path = write_config(
+        servers=server_document(cluster, {"path": str(tmp_path / "repository")}, SERVER),
+        configs={
+            "shop_files": {
+                "files": [str(app_folder / "app.ini"), str(app_folder / "conf.d" / "*.conf")],
+                "expect": [r"^\[database\]", r"^\[cache\]"],
+            },
+            "shop_settings": {
+                "command": {
+                    "argv": _command(tmp_path),
+                    "env": {"SHOP_SECRET": "${SHOP_COMMAND_SECRET}"},
+                },
+                "expect": [r"^\[payments\]"],
+            },
+            "shop_flags": {
+                "http": {
+                    "url": f"{export_server}/export",
+                    "headers": {"Authorization": "Bearer ${SHOP_EXPORT_TOKEN}"},
+                },
+                "expect": [r"^\[flags\]"],
+            },
+        },
+    )
+    return path
+
+
+def _materialize(config: Path, instance: DagsterInstance, *sources: str):
+    defs = definitions_for(config)
+    return materialize(
+        list(defs.assets or []),
+        selection=[names.config_key(source) for source in sources],
+        partition_key=today(),
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def _metadata(result, source: str) -> dict:
+    (event,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == names.config_key(source)
+    ]
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def _checks(result, source: str) -> dict[str, bool]:
+    return {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == names.config_key(source)
+    }
+
+
+def _manifest(config: Path, source: str) -> ConfigManifest:
+    store = stores_from_config(load_config(config)).archive
+    manifest = read_config_manifest(store, source, today())
+    assert manifest is not None
+    return manifest
+
+
+def _everything_recorded(instance: DagsterInstance) -> str:
+    runs = instance.get_runs()
+    return "\n".join(
+        json.dumps(str(record)) for run in runs for record in instance.all_logs(run.run_id)
+    )
+
+
+def test_versions_diffs_unchanged_days_restore_and_no_secret_shown(
+    configured, instance, cluster, app_folder, tmp_path
+):
+    sources = ("shop_files", "shop_settings", "shop_flags", SERVER_SOURCE)
+    first = _materialize(configured, instance, *sources)
+    assert first.success, failure_messages(first)
+    for source in sources:
+        assert _checks(first, source) == {
+            names.CONFIG_COMPLETE: True,
+            names.CONFIG_READBACK: True,
+        }, source
+    server_files = [f["path"] for f in _manifest(configured, SERVER_SOURCE).files]
+    data_dir = str(cluster.data_dir).lstrip("/")
+    assert f"{data_dir}/postgresql.conf" in server_files
+    assert f"{data_dir}/pg_hba.conf" in server_files
+    assert f"{data_dir}/postgresql.auto.conf" in server_files
+    shop = _manifest(configured, "shop_files")
+    (app_ini,) = [f for f in shop.files if f["path"].endswith("app.ini")]
+    assert app_ini["mode"] == "0640"
+
+    # A setting changes in the application's file and on the server: new versions with diffs.
+    ini = app_folder / "app.ini"
+    ini.write_text(ini.read_text().replace("port = 5432", "port = 6432"))
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET work_mem = '24MB'")
+    try:
+        second = _materialize(configured, instance, "shop_files", SERVER_SOURCE)
+    finally:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET work_mem")
+    assert second.success, failure_messages(second)
+    shown = _metadata(second, "shop_files")
+    assert shown["changes"] == "1 changed"
+    assert "-port = 5432" in shown["diff"] and "+port = 6432" in shown["diff"]
+    assert "password = [REDACTED]" in shown["diff"]
+    server_shown = _metadata(second, SERVER_SOURCE)
+    assert "postgresql.auto.conf" in server_shown["changed"]
+    assert "+work_mem = '24MB'" in server_shown["diff"]
+    changed = _manifest(configured, "shop_files")
+    assert not changed.unchanged and changed.object_key != shop.object_key
+
+    # Nothing changed: recorded as unchanged, the archive named again, not stored again.
+    third = _materialize(configured, instance, "shop_files")
+    assert third.success, failure_messages(third)
+    assert _metadata(third, "shop_files")["changes"] == "nothing changed"
+    same = _manifest(configured, "shop_files")
+    assert same.unchanged and same.object_key == changed.object_key
+
+    # Restore by job into a folder: every byte and mode as it was.
+    defs = definitions_for(configured)
+    target = tmp_path / "restored"
+    restored = defs.resolve_job_def(names.RESTORE_CONFIG_JOB).execute_in_process(
+        run_config={
+            "ops": {
+                "restore_config_version": {
+                    "config": {"name": "shop_files", "target_dir": str(target)}
+                }
+            }
+        },
+        instance=instance,
+        resources=defs.resources,
+    )
+    assert restored.success
+    for original in (ini, app_folder / "conf.d" / "cache.conf"):
+        copy = target / str(original).lstrip("/")
+        assert copy.read_bytes() == original.read_bytes()
+        assert copy.stat().st_mode == original.stat().st_mode
+    again = defs.resolve_job_def(names.RESTORE_CONFIG_JOB).execute_in_process(
+        run_config={
+            "ops": {
+                "restore_config_version": {
+                    "config": {"name": "shop_files", "target_dir": str(target)}
+                }
+            }
+        },
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+    assert not again.success and "files exist under" in failure_messages(again)
+
+    # By hand, as the runbook says: zstd and tar alone.
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    store = stores_from_config(load_config(configured)).archive
+    archive = tmp_path / "snapshot.tar.zst"
+    archive.write_bytes(store.read_bytes(same.object_key))
+    subprocess.run(f"zstd -d -c {archive} | tar -xpf - -C {by_hand}", shell=True, check=True)
+    assert (by_hand / str(ini).lstrip("/")).read_bytes() == ini.read_bytes()
+
+    events = _everything_recorded(instance)
+    for secret in (APP_SECRET, HTTP_TOKEN, COMMAND_SECRET, cluster.superuser_password):
+        assert secret not in events
+
+
+def test_readback_catches_a_damaged_archive_and_the_next_run_stores_it_again(configured, instance):
+    first = _materialize(configured, instance, "shop_settings")
+    assert first.success, failure_messages(first)
+    manifest = _manifest(configured, "shop_settings")
+    store = stores_from_config(load_config(configured)).archive
+    path = Path(store.uri(manifest.object_key).removeprefix("file://"))
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    outcome = verify_config_snapshot(store, manifest, None)
+    assert not outcome.passed and "SHA-256" in outcome.description
+
+    # The decoders' own verdict: the damaged bytes, with a manifest that agrees with them.
+    agreeing = ConfigManifest(
+        **{
+            **manifest.__dict__,
+            "sha256": __import__("hashlib").sha256(damaged).hexdigest(),
+        }
+    )
+    decoded = verify_config_snapshot(store, agreeing, None)
+    assert not decoded.passed and "zstd failed" in decoded.description
+
+    healed = _materialize(configured, instance, "shop_settings")
+    assert healed.success, failure_messages(healed)
+    assert "failed its readback" in _metadata(healed, "shop_settings")["notes"]
+    assert _checks(healed, "shop_settings")[names.CONFIG_READBACK]
+    assert not _manifest(configured, "shop_settings").unchanged
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"files": ["/nonexistent/shop/app.ini"]}, "/nonexistent/shop/app.ini does not exist"),
+        (
+            {"command": {"argv": [sys.executable, "-c", "import sys; sys.exit(3)"]}},
+            "exited with status 3",
+        ),
+        (
+            {
+                "command": {
+                    "argv": [sys.executable, "-c", "import time; time.sleep(30)"],
+                    "timeout_seconds": 1,
+                }
+            },
+            "timed out after 1 s",
+        ),
+        ({"http": {"url": "{server}/broken"}}, "answered HTTP 500"),
+        ({"http": {"url": "{server}/huge", "max_bytes": 1024}}, "more than max_bytes"),
+    ],
+    ids=["missing_file", "command_fails", "command_hangs", "http_500", "http_oversize"],
+)
+def test_a_source_that_cannot_be_read_fails_and_stores_nothing(
+    write_config, instance, export_server, source, expected
+):
+    if "http" in source:
+        source["http"]["url"] = source["http"]["url"].format(server=export_server)
+    config = write_config(configs={"broken": source})
+    result = _materialize(config, instance, "broken")
+    assert not result.success
+    message = failure_messages(result)
+    assert "config 'broken'" in message and expected in message
+    store = stores_from_config(load_config(config)).archive
+    assert list(store.list_keys("config-snapshots/")) == []
+    assert not os.path.exists(str(config.parent / "backups" / "archive" / "config-snapshots"))
