@@ -1,11 +1,14 @@
 """Configuration backups with real files, a real command, a real HTTP server and the session's
 PostgreSQL server: versions and diffs, unchanged days, readback, restore, and bad sources."""
 
+import datetime as dt
+import hashlib
 import http.server
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +18,23 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from backup_pipelines import names
-from backup_pipelines.core.common.config import load_config, server_config_source
+from backup_pipelines.core.common.config import (
+    DEFAULT_REDACTIONS,
+    RetentionRules,
+    load_config,
+    server_config_source,
+)
 from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.configs.changes import Redactor
 from backup_pipelines.core.configs.snapshots import (
     ConfigManifest,
+    config_days,
     read_config_manifest,
+    take_config_snapshot,
     verify_config_snapshot,
 )
+from backup_pipelines.core.configs.sources import collect
+from backup_pipelines.core.retention.prune import delete_objects, plan_configs
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, server_document, today
 from backup_pipelines_tests.support.runs import definitions_for, failure_messages
 
@@ -36,7 +49,7 @@ EXPORT = "[flags]\nnew_checkout = true\n[limits]\nmax_upload_mb = 50\n"
 class _Exports(http.server.BaseHTTPRequestHandler):
     """/export wants the bearer token; /broken answers 500; /huge answers 2 MiB."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         if self.path == "/broken":
             self.send_error(500, "export failed")
             return
@@ -272,7 +285,7 @@ def test_readback_catches_a_damaged_archive_and_the_next_run_stores_it_again(con
     agreeing = ConfigManifest(
         **{
             **manifest.__dict__,
-            "sha256": __import__("hashlib").sha256(damaged).hexdigest(),
+            "sha256": hashlib.sha256(damaged).hexdigest(),
         }
     )
     decoded = verify_config_snapshot(store, agreeing, None)
@@ -320,3 +333,41 @@ def test_a_source_that_cannot_be_read_fails_and_stores_nothing(
     store = stores_from_config(load_config(config)).archive
     assert list(store.list_keys("config-snapshots/")) == []
     assert not os.path.exists(str(config.parent / "backups" / "archive" / "config-snapshots"))
+
+
+def test_retention_keeps_every_archive_a_kept_day_names(write_config, tmp_path):
+    """Four days: stored, unchanged, changed, unchanged. Pruning to the newest day keeps the
+    archive it names (stored the day before) and deletes the rest; the kept day still reads
+    back whole."""
+    settings_file = tmp_path / "app.ini"
+    config = load_config(write_config(configs={"app": {"files": [str(settings_file)]}}))
+    store = stores_from_config(config).archive
+    days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    texts = ["port = 1\n", "port = 1\n", "port = 2\n", "port = 2\n"]
+    for day, text in zip(days, texts, strict=True):
+        settings_file.write_text(text)
+        with tempfile.TemporaryDirectory() as folder:
+            take_config_snapshot(
+                store,
+                collect(config, "app", Path(folder)),
+                day,
+                dt.datetime.fromisoformat(f"{day}T12:00:00+00:00"),
+                key=None,
+                expect=[],
+                redactor=Redactor(DEFAULT_REDACTIONS),
+            )
+    manifests = {day: read_config_manifest(store, "app", day) for day in days}
+    assert [m.unchanged for m in manifests.values()] == [False, True, False, True]
+    rules = RetentionRules(daily=1, weekly=0, monthly=0, min_keep=1)
+    plan = plan_configs(store, "app", rules, dict.fromkeys(days, True), dt.date(2026, 11, 4))
+    assert list(plan.kept) == ["2026-11-04"]
+    deleted = {key for deletion in plan.deletions for _, key in deletion.objects}
+    assert manifests["2026-11-03"].object_key not in deleted  # day 4 names it
+    assert manifests["2026-11-01"].object_key in deleted
+    for deletion in plan.deletions:
+        delete_objects(stores_from_config(config), deletion)
+    assert config_days(store, "app") == ["2026-11-04"]
+    assert verify_config_snapshot(store, manifests["2026-11-04"], None).passed
+    assert sorted(store.list_keys("config-snapshots/")) == sorted(
+        [manifests["2026-11-03"].object_key, "config-snapshots/app/2026-11-04/manifest.json"]
+    )

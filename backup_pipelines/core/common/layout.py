@@ -117,8 +117,12 @@ def config_prefix(name: str) -> str:
     return f"{CONFIG_SNAPSHOTS}/{name}/"
 
 
+def config_day_prefix(name: str, day: str) -> str:
+    return f"{config_prefix(name)}{day}/"
+
+
 def config_manifest_key(name: str, day: str) -> str:
-    return f"{config_prefix(name)}{day}/{MANIFEST_NAME}"
+    return f"{config_day_prefix(name, day)}{MANIFEST_NAME}"
 
 
 def config_object_key(
@@ -127,7 +131,7 @@ def config_object_key(
     """Named by time and content: two versions taken in one second never share a key."""
     stamp = taken_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     suffix = ".tar.zst" + (".age" if encrypted else "")
-    return f"{config_prefix(name)}{day}/{name}_{stamp}_{tree_sha256[:8]}{suffix}"
+    return f"{config_day_prefix(name, day)}{name}_{stamp}_{tree_sha256[:8]}{suffix}"
 
 
 def day_of_config_key(key: str) -> str:

@@ -1,6 +1,6 @@
-"""What a backup is of: a database (logical dumps), its copies in the replica store, or an S3
-bucket (snapshots). A plan or a deletion names its subject by type, never by an encoded
-string."""
+"""What a backup is of: a database (logical dumps), its copies in the replica store, an S3
+bucket (snapshots) or a configuration source (configuration snapshots). A plan or a deletion
+names its subject by type, never by an encoded string."""
 
 from __future__ import annotations
 
@@ -34,9 +34,17 @@ class Bucket(_Subject):
     kind: ClassVar[str] = "bucket"
 
 
-Subject = Database | Replica | Bucket
-SUBJECT_KINDS: dict[str, type[Database] | type[Replica] | type[Bucket]] = {
+@dataclass(frozen=True)
+class ConfigSource(_Subject):
+    """A configuration source's daily snapshots (configs:, and each server's own files)."""
+
+    kind: ClassVar[str] = "config"
+
+
+Subject = Database | Replica | Bucket | ConfigSource
+SUBJECT_KINDS: dict[str, type[Database] | type[Replica] | type[Bucket] | type[ConfigSource]] = {
     Database.kind: Database,
     Replica.kind: Replica,
     Bucket.kind: Bucket,
+    ConfigSource.kind: ConfigSource,
 }

@@ -22,6 +22,8 @@ from backup_pipelines.core.buckets.snapshots import read_snapshot, snapshot_days
 from backup_pipelines.core.common.config import RetentionRules
 from backup_pipelines.core.common.layout import (
     PRUNING_STEP,
+    config_day_prefix,
+    config_manifest_key,
     database_prefix,
     day_of_backup_key,
     day_of_ref_key,
@@ -34,7 +36,8 @@ from backup_pipelines.core.common.layout import (
     step_of_ref_key,
 )
 from backup_pipelines.core.common.stores import BackupStores
-from backup_pipelines.core.common.subjects import Bucket, Database, Replica, Subject
+from backup_pipelines.core.common.subjects import Bucket, ConfigSource, Database, Replica, Subject
+from backup_pipelines.core.configs.snapshots import config_days, read_config_manifest
 from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
 from backup_pipelines.storage import ObjectStore, S3Store, StoredObject
 
@@ -43,6 +46,7 @@ SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
 SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
 SCOPE_REPLICA = "replica"  # a day's copy in the replica store: its manifest, then its objects
+SCOPE_CONFIG = "config"  # a configuration snapshot: its manifest, then archives no kept day names
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
 _INCOMPLETE_AFTER = dt.timedelta(days=2)
@@ -292,3 +296,35 @@ def plan_snapshots(
             Deletion(Bucket(name), day, SCOPE_SNAPSHOT, decision.reasons[0], tuple(objects))
         )
     return RetentionPlan(Bucket(name), kept, deletions)
+
+
+def plan_configs(
+    store: ObjectStore,
+    name: str,
+    rules: RetentionRules,
+    verified: Mapping[str, bool],
+    today: dt.date,
+) -> RetentionPlan:
+    """What `rules` keep of configuration source `name`'s versions. An archive a kept day's
+    manifest names (a later unchanged day names an earlier day's) is never deleted."""
+    days = config_days(store, name)
+    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
+    decisions = decide(statuses, policy_for(rules))  # keeps everything below min_keep verified
+    kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+    needed = {
+        manifest.object_key
+        for day in kept
+        if (manifest := read_config_manifest(store, name, day)) is not None
+    }
+    deletions = []
+    for day in sorted(set(days) - set(kept)):
+        manifest = read_config_manifest(store, name, day)
+        own = set(store.list_keys(config_day_prefix(name, day))) - {config_manifest_key(name, day)}
+        named = {manifest.object_key} if manifest else set()
+        objects = [
+            ("archive", config_manifest_key(name, day)),
+            *(("archive", key) for key in sorted((own | named) - needed)),
+        ]
+        reason = next(d.reasons[0] for d in decisions if d.day.isoformat() == day)
+        deletions.append(Deletion(ConfigSource(name), day, SCOPE_CONFIG, reason, tuple(objects)))
+    return RetentionPlan(ConfigSource(name), kept, deletions)

@@ -25,18 +25,21 @@ from backup_pipelines.core.common.stores import BackupStores
 from backup_pipelines.core.common.subjects import (
     SUBJECT_KINDS,
     Bucket,
+    ConfigSource,
     Database,
     Replica,
     Subject,
 )
 from backup_pipelines.core.retention.prune import (
     SCOPE_BACKUP,
+    SCOPE_CONFIG,
     SCOPE_DUMP,
     SCOPE_REPLICA,
     SCOPE_SNAPSHOT,
     RetentionPlan,
     delete_objects,
     object_uris,
+    plan_configs,
     plan_database,
     plan_replica,
     plan_snapshots,
@@ -53,16 +56,24 @@ _WIPED_STEPS = {
     SCOPE_DUMP: (names.DUMP,),
     SCOPE_SNAPSHOT: names.BUCKET_STEPS,
     SCOPE_REPLICA: names.REPLICA_STEPS,
+    SCOPE_CONFIG: (names.CONFIG_PREFIX,),  # a source has one asset, whatever the step
 }
 
 
 def subjects(settings: BackupSettings) -> list[Subject]:
     config = settings.config()
     replicas = map(Replica, config.databases) if config.replica else ()
-    return [*map(Database, config.databases), *replicas, *map(Bucket, config.buckets)]
+    return [
+        *map(Database, config.databases),
+        *replicas,
+        *map(Bucket, config.buckets),
+        *map(ConfigSource, config.config_sources()),
+    ]
 
 
 def subject_key(subject: Subject, step: str) -> AssetKey:
+    if isinstance(subject, ConfigSource):
+        return names.config_key(subject.name)
     if isinstance(subject, Bucket):
         return names.bucket_key(subject.name, step)
     return names.database_key(subject.name, step)
@@ -79,7 +90,8 @@ def retention_stores(settings: BackupSettings) -> BackupStores:
 def plan_all(
     settings: BackupSettings, instance: DagsterInstance, only: list[Subject] | None = None
 ) -> list[RetentionPlan]:
-    """Plans for every database, replica and bucket (or the subjects in `only`)."""
+    """Plans for every database, replica, bucket and configuration source (or those in
+    `only`)."""
     config, stores = settings.config(), retention_stores(settings)
     today = dt.datetime.now(dt.UTC).date()
     plans = []
@@ -95,6 +107,11 @@ def plan_all(
                 plans.append(plan_replica(stores.replica, subject.name, rules, outcomes, today))
             except StorageError:
                 continue
+        elif isinstance(subject, ConfigSource):
+            key = names.config_key(subject.name)
+            outcomes = verification_outcomes(instance, key, names.CONFIG_CHECKS)
+            rules = config.config_retention_for(subject.name)
+            plans.append(plan_configs(stores.archive, subject.name, rules, outcomes, today))
         elif isinstance(subject, Bucket):
             assert stores.snapshots is not None
             outcomes = verification_outcomes(instance, verification, names.SNAPSHOT_CHECKS)
@@ -108,12 +125,14 @@ def plan_all(
 
 
 class PlannedDeletion(Config):
-    kind: str = Field(description="database, replica (its copies in the replica store) or bucket")
-    name: str = Field(description="The database's or the bucket's configured name.")
+    kind: str = Field(
+        description="database, replica (its copies in the replica store), bucket or config"
+    )
+    name: str = Field(description="The database's, bucket's or configuration source's name.")
     partition: str
     scope: str = Field(
         description="backup (all copies), dump (hot copy only), replica (the copy in the "
-        "replica store), incomplete or snapshot"
+        "replica store), incomplete, snapshot or config"
     )
     reason: str
     objects: list[str] = Field(description="Every object to delete, in order, by URI.")
