@@ -35,6 +35,7 @@ from backup_pipelines.core.configs.snapshots import (
 )
 from backup_pipelines.core.configs.sources import collect
 from backup_pipelines.core.retention.prune import delete_objects, plan_configs
+from backup_pipelines.defs.alerts.health import check_problems, config_age_problems
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, server_document, today
 from backup_pipelines_tests.support.runs import definitions_for, failure_messages
 
@@ -371,3 +372,34 @@ def test_retention_keeps_every_archive_a_kept_day_names(write_config, tmp_path):
     assert sorted(store.list_keys("config-snapshots/")) == sorted(
         [manifests["2026-11-03"].object_key, "config-snapshots/app/2026-11-04/manifest.json"]
     )
+
+
+def test_a_missing_section_fails_config_complete_and_is_alerted_like_a_stale_source(
+    write_config, instance, app_folder
+):
+    config = write_config(
+        configs={
+            "shop": {"files": [str(app_folder / "app.ini")], "expect": [r"^\[payments\]"]},
+            "never_run": {"files": [str(app_folder / "app.ini")]},
+        }
+    )
+    result = _materialize(config, instance, "shop")
+    assert not result.success  # the checks are blocking: the run fails too, and is alerted
+    assert _metadata(result, "shop")["files"] == "1"
+    assert _checks(result, "shop") == {names.CONFIG_COMPLETE: False, names.CONFIG_READBACK: True}
+    (failed,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == names.CONFIG_COMPLETE
+    ]
+    assert "expected '^\\\\[payments\\\\]': found in no delivered file" in failed.description
+    problems = check_problems(instance, [], [], "http://ui", configs=["shop", "never_run"])
+    assert [p.key for p in problems] == ["check:config/shop:config_complete"]
+    now = dt.datetime.now(dt.UTC)
+    stale = config_age_problems(
+        instance,
+        ["shop", "never_run"],
+        now=now,
+        watching_since=now - dt.timedelta(days=2),
+        freshness=dt.timedelta(hours=25),
+        ui="http://ui",
+    )
+    assert [p.key for p in stale] == ["config_stale:never_run"]

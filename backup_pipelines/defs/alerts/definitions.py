@@ -7,4 +7,7 @@ from backup_pipelines.defs.project import Project
 
 
 def alerts_definitions(project: Project) -> Definitions:
-    return Definitions(sensors=[backup_alerts_sensor(project.databases, project.config.servers)])
+    config = project.config
+    return Definitions(
+        sensors=[backup_alerts_sensor(project.databases, config.servers, config.config_sources())]
+    )

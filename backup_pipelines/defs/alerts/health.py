@@ -57,6 +57,7 @@ def check_problems(
     ui: str,
     *,
     replicated: bool = False,
+    configs: list[str] | None = None,
 ) -> Iterator[Problem]:
     database_checks = {**names.DATABASE_CHECKS, **(names.REPLICA_CHECKS if replicated else {})}
     watched = [
@@ -71,6 +72,11 @@ def check_problems(
             for server in servers
             for step, checks in names.SERVER_CHECKS.items()
             for check in checks
+        ),
+        *(
+            (names.config_key(source), check)
+            for source in configs or ()
+            for check in names.CONFIG_CHECKS
         ),
     ]
     for key, check in [*watched, STORAGE_CHECK, *OBJECTIVE_CHECKS]:
@@ -149,6 +155,34 @@ def age_problems(
                 f"{names.WEEKLY_RESTORE_TEST_SCHEDULE}.",
                 link=asset_link(ui, restore_test),
             )
+
+
+def config_age_problems(
+    instance: DagsterInstance,
+    sources: list[str],
+    *,
+    now: dt.datetime,
+    watching_since: dt.datetime,
+    freshness: dt.timedelta,
+    ui: str,
+) -> Iterator[Problem]:
+    """Configuration sources without a snapshot read back intact within `freshness`."""
+    for source in sources:
+        key = names.config_key(source)
+        good = check_history(instance, key, names.CONFIG_READBACK, passed_only=True)
+        taken = evaluated_at(good[0]) if good else None
+        since = taken or watching_since
+        if now - since <= freshness:
+            continue
+        what = f"since {taken:%Y-%m-%d %H:%M} UTC" if taken else "ever (none recorded)"
+        yield Problem(
+            key=f"config_stale:{source}",
+            title=f"config {source}: no verified configuration snapshot for "
+            f"{_hours(now - since)} (limit {_hours(freshness)})",
+            details=f"The newest snapshot of {source} that read back intact: {what}. Check "
+            f"that {names.CONFIG_BACKUP_SCHEDULE} is running and the daemon is up.",
+            link=asset_link(ui, key),
+        )
 
 
 def last_replicated_at(instance: DagsterInstance, database: str) -> dt.datetime | None:

@@ -17,6 +17,7 @@ from backup_pipelines.core.common.config import ServerConfig
 from backup_pipelines.defs.alerts.health import (
     age_problems,
     check_problems,
+    config_age_problems,
     failed_runs,
     replica_age_problems,
     server_age_problems,
@@ -33,7 +34,7 @@ from backup_pipelines.defs.resources import BackupSettings
 
 
 def backup_alerts_sensor(
-    databases: list[str], servers: dict[str, ServerConfig]
+    databases: list[str], servers: dict[str, ServerConfig], configs: list[str]
 ) -> SensorDefinition:
     """Announce each problem once, and its recovery; rewrite the metrics textfile."""
 
@@ -42,8 +43,9 @@ def backup_alerts_sensor(
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
         description="Failed runs, failed checks (archive lag, failed archiving among them), "
-        "stale backups and base backups, overdue restore and PITR restore tests, sent "
-        "to the configured webhook, Slack and email once each, with a recovery message.",
+        "stale backups, base backups and configuration snapshots, overdue restore and PITR "
+        "restore tests, sent to the configured webhook, Slack and email once each, with a "
+        "recovery message.",
     )
     def _sensor(context: SensorEvaluationContext, settings: BackupSettings) -> SkipReason:
         alerts, replica = settings.config().alerts, settings.config().replica
@@ -59,7 +61,12 @@ def backup_alerts_sensor(
         watch = {"now": now, "watching_since": watching_since, "ui": ui}
         problems = [
             *check_problems(
-                context.instance, databases, list(servers), ui, replicated=replica is not None
+                context.instance,
+                databases,
+                list(servers),
+                ui,
+                replicated=replica is not None,
+                configs=configs,
             ),
             *age_problems(
                 context.instance,
@@ -80,6 +87,12 @@ def backup_alerts_sensor(
             ),
             *server_age_problems(
                 context.instance, servers, restore_test_age=restore_test_age, **watch
+            ),
+            *config_age_problems(
+                context.instance,
+                configs,
+                freshness=dt.timedelta(hours=alerts.freshness_hours),
+                **watch,
             ),
             *runs,
         ]
