@@ -34,6 +34,11 @@ from backup_pipelines.core.configs.snapshots import (
     verify_config_snapshot,
 )
 from backup_pipelines.core.configs.sources import collect
+from backup_pipelines.core.recovery.config_runbook import (
+    config_restore_commands,
+    config_runbook_entry,
+    config_section,
+)
 from backup_pipelines.core.retention.prune import delete_objects, plan_configs
 from backup_pipelines.defs.alerts.health import check_problems, config_age_problems
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, server_document, today
@@ -256,14 +261,19 @@ def test_versions_diffs_unchanged_days_restore_and_no_secret_shown(
     )
     assert not again.success and "files exist under" in failure_messages(again)
 
-    # By hand, as the runbook says: zstd and tar alone.
+    # By hand, with the runbook's commands: the store's CLI (cp here), sha256sum, zstd, tar.
     by_hand = tmp_path / "by_hand"
     by_hand.mkdir()
     store = stores_from_config(load_config(configured)).archive
-    archive = tmp_path / "snapshot.tar.zst"
-    archive.write_bytes(store.read_bytes(same.object_key))
-    subprocess.run(f"zstd -d -c {archive} | tar -xpf - -C {by_hand}", shell=True, check=True)
-    assert (by_hand / str(ini).lstrip("/")).read_bytes() == ini.read_bytes()
+    entry = config_runbook_entry(store, "shop_files")
+    assert entry.manifest is not None and entry.manifest.object_key == same.object_key
+    subprocess.run(
+        ["bash", "-c", config_restore_commands(entry)], cwd=by_hand, check=True, capture_output=True
+    )
+    restored_ini = by_hand / "restored-config" / "shop_files" / str(ini).lstrip("/")
+    assert restored_ini.read_bytes() == ini.read_bytes()
+    assert restored_ini.stat().st_mode == ini.stat().st_mode
+    assert "restored-config/shop_files" in config_section([entry])
 
     events = _everything_recorded(instance)
     for secret in (APP_SECRET, HTTP_TOKEN, COMMAND_SECRET, cluster.superuser_password):

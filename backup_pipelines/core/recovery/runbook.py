@@ -20,6 +20,7 @@ from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckRecord
 from backup_pipelines.core.common.streams import file_suffix
 from backup_pipelines.core.postgres.manifest import Manifest, list_backup_days, read_manifest
+from backup_pipelines.core.recovery.config_runbook import ConfigRunbookEntry, config_section
 from backup_pipelines.core.recovery.objectives import Standing, objectives_table_html
 from backup_pipelines.core.recovery.timeline import (
     TARGET_PLACEHOLDER,
@@ -236,12 +237,17 @@ def render_runbook(
     generated_at: dt.datetime,
     servers: tuple[ServerRunbookEntry, ...] = (),
     objectives: list[Standing] | None = None,
+    configs: tuple[ConfigRunbookEntry, ...] = (),
 ) -> str:
     """The page; with `objectives`, it opens with the table of promised and achieved RPO and
-    RTO."""
+    RTO; the configuration sources' versions come last."""
     covered = objectives_table_html(objectives) if objectives else ""
     sections = "\n".join(
-        [*(_database_section(entry) for entry in entries), *(_server_section(s) for s in servers)]
+        [
+            *(_database_section(entry) for entry in entries),
+            *(_server_section(s) for s in servers),
+            config_section(list(configs)),
+        ]
     )
     missing = [entry.database for entry in entries if entry.manifest is None]
     banner = (

@@ -24,6 +24,7 @@ from backup_pipelines.core.common.layout import (
     RUNBOOK_KEY,
 )
 from backup_pipelines.core.common.postgres_client import PostgresError
+from backup_pipelines.core.recovery.config_runbook import config_runbook_entry
 from backup_pipelines.core.recovery.runbook import (
     CheckLookup,
     RunbookEntry,
@@ -163,7 +164,16 @@ def recovery_runbook_asset(
         )
         now = dt.datetime.now(dt.UTC)
         covered = standings(context.instance, settings, now)
-        page = render_runbook(entries, generated_at=now, servers=server_entries, objectives=covered)
+        configs = tuple(
+            config_runbook_entry(archive, name) for name in settings.config().config_sources()
+        )
+        page = render_runbook(
+            entries,
+            generated_at=now,
+            servers=server_entries,
+            objectives=covered,
+            configs=configs,
+        )
         archive.write_bytes(RUNBOOK_KEY, page.encode())
         copies = {}
         if replica is not None:
