@@ -33,7 +33,10 @@ def recovery_definitions(project: Project) -> Definitions:
         schedules=[daily_audit_report_schedule],
         sensors=[
             recovery_runbook_sensor(
-                project.databases, runbook_job, replicated=project.config.replica is not None
+                project.databases,
+                runbook_job,
+                replicated=project.config.replica is not None,
+                configs=project.config.config_sources(),
             )
         ],
     )

@@ -1,7 +1,7 @@
 """Keep the recovery runbook current (rewrite it after every verification and restore test) and
 the recovery objectives (evaluate them after every piece of new evidence)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dagster import (
     AssetKey,
@@ -46,10 +46,11 @@ def _on_new_records(
 
 
 def recovery_runbook_sensor(
-    databases: list[str], job: AssetJob, *, replicated: bool = False
+    databases: list[str], job: AssetJob, *, replicated: bool = False, configs: Sequence[str] = ()
 ) -> SensorDefinition:
     """Regenerate the runbook after every verification and every restore test (and, with a
-    replica store, every proved copy there: the runbook gives both locations)."""
+    replica store, every proved copy there: the runbook gives both locations), and every
+    configuration snapshot."""
 
     def newest_ids(instance: DagsterInstance) -> list[int]:
         state = []
@@ -61,13 +62,15 @@ def recovery_runbook_sensor(
             if replicated:
                 copy = names.database_key(database, names.REPLICA)
                 state.append(latest_check_record_id(instance, copy, names.REPLICA_VERIFIED))
+        for source in configs:
+            state.append(latest_materialization_id(instance, names.config_key(source)))
         return state
 
     return _on_new_records(
         names.RUNBOOK_SENSOR,
         job,
         "Rewrites the recovery runbook when an archive is verified, copied to the replica store "
-        "or restore-tested.",
+        "or restore-tested, and when a configuration is snapshotted.",
         newest_ids,
         interval_seconds=60,
     )
