@@ -162,7 +162,10 @@ def main() -> int:
         ui = _start_deployment(env, options.host, options.ui_port)
         try:
             outcome = first_runs(
-                Deployment(f"http://127.0.0.1:{options.ui_port}"), CONFIG, "the demo (scripts/demo)"
+                Deployment(f"http://127.0.0.1:{options.ui_port}"),
+                CONFIG,
+                "the demo (scripts/demo)",
+                change_a_setting=cluster.change_a_setting,
             )
             if outcome == 0:
                 print(

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from backup_pipelines.core.common.client_tools import find_client_tools
 from backup_pipelines.core.servers.scratch import free_port
 
@@ -116,6 +118,16 @@ class LocalCluster:
         secret = self.superuser_password if password is None and user == SUPERUSER else password
         auth = f"{user}:{secret}" if secret else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def change_a_setting(self) -> str:
+        """Turn the slow-statement log's threshold between 250 and 500 ms (ALTER SYSTEM, which
+        writes postgresql.auto.conf) and reload; says what it did."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            row = conn.execute("SHOW log_min_duration_statement").fetchone()
+            value = "500ms" if row and row[0] == "250ms" else "250ms"
+            conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+        return f"set log_min_duration_statement to {value} on the server"
 
 
 def start_cluster(root: Path, password: str, port: int | None = None) -> LocalCluster:

@@ -33,13 +33,22 @@ class _Failed(Exception):
     """A first run that did not succeed: what it was."""
 
 
-def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
+def first_runs(
+    deployment: Deployment,
+    config: Path,
+    submitted_by: str,
+    change_a_setting: Callable[[], str] | None = None,
+) -> int:
     """Back up today, restore-test what was backed up (and, with a replica, copy it there and
-    drill a restore from it), write the runbook: each a run submitted to the deployment (or,
-    for the restore tests and the copies, launched by their sensors), waited for. The
-    databases' chain and the servers' run side by side, as in a deployment's night."""
+    drill a restore from it), snapshot the configuration, write the runbook: each a run
+    submitted to the deployment (or, for the restore tests and the copies, launched by their
+    sensors), waited for. The databases' chain and the servers' run side by side, as in a
+    deployment's night. `change_a_setting` (it says what it changed) is called between two
+    configuration snapshots, so the second shows a diff."""
     try:
-        _all_first_runs(deployment, load_config(config), submitted_by, utc_today())
+        _all_first_runs(
+            deployment, load_config(config), submitted_by, utc_today(), change_a_setting
+        )
     except _Failed as failed:
         print(f"{failed} failed; see the run in the UI (Runs page)", file=sys.stderr)
         return 1
@@ -47,7 +56,11 @@ def first_runs(deployment: Deployment, config: Path, submitted_by: str) -> int:
 
 
 def _all_first_runs(
-    deployment: Deployment, settings: BackupConfig, submitted_by: str, today: str
+    deployment: Deployment,
+    settings: BackupConfig,
+    submitted_by: str,
+    today: str,
+    change_a_setting: Callable[[], str] | None,
 ) -> None:
     wait_until_serving(deployment, names.DAILY_BACKUP_JOB, timeout_seconds=300)
     _wait_for_sensors(deployment, settings)
@@ -57,6 +70,10 @@ def _all_first_runs(
     if settings.servers:
         print(f"taking a base backup of {', '.join(settings.servers)} with pgBackRest")
         server_backup = submit_job(deployment, names.SERVER_BACKUP_JOB, submitted_by, today)
+    configs = None
+    if settings.config_sources():
+        print(f"snapshotting the configuration: {', '.join(settings.config_sources())}")
+        configs = submit_job(deployment, names.CONFIG_BACKUP_JOB, submitted_by, today)
     _require(deployment, backup, "the backup")
     _restore_test(deployment, settings, submitted_by, today)
     drill = _replicate(deployment, submitted_by, today) if settings.replica else None
@@ -65,6 +82,12 @@ def _all_first_runs(
         _prove_servers(deployment, settings.servers, submitted_by, today)
     if drill:
         _require(deployment, drill, "the failover drill")
+    if configs:
+        _require(deployment, configs, "the configuration snapshot")
+        if change_a_setting:
+            print(f"{change_a_setting()}; snapshotting the configuration again (see its diff)")
+            again = submit_job(deployment, names.CONFIG_BACKUP_JOB, submitted_by, today)
+            _require(deployment, again, "the second configuration snapshot")
     print("writing the recovery runbook")
     _require(deployment, submit_job(deployment, names.RUNBOOK_JOB, submitted_by), "the runbook")
 

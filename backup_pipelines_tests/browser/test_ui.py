@@ -16,6 +16,7 @@ import yaml
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from backup_pipelines import names
+from backup_pipelines.core.common.config import server_config_source
 from backup_pipelines.core.postgres.dump import utc_today
 from backup_pipelines.trigger.remote import Deployment, location_of
 from backup_pipelines_demo.cluster import LocalCluster, free_port
@@ -94,7 +95,7 @@ def deployment(cluster, tmp_path_factory, archiving_home) -> Iterator[RunningDep
         )
     try:
         remote = Deployment(f"http://127.0.0.1:{port}")
-        assert first_runs(remote, config, "the browser tests") == 0
+        assert first_runs(remote, config, "the browser tests", server.change_a_setting) == 0
         location, _ = location_of(remote, names.DAILY_BACKUP_JOB)
         yield RunningDeployment(
             remote.url, location["repositoryLocationName"], root / "backups" / "archive"
@@ -190,6 +191,7 @@ def test_automation_page_lists_every_schedule_and_sensor_switched_on(page, deplo
         names.WAL_ARCHIVE_SCHEDULE,
         names.SERVER_RETENTION_SCHEDULE,
         names.NEW_FULL_BACKUP_PITR_TEST_SENSOR,
+        names.CONFIG_BACKUP_SCHEDULE,
     ]
     for name in automations:
         row = page.locator("[data-index]").filter(has=page.get_by_text(name, exact=True))
@@ -246,3 +248,18 @@ def test_server_group_shows_its_recovery_window_and_a_proven_pitr_restore(page, 
         expect(page.get_by_role("cell", name=evidence)).to_be_visible()
     expect(page.get_by_text("the one after it is not").first).to_be_visible()
     screenshot(page, "11-checks-pitr-restore-test")
+
+
+def test_configuration_snapshot_shows_the_diff_of_the_changed_setting(page, deployment):
+    key = "/".join(names.config_key(server_config_source(SERVER)).path)
+    visit(page, f"{deployment.url}/assets/{key}")
+    expect(page.get_by_text("1 changed", exact=True).first).to_be_visible()
+    expect(page.get_by_text("postgresql.auto.conf").first).to_be_visible()
+    expect(page.get_by_text("+log_min_duration_statement").first).to_be_visible()  # the diff
+    screenshot(page, "14-config-diff")
+
+    visit(page, f"{deployment.url}/assets/{key}?view=checks")
+    for check in names.CONFIG_CHECKS:
+        expect(page.get_by_text(check, exact=True).first).to_be_visible()
+    expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
+    screenshot(page, "15-checks-config")

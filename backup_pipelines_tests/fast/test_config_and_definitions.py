@@ -129,6 +129,32 @@ def test_minimal_config_and_defaults(tmp_path):
             "databases.billing.objectives.rpo_minutes: 60 min cannot be met: billing is backed "
             "up by dumps on '0 */6 * * *' (up to 360 min apart)",
         ),
+        (
+            {"configs": {"app": {"files": ["/etc/app.ini"], "command": {"argv": ["x"]}}}},
+            "configs.app: Value error, give exactly one of files, command or http (found files, "
+            "command)",
+        ),
+        (
+            {"configs": {"app": {"command": {"argv": ["curl", "-u", "me:${APP_TOKEN}"]}}}},
+            "configs.app.command.argv: Value error, argv must not contain ${VAR} references",
+        ),
+        (
+            {"configs": {"app": {"http": {"url": "ftp://example.com/export"}}}},
+            "configs.app.http.url: String should match pattern",
+        ),
+        (
+            {"configs": {"app": {"files": ["/etc/app.ini"], "expect": ["[database"]}}},
+            "configs.app: Value error, '[database' is not a regular expression",
+        ),
+        (
+            {
+                "servers": {
+                    "main": {"url": "x", "data_directory": "/d", "pgbackrest": {"path": "/r"}}
+                },
+                "configs": {"main_postgresql": {"files": ["/etc/app.ini"]}},
+            },
+            "configs.main_postgresql: the name is taken by the source every server gets",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path, change, expected):
