@@ -41,6 +41,7 @@ from backup_pipelines.core.recovery.config_runbook import (
 )
 from backup_pipelines.core.retention.prune import delete_objects, plan_configs
 from backup_pipelines.defs.alerts.health import check_problems, config_age_problems
+from backup_pipelines_tests.support.age_keys import AGE_MAGIC, new_identity
 from backup_pipelines_tests.support.config import PITR_PASSWORD_ENV, server_document, today
 from backup_pipelines_tests.support.runs import definitions_for, failure_messages
 
@@ -149,6 +150,18 @@ def _materialize(config: Path, instance: DagsterInstance, *sources: str):
     )
 
 
+def _restore(config: Path, instance: DagsterInstance, source: str, target: Path):
+    """The restore_config job, launched as from the launchpad."""
+    defs = definitions_for(config)
+    request = {"name": source, "target_dir": str(target)}
+    return defs.resolve_job_def(names.RESTORE_CONFIG_JOB).execute_in_process(
+        run_config={"ops": {"restore_config_version": {"config": request}}},
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
 def _metadata(result, source: str) -> dict:
     (event,) = [
         e.materialization
@@ -229,36 +242,13 @@ def test_versions_diffs_unchanged_days_restore_and_no_secret_shown(
     assert same.unchanged and same.object_key == changed.object_key
 
     # Restore by job into a folder: every byte and mode as it was.
-    defs = definitions_for(configured)
     target = tmp_path / "restored"
-    restored = defs.resolve_job_def(names.RESTORE_CONFIG_JOB).execute_in_process(
-        run_config={
-            "ops": {
-                "restore_config_version": {
-                    "config": {"name": "shop_files", "target_dir": str(target)}
-                }
-            }
-        },
-        instance=instance,
-        resources=defs.resources,
-    )
-    assert restored.success
+    assert _restore(configured, instance, "shop_files", target).success
     for original in (ini, app_folder / "conf.d" / "cache.conf"):
         copy = target / str(original).lstrip("/")
         assert copy.read_bytes() == original.read_bytes()
         assert copy.stat().st_mode == original.stat().st_mode
-    again = defs.resolve_job_def(names.RESTORE_CONFIG_JOB).execute_in_process(
-        run_config={
-            "ops": {
-                "restore_config_version": {
-                    "config": {"name": "shop_files", "target_dir": str(target)}
-                }
-            }
-        },
-        instance=instance,
-        resources=defs.resources,
-        raise_on_error=False,
-    )
+    again = _restore(configured, instance, "shop_files", target)
     assert not again.success and "files exist under" in failure_messages(again)
 
     # By hand, with the runbook's commands: the store's CLI (cp here), sha256sum, zstd, tar.
@@ -413,3 +403,40 @@ def test_a_missing_section_fails_config_complete_and_is_alerted_like_a_stale_sou
         ui="http://ui",
     )
     assert [p.key for p in stale] == ["config_stale:never_run"]
+
+
+def test_an_encrypted_snapshot_reads_back_and_restores_by_hand_with_the_identity_file(
+    write_config, instance, app_folder, tmp_path, monkeypatch
+):
+    identity = new_identity(tmp_path, "configs")
+    monkeypatch.setenv("TEST_AGE_IDENTITY", identity)
+    config = write_config(
+        configs={"shop": {"files": [str(app_folder / "app.ini")]}},
+        encryption={"identity": "${TEST_AGE_IDENTITY}"},
+    )
+    result = _materialize(config, instance, "shop")
+    assert result.success, failure_messages(result)
+    assert _checks(result, "shop")[names.CONFIG_READBACK]
+    store = stores_from_config(load_config(config)).archive
+    entry = config_runbook_entry(store, "shop")
+    assert entry.manifest is not None and entry.manifest.object_key.endswith(".tar.zst.age")
+    assert store.read_bytes(entry.manifest.object_key).startswith(AGE_MAGIC)
+    assert b"hunter" not in store.read_bytes(entry.manifest.object_key)
+    key_file = tmp_path / "identity.txt"
+    key_file.write_text(identity + "\n")
+    by_hand = tmp_path / "by_hand"
+    by_hand.mkdir()
+    subprocess.run(
+        ["bash", "-c", config_restore_commands(entry)],
+        cwd=by_hand,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "AGE_IDENTITY_FILE": str(key_file)},
+    )
+    ini = app_folder / "app.ini"
+    assert (by_hand / "restored-config" / "shop" / str(ini).lstrip("/")).read_bytes() == (
+        ini.read_bytes()
+    )
+    monkeypatch.delenv("TEST_AGE_IDENTITY")
+    unreadable = verify_config_snapshot(store, entry.manifest, None)
+    assert not unreadable.passed and "encrypted with age" in unreadable.description

@@ -14,6 +14,7 @@ from backup_pipelines import names
 from backup_pipelines.core.common.config import ConfigError, load_config
 from backup_pipelines.core.common.layout import manifest_key
 from backup_pipelines.core.postgres.manifest import Manifest
+from backup_pipelines_tests.support.age_keys import AGE_MAGIC, new_identity
 from backup_pipelines_tests.support.config import target_url, today
 from backup_pipelines_tests.support.data import drop, table_fingerprints
 from backup_pipelines_tests.support.runbook_html import RunbookParser
@@ -27,15 +28,6 @@ from backup_pipelines_tests.support.runs import (
     run_restore,
     run_restore_test_job,
 )
-
-AGE_MAGIC = b"age-encryption.org/v1"
-
-
-def new_identity(tmp_path: Path, name: str) -> str:
-    path = tmp_path / f"{name}.key"
-    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
-    (line,) = [x for x in path.read_text().splitlines() if x.startswith("AGE-SECRET-KEY-")]
-    return line
 
 
 @pytest.fixture

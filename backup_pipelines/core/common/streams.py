@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Literal
 
@@ -133,6 +133,19 @@ class Pipeline:
     def read_chunks(self) -> Iterator[bytes]:
         assert self.stdout is not None
         yield from iter(lambda: self.stdout.read(CHUNK_SIZE), b"")
+
+    def drain_into(self, sink: Callable[[bytes], None]) -> tuple[str, int, str] | None:
+        """Pass the last stage's output to `sink` chunk by chunk (every stage is killed if
+        that raises); the failed stage that caused the others' failure (name, exit code,
+        stderr), or None when every stage succeeded."""
+        try:
+            for chunk in self.read_chunks():
+                sink(chunk)
+        except BaseException:
+            self.kill()
+            raise
+        failures = [result for result in self.wait() if result[1] != 0]
+        return first_cause(failures) if failures else None
 
     def wait(self) -> list[tuple[str, int, str]]:
         """(name, exit code, stderr) of every stage, in order."""

@@ -211,18 +211,11 @@ def _store_archive(
     stages = [("zstd", ["zstd", "-q", "-c", f"-{ZSTD_LEVEL}", str(archive)])]
     if key is not None:
         stages.append((AGE, key.encrypt_command()))
-    pipeline = Pipeline(stages)
     writer = store.open_writer(object_key, expected_size=archive.stat().st_size)
     with writing(writer):
-        try:
-            for chunk in pipeline.read_chunks():
-                writer.write(chunk)
-        except BaseException:
-            pipeline.kill()
-            raise
-        failures = [result for result in pipeline.wait() if result[1] != 0]
-        if failures:
-            stage, code, err = first_cause(failures)
+        failed = Pipeline(stages).drain_into(writer.write)
+        if failed:
+            stage, code, err = failed
             raise ConfigSnapshotError(
                 f"config {collection.name!r}: {stage} failed (exit {code}): {err or 'no message'}"
             )

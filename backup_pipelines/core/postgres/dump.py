@@ -28,7 +28,6 @@ from backup_pipelines.core.common.streams import (
     Compression,
     Pipeline,
     compress_command,
-    first_cause,
 )
 from backup_pipelines.core.postgres.catalog import ExportedSnapshot, exported_snapshot
 from backup_pipelines.core.postgres.manifest import BackupRef, Manifest, remove_superseded
@@ -209,16 +208,9 @@ def _run_dump_pipeline(
         stages.append((settings.compression, compressor))
     if settings.encrypt_with:
         stages.append((AGE, settings.encrypt_with.encrypt_command()))
-    pipeline = Pipeline(stages, env=connection.client_env())
-    try:
-        for chunk in pipeline.read_chunks():
-            writer.write(chunk)
-    except BaseException:
-        pipeline.kill()
-        raise
-    failures = [(name, code, err) for name, code, err in pipeline.wait() if code != 0]
-    if failures:
-        name, code, err = first_cause(failures)
+    failed = Pipeline(stages, env=connection.client_env()).drain_into(writer.write)
+    if failed:
+        name, code, err = failed
         raise DumpError(
             connection.redact(
                 f"database {connection.database!r}: {name} failed (exit {code}): "

@@ -38,7 +38,12 @@ from backup_pipelines.core.common.layout import (
 from backup_pipelines.core.common.stores import BackupStores
 from backup_pipelines.core.common.subjects import Bucket, ConfigSource, Database, Replica, Subject
 from backup_pipelines.core.configs.snapshots import config_days, read_config_manifest
-from backup_pipelines.core.retention.policy import BackupStatus, RetentionPolicy, decide
+from backup_pipelines.core.retention.policy import (
+    BackupStatus,
+    Decision,
+    RetentionPolicy,
+    decide,
+)
 from backup_pipelines.storage import ObjectStore, S3Store, StoredObject
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
@@ -260,6 +265,16 @@ def plan_replica(
     return RetentionPlan(Replica(database), kept, deletions)
 
 
+def _decide_days(
+    days: list[str], verified: Mapping[str, bool], rules: RetentionRules
+) -> tuple[list[Decision], dict[str, tuple[str, ...]]]:
+    """The policy's decision on each day, and the kept days with why (everything is kept
+    below min_keep verified days)."""
+    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
+    decisions = decide(statuses, policy_for(rules))
+    return decisions, {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+
+
 def plan_snapshots(
     store: S3Store,
     name: str,
@@ -269,10 +284,7 @@ def plan_snapshots(
 ) -> RetentionPlan:
     """What `rules` keep of bucket `name`'s snapshots. An object still referenced by a kept
     snapshot is never deleted, wherever it lives."""
-    days = snapshot_days(store, name)
-    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
-    decisions = decide(statuses, policy_for(rules))  # keeps everything below min_keep verified
-    kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+    decisions, kept = _decide_days(snapshot_days(store, name), verified, rules)
     needed = {
         entry.location
         for day in kept
@@ -308,9 +320,7 @@ def plan_configs(
     """What `rules` keep of configuration source `name`'s versions. An archive a kept day's
     manifest names (a later unchanged day names an earlier day's) is never deleted."""
     days = config_days(store, name)
-    statuses = [BackupStatus(dt.date.fromisoformat(day), verified.get(day)) for day in days]
-    decisions = decide(statuses, policy_for(rules))  # keeps everything below min_keep verified
-    kept = {d.day.isoformat(): d.reasons for d in decisions if d.keep}
+    decisions, kept = _decide_days(days, verified, rules)
     needed = {
         manifest.object_key
         for day in kept

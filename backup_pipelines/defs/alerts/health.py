@@ -129,18 +129,15 @@ def age_problems(
     for database in databases:
         key = names.database_key(database, names.VERIFICATION)
         link = asset_link(ui, key)
-        verified = last_verified_at(instance, database)
-        since = verified or watching_since
-        if now - since > freshness:
-            what = f"since {verified:%Y-%m-%d %H:%M} UTC" if verified else "ever (none recorded)"
-            yield Problem(
-                key=f"stale:{database}",
-                title=f"{database}: no verified backup for {_hours(now - since)} (limit "
-                f"{_hours(freshness)})",
-                details=f"The newest verified archive of {database}: {what}. Check that "
-                f"{names.DAILY_BACKUP_SCHEDULE} is running and the daemon is up.",
-                link=link,
-            )
+        yield from _stale(
+            f"stale:{database}",
+            f"{database}: no verified backup",
+            f"The newest verified archive of {database}",
+            last_verified_at(instance, database),
+            (now, watching_since, freshness),
+            names.DAILY_BACKUP_SCHEDULE,
+            link,
+        )
         restore_test = names.database_key(database, names.RESTORE_TEST)
         tested = check_history(
             instance, restore_test, names.RESTORED_DATA_MATCHES, passed_only=True
@@ -170,19 +167,39 @@ def config_age_problems(
     for source in sources:
         key = names.config_key(source)
         good = check_history(instance, key, names.CONFIG_READBACK, passed_only=True)
-        taken = evaluated_at(good[0]) if good else None
-        since = taken or watching_since
-        if now - since <= freshness:
-            continue
-        what = f"since {taken:%Y-%m-%d %H:%M} UTC" if taken else "ever (none recorded)"
-        yield Problem(
-            key=f"config_stale:{source}",
-            title=f"config {source}: no verified configuration snapshot for "
-            f"{_hours(now - since)} (limit {_hours(freshness)})",
-            details=f"The newest snapshot of {source} that read back intact: {what}. Check "
-            f"that {names.CONFIG_BACKUP_SCHEDULE} is running and the daemon is up.",
-            link=asset_link(ui, key),
+        yield from _stale(
+            f"config_stale:{source}",
+            f"config {source}: no verified configuration snapshot",
+            f"The newest snapshot of {source} that read back intact",
+            evaluated_at(good[0]) if good else None,
+            (now, watching_since, freshness),
+            names.CONFIG_BACKUP_SCHEDULE,
+            asset_link(ui, key),
         )
+
+
+def _stale(
+    key: str,
+    title: str,
+    newest: str,
+    last: dt.datetime | None,
+    watch: tuple[dt.datetime, dt.datetime, dt.timedelta],
+    schedule: str,
+    link: str,
+) -> Iterator[Problem]:
+    """A problem when `last` (else the time watching began) is older than the limit:
+    `watch` is (now, watching since, limit)."""
+    now, watching_since, limit = watch
+    since = last or watching_since
+    if now - since <= limit:
+        return
+    what = f"since {last:%Y-%m-%d %H:%M} UTC" if last else "ever (none recorded)"
+    yield Problem(
+        key=key,
+        title=f"{title} for {_hours(now - since)} (limit {_hours(limit)})",
+        details=f"{newest}: {what}. Check that {schedule} is running and the daemon is up.",
+        link=link,
+    )
 
 
 def last_replicated_at(instance: DagsterInstance, database: str) -> dt.datetime | None:
