@@ -440,3 +440,32 @@ def test_an_encrypted_snapshot_reads_back_and_restores_by_hand_with_the_identity
     monkeypatch.delenv("TEST_AGE_IDENTITY")
     unreadable = verify_config_snapshot(store, entry.manifest, None)
     assert not unreadable.passed and "encrypted with age" in unreadable.description
+
+
+def test_a_servers_files_read_through_postgresql_are_the_files_on_disk(
+    write_config, cluster, tmp_path, monkeypatch
+):
+    """With pgbackrest_server the worker has no access to the host's files: they are read
+    through the server's connection, byte for byte the same."""
+    monkeypatch.setenv(PITR_PASSWORD_ENV, cluster.superuser_password)
+    servers = server_document(cluster, {"path": str(tmp_path / "repository")}, SERVER)
+    servers[SERVER]["pgbackrest_server"] = {
+        "host": "db-host",
+        "ca_file": "ca.crt",
+        "cert_file": "client.crt",
+        "key_file": "client.key",
+    }
+    config = load_config(write_config(servers=servers))
+    with tempfile.TemporaryDirectory() as folder:
+        collection = collect(config, SERVER_SOURCE, Path(folder))
+        data_dir = str(cluster.data_dir).lstrip("/")
+        assert {f.path for f in collection.files} >= {
+            f"{data_dir}/postgresql.conf",
+            f"{data_dir}/pg_hba.conf",
+            f"{data_dir}/postgresql.auto.conf",
+        }
+        for position, item in enumerate(collection.files):
+            on_disk = Path("/" + item.path).read_bytes()
+            assert collection.staged(position).read_bytes() == on_disk, item.path
+            assert item.sha256 == hashlib.sha256(on_disk).hexdigest()
+            assert item.mode is None and item.owner is None  # PostgreSQL does not say

@@ -326,7 +326,7 @@ def collect_server(config: BackupConfig, server: str, folder: Path) -> Collectio
         try:
             paths = _server_paths(conn)
             if settings.pgbackrest_server is None:
-                _collect_paths(collection, ((str(p), p) for p in _with_includes(paths)))
+                _collect_paths(collection, ((str(p), p) for p in with_includes(paths)))
             else:
                 _collect_through_postgres(collection, conn, paths)
         except psycopg.errors.InsufficientPrivilege as error:
@@ -348,7 +348,7 @@ def _server_paths(conn: psycopg.Connection) -> list[Path]:
     return [config_file, hba, ident, data / "postgresql.auto.conf"]
 
 
-def _with_includes(paths: list[Path]) -> Iterator[Path]:
+def with_includes(paths: list[Path]) -> Iterator[Path]:
     """`paths` and every file an `include`, `include_if_exists` or `include_dir` in them names
     (relative to the including file), depth first, each once."""
     seen: set[Path] = set()
