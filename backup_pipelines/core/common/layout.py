@@ -14,6 +14,8 @@ Configuration snapshots, in the archive store (`config-` cannot begin a database
     config-snapshots/<name>/<YYYY-MM-DD>/<name>_<YYYYMMDDTHHMMSSZ>_<files' digest>.tar.zst[.age]
     config-snapshots/<name>/<YYYY-MM-DD>/manifest.json    written last; the manifest of a day
         on which nothing changed names the earlier day's archive instead of storing it again
+Data exports, in the dump store (a ZIP with its manifest inside):
+    exports/<database>/<export id>.zip
 A server's globals, in the dump store:
     servers/<server>/globals/<YYYY-MM-DD>.sql
 Reports, in the archive store: recovery_runbook.html, audit/audit_report.{csv,html}.
@@ -137,6 +139,14 @@ def config_object_key(
 def day_of_config_key(key: str) -> str:
     parts = key.split("/")
     return parts[2] if len(parts) > 3 else ""
+
+
+# --- data exports -----------------------------------------------------------------------------
+EXPORTS = "exports"
+
+
+def export_key(database: str, export_id: str) -> str:
+    return f"{EXPORTS}/{database}/{export_id}.zip"
 
 
 # --- servers ----------------------------------------------------------------------------------
