@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import yaml
-from dagster import Definitions
+from dagster import Definitions, DynamicPartitionsDefinition, PartitionsDefinition
 
 from backup_pipelines_tests.support.runs import definitions_for
 
@@ -41,12 +41,18 @@ CONFIG = {
 }
 
 
+def _partitions(partitions: PartitionsDefinition | None) -> str:
+    if isinstance(partitions, DynamicPartitionsDefinition):
+        return f"dynamic:{partitions.name}"
+    return "daily" if partitions else "unpartitioned"
+
+
 def inventory(defs: Definitions) -> list[str]:
     graph = defs.resolve_asset_graph()
     lines = []
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node, assets_def = graph.get(key), graph.assets_def_for_key(key)
-        partitioned = "daily" if node.partitions_def else "unpartitioned"
+        partitioned = _partitions(node.partitions_def)
         pools = ",".join(sorted(filter(None, [assets_def.op.pool]))) or "-"
         lines.append(
             f"asset {key.to_user_string()} group={node.group_name} {partitioned} pool={pools}"

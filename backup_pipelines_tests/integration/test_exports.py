@@ -2,6 +2,7 @@
 with pandas and compared with the source; one snapshot; bad requests and limits."""
 
 import io
+import json
 import threading
 import time
 import zipfile
@@ -10,7 +11,10 @@ import pandas as pd
 import psycopg
 import pytest
 
+from backup_pipelines import names
+from backup_pipelines.core.common.config import load_config
 from backup_pipelines.core.common.postgres_client import Connection
+from backup_pipelines.core.common.stores import stores_from_config
 from backup_pipelines.core.postgres.export import (
     ExportError,
     ExportLimits,
@@ -20,6 +24,8 @@ from backup_pipelines.core.postgres.export import (
 )
 from backup_pipelines.core.postgres.export_request import ExportRequest, ExportRequestError
 from backup_pipelines.storage import LocalStore
+from backup_pipelines_tests.support.config import BACKUP_PASSWORD
+from backup_pipelines_tests.support.runs import definitions_for
 
 DATABASE = "agentic"
 LIMITS = ExportLimits(max_rows=1_000_000, max_bytes=1 << 30)
@@ -61,6 +67,13 @@ AGENT_CONVERSATIONS = {
     ],
     "params": {"agent": {"type": "int", "value": 7}},
     "follow_parents": True,
+}
+
+
+# The same request as run config (a parameter's value is text, converted to its type).
+AGENT_CONVERSATIONS_CONFIG = {
+    **AGENT_CONVERSATIONS,
+    "params": {"agent": {"type": "int", "value": "7"}},
 }
 
 
@@ -234,3 +247,30 @@ def test_readback_catches_a_damaged_export(source, store):
     path.write_bytes(bytes(data))
     problems = verify_export(store, manifest)
     assert problems and any("public.agents.csv" in p for p in problems)
+
+
+def test_the_export_data_job_records_a_verified_export_per_partition(write_config, instance):
+    config = write_config()
+    defs = definitions_for(config)
+    export_id = "agentic-20261207T120000Z-ab12"
+    instance.add_dynamic_partitions(names.EXPORTS_PARTITIONS, [export_id])
+    key = names.database_key(DATABASE, names.EXPORTS)
+    op = "__".join(key.path)
+    result = defs.resolve_job_def(names.EXPORT_JOB).execute_in_process(
+        run_config={"ops": {op: {"config": {**AGENT_CONVERSATIONS_CONFIG, "reason": "audit"}}}},
+        partition_key=export_id,
+        asset_selection=[key],
+        instance=instance,
+        resources=defs.resources,
+        tags={"dagster/user": "alice@example.com"},
+    )
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == names.EXPORT_VERIFIED and check.passed
+    (materialization,) = result.get_asset_materialization_events()
+    shown = materialization.materialization.metadata
+    assert shown["requested_by"].value == "alice@example.com" and shown["reason"].value == "audit"
+    stored = stores_from_config(load_config(config)).dumps
+    manifest = read_export_manifest(stored, f"exports/{DATABASE}/{export_id}.zip")
+    assert manifest.export_id == export_id and manifest.rows > 0
+    assert BACKUP_PASSWORD not in json.dumps(manifest.request) + manifest.to_json().decode()

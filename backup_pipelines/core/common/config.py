@@ -622,6 +622,14 @@ def server_config_source(server: str) -> str:
     return f"{server}_postgresql"
 
 
+class ExportsConfig(_Strict):
+    """Data exports on request (job export_data): what one may hold, how long it is kept."""
+
+    max_rows: int = Field(default=10_000_000, ge=1)
+    max_bytes: int = Field(default=10 * 1024**3, ge=1)  # of the ZIP
+    expire_days: int = Field(default=7, ge=1)  # the retention run deletes older exports
+
+
 class AuditConfig(_Strict):
     days: int = Field(default=90, ge=1, le=3660)  # the period the audit report covers
 
@@ -643,6 +651,7 @@ class BackupConfig(_Strict):
     buckets: dict[str, BucketConfig] = {}
     servers: dict[str, ServerConfig] = {}
     configs: dict[str, ConfigSourceConfig] = {}
+    exports: ExportsConfig = ExportsConfig()
     encryption: EncryptionConfig | None = None
     objectives: ObjectivesConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)

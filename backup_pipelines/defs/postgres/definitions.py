@@ -7,6 +7,7 @@ from dagster import Definitions
 
 from backup_pipelines import names
 from backup_pipelines.defs.postgres.assets import database_backup, database_dump_pool
+from backup_pipelines.defs.postgres.exports import export_job, exports_asset
 from backup_pipelines.defs.postgres.jobs import (
     daily_backup_job,
     restore_database_job,
@@ -28,7 +29,10 @@ def postgres_definitions(project: Project) -> Definitions:
     replica_steps = [
         names.database_key(db, step) for db in project.databases for step in names.REPLICA_STEPS
     ]
-    backup_job = daily_backup_job(restore_tests, replica_steps if config.replica else [])
+    exports = [exports_asset(db) for db in project.databases]
+    backup_job = daily_backup_job(
+        [*restore_tests, *exports], replica_steps if config.replica else []
+    )
     test_job = restore_test_job(restore_tests)
     return Definitions(
         assets=[
@@ -37,8 +41,9 @@ def postgres_definitions(project: Project) -> Definitions:
                 for db in project.databases
             ),
             *restore_tests,
+            *exports,
         ],
-        jobs=[backup_job, test_job, restore_database_job],
+        jobs=[backup_job, test_job, restore_database_job, export_job(exports)],
         schedules=[
             daily_backup_schedule(backup_job, config.schedule),
             weekly_restore_test_schedule(test_job, project.databases, config.restore_test.schedule),

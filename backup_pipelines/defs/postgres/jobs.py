@@ -43,16 +43,15 @@ _TRIGGER_TAGS = (
 )
 
 
-def daily_backup_job(
-    restore_tests: list[AssetsDefinition], replica_steps: list[AssetKey]
-) -> AssetJob:
-    """Partitioned like the assets it selects (one run per day)."""
+def daily_backup_job(apart: list[AssetsDefinition], replica_steps: list[AssetKey]) -> AssetJob:
+    """Partitioned like the assets it selects (one run per day); not the assets `apart` (the
+    restore tests and the exports, which run on their own)."""
     return define_asset_job(
         names.DAILY_BACKUP_JOB,
         # Restore tests run on their own (weekly, or per new archive when configured), and the
         # replica after each verification: a backup never waits for the second copy.
         selection=AssetSelection.key_prefixes([names.DATABASE_PREFIX], [names.BUCKET_PREFIX])
-        - AssetSelection.assets(*restore_tests)
+        - AssetSelection.assets(*apart)
         - AssetSelection.assets(*replica_steps),
         description="Dump, archive and verify every configured database, and snapshot and "
         "verify every configured bucket, for one day.",
