@@ -8,10 +8,14 @@ import getpass
 import os
 import socket
 import sys
+from pathlib import Path
 
+import yaml
 from dagster import DagsterRunStatus
 
 from backup_pipelines.core.common.config import ConfigError, load_config
+from backup_pipelines.core.common.stores import stores_from_config
+from backup_pipelines.core.postgres.export_request import parse_request, run_config_fields
 from backup_pipelines.core.servers.errors import PitrError
 from backup_pipelines.core.servers.restore_points import require_valid_name, require_valid_note
 from backup_pipelines.trigger.http_trigger import SECRET_ENV, trigger_app
@@ -22,6 +26,7 @@ from backup_pipelines.trigger.remote import (
     RemoteError,
     run_status,
     submit_backup,
+    submit_export,
     submit_restore_point,
     submit_server_backup,
     wait_for_run,
@@ -47,7 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("server")
     status = commands.add_parser("status", help="print a run's status")
     status.add_argument("run_id")
-    for command in (backup, server, status):
+    export = commands.add_parser(
+        "export",
+        help="queue a data export of one database; prints the export id and the run id",
+    )
+    export.add_argument("database")
+    export.add_argument(
+        "--request",
+        required=True,
+        help="a JSON or YAML file: tables, queries, params, follow_parents, format, reason",
+    )
+    for command in (backup, server, status, export):
         command.add_argument("--wait", action="store_true", help="wait until the run finishes")
         command.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
     point = commands.add_parser(
@@ -61,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     point.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     point.set_defaults(wait=True)
     serve = commands.add_parser(
-        "serve-trigger", help="serve POST /backups/<database> and POST /restore-points/<server>"
+        "serve-trigger",
+        help="serve POST /backups/<database>, POST /restore-points/<server> and the exports",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -84,7 +100,11 @@ def _serve(deployment: Deployment, args: argparse.Namespace) -> int:
 
     config = load_config()
     app = trigger_app(
-        list(config.databases), os.environ.get(SECRET_ENV), deployment, list(config.servers)
+        list(config.databases),
+        os.environ.get(SECRET_ENV),
+        deployment,
+        list(config.servers),
+        exports_store=lambda: stores_from_config(config).dumps,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
@@ -96,8 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve-trigger":
             return _serve(deployment, args)
+        who = f"backup-pipelines CLI ({getpass.getuser()}@{socket.gethostname()})"
+        if args.command == "export":
+            fields = yaml.safe_load(Path(args.request).read_text())
+            request = parse_request(args.database, fields)
+            export_id, run_id = submit_export(
+                deployment, args.database, run_config_fields(request), who
+            )
+            print(export_id, run_id, flush=True)
+            return _finish(deployment, run_id, args) if args.wait else EXIT_OK
         if args.command in ("backup", "backup-server", "restore-point"):
-            who = f"backup-pipelines CLI ({getpass.getuser()}@{socket.gethostname()})"
             if args.command == "restore-point":
                 require_valid_name(args.server, args.name, set())
                 require_valid_note(args.server, args.note)
@@ -109,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(run_id, flush=True)
             return _finish(deployment, run_id, args) if args.wait else EXIT_OK
         return _finish(deployment, args.run_id, args)
-    except (RemoteError, ConfigError, PitrError, ValueError) as error:
+    except (RemoteError, ConfigError, PitrError, ValueError, OSError, yaml.YAMLError) as error:
         print(f"backup-pipelines: {error}", file=sys.stderr)
         return EXIT_ERROR
 

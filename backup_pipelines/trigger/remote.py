@@ -9,6 +9,8 @@ scheduled one, without the restore test).
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -68,6 +70,16 @@ query Location {
     ... on RepositoryConnection {
       nodes { name location { name } pipelines { name } assetNodes { assetKey { path } } }
     }
+    ... on Error { message }
+  }
+}
+"""
+
+
+_ADD_PARTITION = """
+mutation AddPartition($selector: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
+    __typename
     ... on Error { message }
   }
 }
@@ -209,6 +221,53 @@ def _submit_backup(
     day = utc_today()
     selector = _backup_selector(deployment, backup, name)
     return submit_run(deployment, selector, triggered_by, partition=day, what=repr(name)), day
+
+
+def new_export_id(database: str) -> str:
+    """`<database>-<UTC time>-<random>`: unique, and sorted by when it was asked for."""
+    return f"{database}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def submit_export(
+    deployment: Deployment, database: str, request: dict[str, Any], triggered_by: str
+) -> tuple[str, str]:
+    """Queue job export_data for `database` with `request` (its run config) under a new
+    export id, added as a partition first; returns (export id, run id)."""
+    location, asset_paths = location_of(deployment, names.EXPORT_JOB)
+    key = names.database_key(database, names.EXPORTS)
+    if key.path not in asset_paths:
+        known = sorted(p[1] for p in asset_paths if len(p) == 3 and p[2] == names.EXPORTS)
+        raise RemoteError(
+            f"{deployment.shown} exports no database {database!r}; its databases: "
+            f"{', '.join(known) or 'none'}"
+        )
+    export_id = new_export_id(database)
+    added = deployment.query(
+        _ADD_PARTITION,
+        {"selector": location, "name": names.EXPORTS_PARTITIONS, "key": export_id},
+    )["addDynamicPartition"]
+    if added["__typename"] != "AddDynamicPartitionSuccess":
+        raise RemoteError(
+            f"{deployment.shown} refused the export's partition: {added.get('message')}"
+        )
+    run_id = submit_run(
+        deployment,
+        {**location, "jobName": names.EXPORT_JOB, "assetSelection": [{"path": key.path}]},
+        triggered_by,
+        partition=export_id,
+        what=f"the export of {database!r}",
+        run_config={"ops": {"__".join(key.path): {"config": request}}},
+    )
+    return export_id, run_id
+
+
+def export_run(deployment: Deployment, export_id: str) -> tuple[str, DagsterRunStatus] | None:
+    """The newest run of export `export_id` and its status (None: no such export)."""
+    found = runs_of(deployment, names.EXPORT_JOB, export_id)
+    if not found:
+        return None
+    run_id, status = next(iter(found.items()))
+    return run_id, status
 
 
 def submit_job(

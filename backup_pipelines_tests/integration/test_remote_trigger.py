@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -382,3 +384,69 @@ def deployment_database_url(env: dict[str, str]) -> str:
         password=env["DAGSTER_PG_PASSWORD"],
         dbname=env["DAGSTER_PG_DB"],
     )
+
+
+def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
+    webserver, cluster, tmp_path
+):
+    url, env, _ = webserver
+    body = {
+        "database": "agentic",
+        "tables": [{"table": "public.conversations", "where": "agent_id = :agent"}],
+        "params": {"agent": {"type": "int", "value": 7}},
+        "follow_parents": True,
+        "reason": "customer 7 asked for their data",
+    }
+    with serving_trigger(url, env) as (base, log):
+        assert post(f"{base}/exports", body=body)[0] == 401
+        wrong = {**body, "params": {"agent": {"type": "int", "value": "seven"}}}
+        status, answer = post(f"{base}/exports", TRIGGER_SECRET, body=wrong)
+        assert status == 400 and "'agent' is declared int" in answer["error"]
+        status, answer = post(f"{base}/exports", TRIGGER_SECRET, body={**body, "database": "x"})
+        assert status == 404
+
+        status, answer = post(f"{base}/exports", TRIGGER_SECRET, body=body)
+        assert status == 202, answer
+        export_id = answer["id"]
+        assert export_id.startswith("agentic-") and answer["run_url"].endswith(answer["run_id"])
+        assert wait_for_run(Deployment(url), answer["run_id"], 300).value == "SUCCESS"
+        status, state = post(f"{base}/exports/{export_id}", TRIGGER_SECRET, method="GET")
+        assert status == 200 and state["status"] == "SUCCESS", state
+        download = f"{base}{state['download_url']}"
+
+        # A client that goes away after a few bytes has no ZIP; the stored export is intact.
+        with _opened(download) as partial:
+            assert int(partial.headers["Content-Length"]) > 100
+            start = partial.read(100)
+        with pytest.raises(zipfile.BadZipFile):
+            zipfile.ZipFile(io.BytesIO(start))
+        with _opened(download) as whole:
+            archive = zipfile.ZipFile(io.BytesIO(whole.read()))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["reason"] == "customer 7 asked for their data"
+    assert manifest["requested_by"].startswith("HTTP trigger from")
+    with psycopg.connect(cluster.url("agentic")) as conn:
+        (expected,) = conn.execute(
+            "SELECT count(*) FROM conversations WHERE agent_id = 7"
+        ).fetchone()
+    rows = {f["name"]: f["rows"] for f in manifest["files"]}
+    assert (
+        rows["tables/public.conversations.csv"] == expected
+        and rows["tables/public.agents.csv"] == 1
+    )
+    conversations = archive.read("tables/public.conversations.csv").decode().splitlines()
+    assert len(conversations) == expected + 1  # and the header
+    assert TRIGGER_SECRET not in log[0]
+
+    request = tmp_path / "request.yaml"
+    request.write_text(yaml.safe_dump({"queries": [{"name": "q", "sql": "DELETE FROM messages"}]}))
+    refused = cli("--url", url, "export", "agentic", "--request", str(request), env=env)
+    assert refused.returncode == 2 and "is not one read-only statement" in refused.stderr
+
+
+@contextlib.contextmanager
+def _opened(url: str) -> Iterator:
+    request = urllib.request.Request(url)
+    request.add_header("X-Backup-Pipelines-Secret", TRIGGER_SECRET)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        yield response

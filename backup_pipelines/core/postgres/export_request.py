@@ -133,3 +133,28 @@ def validate(request: ExportRequest) -> None:
                 "does not give"
             )
     bound_params(request)
+
+
+def run_config_fields(request: ExportRequest) -> dict[str, Any]:
+    """The request as job export_data's run config takes it: without the database (the asset
+    names it), every parameter's value as text (converted to its type in the run)."""
+    fields = request.model_dump(mode="json", exclude={"database"})
+    fields["params"] = {
+        name: {"type": param.type, "value": str(param.value)}
+        for name, param in request.params.items()
+    }
+    return fields
+
+
+def parse_request(database: str, fields: Any) -> ExportRequest:
+    """A request as a CLI file or an HTTP body gives it, checked as far as it can be here."""
+    if not isinstance(fields, dict):
+        raise ExportRequestError(
+            "an export request is a JSON object: {tables: [...], queries: [...], params: {...}}"
+        )
+    try:
+        request = ExportRequest.model_validate({**fields, "database": database})
+    except ValueError as error:
+        raise ExportRequestError(f"export of {database!r}: {error}") from None
+    validate(request)
+    return request
