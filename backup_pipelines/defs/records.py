@@ -177,3 +177,19 @@ def latest_metadata(
     metadata = records[0].asset_materialization.metadata
     recorded = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC)
     return {name: value.value for name, value in metadata.items()}, recorded
+
+
+def materialized_at(instance: DagsterInstance, key: AssetKey) -> dict[str, dt.datetime]:
+    """When each partition of `key` was last materialized."""
+    made: dict[str, dt.datetime] = {}
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor
+        )
+        for record in page.records:
+            if record.partition_key and record.partition_key not in made:
+                made[record.partition_key] = dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
+        if not page.has_more:
+            return made
+        cursor = page.cursor

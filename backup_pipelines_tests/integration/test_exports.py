@@ -1,6 +1,7 @@
 """Data exports against the session's server: the rows asked for with their parents, read back
 with pandas and compared with the source; one snapshot; bad requests and limits."""
 
+import datetime as dt
 import io
 import json
 import threading
@@ -23,6 +24,8 @@ from backup_pipelines.core.postgres.export import (
     verify_export,
 )
 from backup_pipelines.core.postgres.export_request import ExportRequest, ExportRequestError
+from backup_pipelines.core.retention.prune import delete_objects, plan_exports
+from backup_pipelines.defs.records import materialized_at
 from backup_pipelines.storage import LocalStore
 from backup_pipelines_tests.support.config import BACKUP_PASSWORD
 from backup_pipelines_tests.support.runs import definitions_for
@@ -274,3 +277,14 @@ def test_the_export_data_job_records_a_verified_export_per_partition(write_confi
     manifest = read_export_manifest(stored, f"exports/{DATABASE}/{export_id}.zip")
     assert manifest.export_id == export_id and manifest.rows > 0
     assert BACKUP_PASSWORD not in json.dumps(manifest.request) + manifest.to_json().decode()
+
+    # Expiry: by when the export was recorded; an object with no record is kept.
+    stored.write_bytes(f"exports/{DATABASE}/made-by-hand.zip", b"not recorded")
+    made = materialized_at(instance, key)
+    assert list(made) == [export_id]
+    week = dt.timedelta(days=7)
+    assert plan_exports(stored, DATABASE, made, 7, made[export_id] + week).deletions == []
+    (expired,) = plan_exports(stored, DATABASE, made, 7, made[export_id] + 2 * week).deletions
+    assert expired.objects == (("dumps", f"exports/{DATABASE}/{export_id}.zip"),)
+    delete_objects(stores_from_config(load_config(config)), expired)
+    assert sorted(stored.list_keys("exports/")) == [f"exports/{DATABASE}/made-by-hand.zip"]

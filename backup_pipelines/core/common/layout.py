@@ -145,8 +145,12 @@ def day_of_config_key(key: str) -> str:
 EXPORTS = "exports"
 
 
+def exports_prefix(database: str) -> str:
+    return f"{EXPORTS}/{database}/"
+
+
 def export_key(database: str, export_id: str) -> str:
-    return f"{EXPORTS}/{database}/{export_id}.zip"
+    return f"{exports_prefix(database)}{export_id}.zip"
 
 
 # --- servers ----------------------------------------------------------------------------------

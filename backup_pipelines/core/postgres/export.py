@@ -15,19 +15,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import importlib.metadata
 import io
 import json
+import queue
 import tempfile
+import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
 from psycopg import sql
 
 from backup_pipelines.core.common.client_tools import find_client_tools
@@ -49,6 +50,7 @@ MANIFEST = "manifest.json"
 SCHEMA = "schema.sql"
 PARENT_DEPTH = 8  # foreign keys followed this many steps up (a self-reference stops there)
 _BATCH_ROWS = 10_000  # rows per Parquet row group
+_QUEUED = 4  # chunks of CSV between the reading and the writing thread
 _EXPORTABLE_KINDS = ("r", "p", "v", "m", "f")
 
 _FOREIGN_KEYS = """
@@ -154,16 +156,20 @@ def take_export(
                         server_version=snapshot.server_version,
                         files=files,
                         object_key=key,
-                        versions={
-                            "postgresql": snapshot.server_version,
-                            "pyarrow": pa.__version__,
-                        },
+                        versions=_versions(snapshot, request.format),
                     )
                     archive.writestr(MANIFEST, manifest.to_json())
                 writer.commit()
         except psycopg.Error as error:
             raise ExportError(connection.redact(f"{where}: {str(error).strip()}")) from None
     return manifest
+
+
+def _versions(snapshot: ExportedSnapshot, kind: str) -> dict[str, str]:
+    versions = {"postgresql": snapshot.server_version}
+    if kind == "parquet":
+        versions["pyarrow"] = importlib.metadata.version("pyarrow")
+    return versions
 
 
 # --- what to read -----------------------------------------------------------------------------
@@ -363,11 +369,53 @@ def _write_csv(
     conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any], out: _Hashing
 ) -> int:
     copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
+    # PostgreSQL sends a message per row: rows are gathered into chunks, which another thread
+    # hashes and compresses (both release the GIL) while this one receives the next rows.
+    pending = bytearray()
     with conn.cursor() as cursor:
-        with cursor.copy(copy_sql, params) as copy:
+        with _InThread(out.write) as write, cursor.copy(copy_sql, params) as copy:
             for data in copy:
-                out.write(bytes(data))
+                pending += data
+                if len(pending) >= CHUNK_SIZE:
+                    write(bytes(pending))
+                    pending.clear()
+            write(bytes(pending))
         return cursor.rowcount
+
+
+class _InThread:
+    """Calls `sink` with each chunk in a thread of its own, at most _QUEUED chunks behind;
+    an error there is raised here, at the next chunk or when the block ends."""
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self._sink = sink
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="export-writer", daemon=True)
+
+    def _drain(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                self._sink(chunk)
+        except BaseException as error:  # handed to the reading thread
+            self._error = error
+            while self._chunks.get() is not None:  # let the reader finish putting
+                pass
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def __enter__(self) -> _InThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _write_parquet(
@@ -375,6 +423,9 @@ def _write_parquet(
 ) -> int:
     """Row groups of _BATCH_ROWS from a server-side cursor into a temporary file (Parquet's
     footer points back into the file), then into the ZIP."""
+    import pyarrow as pa  # only Parquet exports need it: a CSV export starts faster
+    import pyarrow.parquet as pq
+
     rows = 0
     with (
         tempfile.TemporaryDirectory(prefix="backup-pipelines-export-") as folder,
@@ -407,27 +458,29 @@ def _write_parquet(
     return rows
 
 
-_ARROW_TYPES = {
-    16: pa.bool_(),
-    20: pa.int64(),
-    21: pa.int64(),
-    23: pa.int64(),
-    700: pa.float64(),
-    701: pa.float64(),
-    1082: pa.date32(),
-    1114: pa.timestamp("us"),
-    1184: pa.timestamp("us", tz="UTC"),
-    17: pa.binary(),
-}
-
-
-def _arrow_type(oid: int) -> pa.DataType:
+def _arrow_type(oid: int) -> Any:
     """The Parquet column type of a PostgreSQL type; anything else (numeric, uuid, json,
     text, arrays) is kept exactly as its text."""
-    return _ARROW_TYPES.get(oid, pa.string())
+    import pyarrow as pa
+
+    known = {
+        16: pa.bool_(),
+        20: pa.int64(),
+        21: pa.int64(),
+        23: pa.int64(),
+        700: pa.float64(),
+        701: pa.float64(),
+        1082: pa.date32(),
+        1114: pa.timestamp("us"),
+        1184: pa.timestamp("us", tz="UTC"),
+        17: pa.binary(),
+    }
+    return known.get(oid, pa.string())
 
 
-def _arrow_values(values: tuple[Any, ...], kind: pa.DataType) -> list[Any]:
+def _arrow_values(values: tuple[Any, ...], kind: Any) -> list[Any]:
+    import pyarrow as pa
+
     if kind != pa.string():
         return list(values)
     return [None if v is None else v if isinstance(v, str) else _text(v) for v in values]
@@ -496,7 +549,7 @@ def _file_problems(archive: zipfile.ZipFile, expected: dict[str, Any], kind: str
             for chunk in iter(lambda: entry.read(CHUNK_SIZE), b""):
                 digest.update(chunk)
         rows = None if expected["rows"] is None else _count_rows(archive, name, kind)
-    except (zipfile.BadZipFile, zlib.error, OSError, pa.ArrowException, csv.Error) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, csv.Error) as error:
         return [f"{name}: cannot be read: {error}"]
     problems = []
     if digest.hexdigest() != expected["sha256"]:
@@ -508,6 +561,8 @@ def _file_problems(archive: zipfile.ZipFile, expected: dict[str, Any], kind: str
 
 def _count_rows(archive: zipfile.ZipFile, name: str, kind: str) -> int:
     if kind == "parquet":
+        import pyarrow.parquet as pq
+
         with archive.open(name) as entry:
             return pq.ParquetFile(entry).metadata.num_rows
     with archive.open(name) as entry:

@@ -27,6 +27,7 @@ from backup_pipelines.core.common.layout import (
     database_prefix,
     day_of_backup_key,
     day_of_ref_key,
+    exports_prefix,
     is_day_manifest,
     ref_key,
     refs_prefix,
@@ -51,6 +52,7 @@ SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays
 SCOPE_INCOMPLETE = "incomplete"  # objects without a manifest, left by a crash
 SCOPE_SNAPSHOT = "snapshot"  # a bucket snapshot: its manifest, listing and unshared objects
 SCOPE_REPLICA = "replica"  # a day's copy in the replica store: its manifest, then its objects
+SCOPE_EXPORT = "export"  # a data export past exports.expire_days: its ZIP
 SCOPE_CONFIG = "config"  # a configuration snapshot: its manifest, then archives no kept day names
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Objects without a manifest are only removed once no dump or copy can still be writing them.
@@ -338,3 +340,26 @@ def plan_configs(
         reason = next(d.reasons[0] for d in decisions if d.day.isoformat() == day)
         deletions.append(Deletion(ConfigSource(name), day, SCOPE_CONFIG, reason, tuple(objects)))
     return RetentionPlan(ConfigSource(name), kept, deletions)
+
+
+def plan_exports(
+    store: ObjectStore,
+    database: str,
+    made_at: Mapping[str, dt.datetime],
+    expire_days: int,
+    now: dt.datetime,
+) -> RetentionPlan:
+    """The data exports of `database` older than `expire_days` (by when each was recorded,
+    `made_at`, by export id); an export with no record is kept (its age is not known)."""
+    deletions = []
+    for stored in store.list_objects(exports_prefix(database)):
+        export_id = stored.key.rsplit("/", 1)[-1].removesuffix(".zip")
+        made = made_at.get(export_id)
+        if made is not None and now - made > dt.timedelta(days=expire_days):
+            reason = f"export older than exports.expire_days ({expire_days})"
+            deletions.append(
+                Deletion(
+                    Database(database), export_id, SCOPE_EXPORT, reason, (("dumps", stored.key),)
+                )
+            )
+    return RetentionPlan(Database(database), {}, deletions)

@@ -34,6 +34,7 @@ from backup_pipelines.core.retention.prune import (
     SCOPE_BACKUP,
     SCOPE_CONFIG,
     SCOPE_DUMP,
+    SCOPE_EXPORT,
     SCOPE_REPLICA,
     SCOPE_SNAPSHOT,
     RetentionPlan,
@@ -41,10 +42,11 @@ from backup_pipelines.core.retention.prune import (
     object_uris,
     plan_configs,
     plan_database,
+    plan_exports,
     plan_replica,
     plan_snapshots,
 )
-from backup_pipelines.defs.records import verification_outcomes
+from backup_pipelines.defs.records import materialized_at, verification_outcomes
 from backup_pipelines.defs.resources import BackupSettings
 from backup_pipelines.storage import StorageError
 
@@ -93,7 +95,8 @@ def plan_all(
     """Plans for every database, replica, bucket and configuration source (or those in
     `only`)."""
     config, stores = settings.config(), retention_stores(settings)
-    today = dt.datetime.now(dt.UTC).date()
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
     plans = []
     for subject in subjects(settings) if only is None else only:
         verification = subject_key(subject, names.VERIFICATION)
@@ -120,7 +123,13 @@ def plan_all(
         else:
             outcomes = verification_outcomes(instance, verification, names.VERIFYING_CHECKS)
             rules = config.retention_for(subject.name)
-            plans.append(plan_database(stores, subject.name, rules, outcomes, today))
+            backups = plan_database(stores, subject.name, rules, outcomes, today)
+            made = materialized_at(instance, names.database_key(subject.name, names.EXPORTS))
+            expire_days = config.exports.expire_days
+            exports = plan_exports(stores.dumps, subject.name, made, expire_days, now)
+            plans.append(
+                dataclasses.replace(backups, deletions=[*backups.deletions, *exports.deletions])
+            )
     return plans
 
 
@@ -132,7 +141,7 @@ class PlannedDeletion(Config):
     partition: str
     scope: str = Field(
         description="backup (all copies), dump (hot copy only), replica (the copy in the "
-        "replica store), incomplete, snapshot or config"
+        "replica store), incomplete, snapshot, config or export (the partition is its id)"
     )
     reason: str
     objects: list[str] = Field(description="Every object to delete, in order, by URI.")
@@ -196,9 +205,11 @@ def delete_expired_backups(
             for step in _WIPED_STEPS.get(item.scope, ()):
                 wiped[subject_key(subject, step)].append(item.partition)
         context.log.info(f"{subject} {item.partition} ({item.scope}): {action}")
-        step = {SCOPE_DUMP: names.DUMP, SCOPE_SNAPSHOT: names.SNAPSHOT}.get(
-            item.scope, names.REPLICA if isinstance(subject, Replica) else names.ARCHIVE
-        )
+        step = {
+            SCOPE_DUMP: names.DUMP,
+            SCOPE_SNAPSHOT: names.SNAPSHOT,
+            SCOPE_EXPORT: names.EXPORTS,
+        }.get(item.scope, names.REPLICA if isinstance(subject, Replica) else names.ARCHIVE)
         records.append(
             AssetObservation(
                 asset_key=subject_key(subject, step),

@@ -35,7 +35,10 @@ def retention_sensor(job: JobDefinition) -> SensorDefinition:
         plans = plan_all(settings, context.instance)
         kept = sum(len(plan.kept) for plan in plans)
         if not any(plan.deletions for plan in plans):
-            return SkipReason(f"nothing expired; {kept} backups kept in {len(plans)} databases")
+            return SkipReason(
+                f"nothing expired; {kept} backups kept of {len(plans)} databases, replicas, "
+                "buckets and configuration sources"
+            )
         run_config = prune_run_config(settings, plans, settings.config().retention.dry_run)
         digest = hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()
         return RunRequest(run_key=f"prune_{digest[:16]}", run_config=run_config)
