@@ -11,6 +11,7 @@ import zipfile
 import pandas as pd
 import psycopg
 import pytest
+from dagster import AssetObservation
 
 from backup_pipelines import names
 from backup_pipelines.core.common.config import load_config
@@ -26,6 +27,7 @@ from backup_pipelines.core.postgres.export import (
 from backup_pipelines.core.postgres.export_request import ExportRequest, ExportRequestError
 from backup_pipelines.core.retention.prune import delete_objects, plan_exports
 from backup_pipelines.defs.records import materialized_at
+from backup_pipelines.defs.recovery.audit import exports_table
 from backup_pipelines.storage import LocalStore
 from backup_pipelines_tests.support.config import BACKUP_PASSWORD
 from backup_pipelines_tests.support.runs import definitions_for
@@ -288,3 +290,20 @@ def test_the_export_data_job_records_a_verified_export_per_partition(write_confi
     assert expired.objects == (("dumps", f"exports/{DATABASE}/{export_id}.zip"),)
     delete_objects(stores_from_config(load_config(config)), expired)
     assert sorted(stored.list_keys("exports/")) == [f"exports/{DATABASE}/made-by-hand.zip"]
+
+    # The audit: who exported what and when, and (as the prune job records it) when deleted.
+    instance.report_runless_asset_event(
+        AssetObservation(
+            asset_key=key,
+            partition=export_id,
+            description="retention: deleted",
+            metadata={"action": "deleted"},
+        )
+    )
+    (row,) = exports_table(instance, [DATABASE]).to_dict("records")
+    assert (row["export_id"], row["requested_by"], row["reason"]) == (
+        export_id,
+        "alice@example.com",
+        "audit",
+    )
+    assert row["verified"] is True and row["deleted_at"] and row["rows"] == manifest.rows

@@ -18,7 +18,8 @@ Data exports, in the dump store (a ZIP with its manifest inside):
     exports/<database>/<export id>.zip
 A server's globals, in the dump store:
     servers/<server>/globals/<YYYY-MM-DD>.sql
-Reports, in the archive store: recovery_runbook.html, audit/audit_report.{csv,html}.
+Reports, in the archive store: recovery_runbook.html, audit/audit_report.{csv,html},
+audit/restore_points.csv, audit/objectives.csv, audit/exports.csv.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ AUDIT_CSV_KEY = "audit/audit_report.csv"
 AUDIT_HTML_KEY = "audit/audit_report.html"
 AUDIT_RESTORE_POINTS_KEY = "audit/restore_points.csv"
 AUDIT_OBJECTIVES_KEY = "audit/objectives.csv"
+AUDIT_EXPORTS_KEY = "audit/exports.csv"
 PRUNING_STEP = "pruning"
 _SNAPSHOT_OBJECTS = "objects"
 CONFIG_SNAPSHOTS = "config-snapshots"

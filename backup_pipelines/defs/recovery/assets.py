@@ -18,6 +18,7 @@ from backup_pipelines import names
 from backup_pipelines.core.common.config import BackupConfig, ConfigError
 from backup_pipelines.core.common.layout import (
     AUDIT_CSV_KEY,
+    AUDIT_EXPORTS_KEY,
     AUDIT_HTML_KEY,
     AUDIT_OBJECTIVES_KEY,
     AUDIT_RESTORE_POINTS_KEY,
@@ -233,6 +234,7 @@ def audit_report_asset(
         from backup_pipelines.defs.recovery.audit import (
             audit_table,
             coverage,
+            exports_table,
             objectives_table,
             render_html,
             restore_points_table,
@@ -252,6 +254,8 @@ def audit_report_asset(
         archive.write_bytes(AUDIT_RESTORE_POINTS_KEY, points.to_csv(index=False).encode())
         objectives = objectives_table(context.instance, first, last, dt.datetime.now(dt.UTC))
         archive.write_bytes(AUDIT_OBJECTIVES_KEY, objectives.to_csv(index=False).encode())
+        exports = exports_table(context.instance, databases)
+        archive.write_bytes(AUDIT_EXPORTS_KEY, exports.to_csv(index=False).encode())
         page = render_html(table, summary, period, points, objectives)
         archive.write_bytes(AUDIT_HTML_KEY, page.encode())
         return MaterializeResult(
@@ -263,6 +267,8 @@ def audit_report_asset(
                 "restore_points_csv": MetadataValue.path(archive.uri(AUDIT_RESTORE_POINTS_KEY)),
                 "restore_points_expired": int(points["status"].str.startswith("expired").sum()),
                 "objectives_csv": MetadataValue.path(archive.uri(AUDIT_OBJECTIVES_KEY)),
+                "exports_csv": MetadataValue.path(archive.uri(AUDIT_EXPORTS_KEY)),
+                "exports": len(exports),
                 "objective_days_not_met": len(objectives) - int(objectives["met_all_day"].sum()),
                 "html": MetadataValue.path(archive.uri(AUDIT_HTML_KEY)),
                 "newest_rows": MetadataValue.text(table.tail(10).to_string(index=False)),

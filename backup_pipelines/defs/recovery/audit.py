@@ -140,6 +140,49 @@ def restore_points_table(
     return pd.DataFrame(rows, columns=columns)
 
 
+EXPORT_COLUMNS = [
+    "database",
+    "export_id",
+    "made_at",
+    "requested_by",
+    "reason",
+    "rows",
+    "files",
+    "verified",
+    "deleted_at",
+]
+
+
+def exports_table(instance: DagsterInstance, databases: list[str]) -> pd.DataFrame:
+    """Every data export recorded: who asked, why, when, what it holds, whether it read back,
+    and when the retention run deleted it."""
+    rows = []
+    for database in databases:
+        key = names.database_key(database, names.EXPORTS)
+        deleted = {
+            record.partition_key: utc_text(dt.datetime.fromtimestamp(record.timestamp, dt.UTC))
+            for record in _all_records(instance.fetch_observations, key)
+            if _metadata(record, "asset_observation").get("action") == "deleted"
+        }
+        verified = newest_by_day(instance, key, names.EXPORT_VERIFIED)
+        for export_id, record in _materializations(instance, key).items():
+            made = _metadata(record, "asset_materialization")
+            rows.append(
+                {
+                    "database": database,
+                    "export_id": export_id,
+                    "made_at": utc_text(dt.datetime.fromtimestamp(record.timestamp, dt.UTC)),
+                    "requested_by": made.get("requested_by", ""),
+                    "reason": made.get("reason", ""),
+                    "rows": made.get("rows", ""),
+                    "files": str(made.get("files", "")).replace("\n", "; "),
+                    "verified": verified[export_id].passed if export_id in verified else "",
+                    "deleted_at": deleted.get(export_id, ""),
+                }
+            )
+    return pd.DataFrame(rows, columns=EXPORT_COLUMNS).sort_values(["made_at", "export_id"])
+
+
 def objectives_table(
     instance: DagsterInstance, first: dt.date, last: dt.date, now: dt.datetime
 ) -> pd.DataFrame:
