@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,39 @@ def measure(argv: list[str], env: dict[str, str], stdout=subprocess.DEVNULL) -> 
     if process.returncode != 0:
         raise SystemExit(f"{argv[0]} failed: {stderr.decode()[-2000:]}")
     return elapsed, peaks
+
+
+def compare_alternating(
+    argvs: dict[str, list[str]], env: dict[str, str], work: Path, repeat: int
+) -> None:
+    """Run each command `repeat` times, alternating, each in its own process; print the
+    medians of the whole process and of the work alone (what it printed, when it printed a
+    number), their ratios against the first command, and every process's peak RSS."""
+    seconds: dict[str, list[float]] = {name: [] for name in argvs}
+    work_seconds: dict[str, list[float]] = {name: [] for name in argvs}
+    peaks: dict[str, dict[str, int]] = {name: {} for name in argvs}
+    printed = work / "printed"
+    for _ in range(repeat):
+        for name, argv in argvs.items():
+            with printed.open("w") as out:
+                elapsed, peak = measure(argv, env, stdout=out)
+            seconds[name].append(elapsed)
+            said = printed.read_text().strip()
+            work_seconds[name].append(float(said) if said else elapsed)
+            for program, rss in peak.items():
+                peaks[name][program] = max(peaks[name].get(program, 0), rss)
+    base = statistics.median(seconds[next(iter(argvs))])
+    print(f"   {'step':30} {'process s':>9} {'x bare':>6} {'work s':>7} {'x bare':>6}  peak RSS")
+    for name in argvs:
+        whole, alone = statistics.median(seconds[name]), statistics.median(work_seconds[name])
+        rss = ", ".join(
+            f"{program} {value // (1 << 20)} MiB" for program, value in sorted(peaks[name].items())
+        )
+        print(
+            f"   {name:30} {whole:9.1f} {whole / base:6.2f} {alone:7.1f} {alone / base:6.2f}  "
+            f"{rss}",
+            flush=True,
+        )
 
 
 def build_database(cluster: LocalCluster, bin_dir: Path, database: str, scale: int) -> int:

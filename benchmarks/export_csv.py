@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
-from benchmarks.backup_throughput import build_database, measure
+from benchmarks.backup_throughput import build_database, compare_alternating
 
 TABLE = "pgbench_accounts"
 BARE = "bare psql \\copy | zip"
@@ -95,36 +94,12 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
             str(store),
         ],
     }
-    seconds: dict[str, list[float]] = {name: [] for name in argvs}
-    work_seconds: dict[str, list[float]] = {name: [] for name in argvs}
-    peaks: dict[str, dict[str, int]] = {name: {} for name in argvs}
-    printed = work / "printed"
-    for _ in range(repeat):
-        for name, argv in argvs.items():
-            with printed.open("w") as out:
-                elapsed, peak = measure(argv, env, stdout=out)
-            seconds[name].append(elapsed)
-            said = printed.read_text().strip()
-            work_seconds[name].append(float(said) if said else elapsed)
-            for program, rss in peak.items():
-                peaks[name][program] = max(peaks[name].get(program, 0), rss)
+    compare_alternating(argvs, env, work, repeat)
     exported = next(store.rglob("*.zip"))
     print(
         f"   {TABLE}: {100_000 * scale:,} rows; ZIP {exported.stat().st_size / 1e6:.0f} MB "
         f"(bare zip {bare_zip.stat().st_size / 1e6:.0f} MB)"
     )
-    base = statistics.median(seconds[BARE])
-    print(f"   {'step':24} {'process s':>9} {'x bare':>6} {'work s':>7} {'x bare':>6}  peak RSS")
-    for name in argvs:
-        whole, alone = statistics.median(seconds[name]), statistics.median(work_seconds[name])
-        rss = ", ".join(
-            f"{program} {value // (1 << 20)} MiB" for program, value in sorted(peaks[name].items())
-        )
-        print(
-            f"   {name:24} {whole:9.1f} {whole / base:6.2f} {alone:7.1f} {alone / base:6.2f}  "
-            f"{rss}",
-            flush=True,
-        )
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import yaml
 
 from backup_pipelines.core.servers.scratch import free_port
 from backup_pipelines_demo.cluster import LocalCluster, start_cluster
-from benchmarks.backup_throughput import build_database, measure
+from benchmarks.backup_throughput import build_database, compare_alternating
 
 DAY = dt.datetime.now(dt.UTC).date().isoformat()
 BARE = "bare aws s3 cp | aws s3 cp"
@@ -157,34 +156,7 @@ def run_scale(cluster: LocalCluster, work_dir: Path, scale: int, repeat: int) ->
                 database,
             ],
         }
-        seconds: dict[str, list[float]] = {name: [] for name in argvs}
-        work: dict[str, list[float]] = {name: [] for name in argvs}
-        peaks: dict[str, dict[str, int]] = {name: {} for name in argvs}
-        printed = work_dir / "printed"
-        for _ in range(repeat):
-            for name, argv in argvs.items():
-                with printed.open("w") as out:
-                    elapsed, peak = measure(argv, env, stdout=out)
-                seconds[name].append(elapsed)
-                said = printed.read_text().strip()
-                work[name].append(float(said) if said else elapsed)
-                for program, rss in peak.items():
-                    peaks[name][program] = max(peaks[name].get(program, 0), rss)
-        base = statistics.median(seconds[BARE])
-        print(
-            f"   {'step':30} {'process s':>9} {'x bare':>6} {'work s':>7} {'x bare':>6}  peak RSS"
-        )
-        for name in argvs:
-            whole, alone = statistics.median(seconds[name]), statistics.median(work[name])
-            rss = ", ".join(
-                f"{program} {value // (1 << 20)} MiB"
-                for program, value in sorted(peaks[name].items())
-            )
-            print(
-                f"   {name:30} {whole:9.1f} {whole / base:6.2f} {alone:7.1f} "
-                f"{alone / base:6.2f}  {rss}",
-                flush=True,
-            )
+        compare_alternating(argvs, env, work_dir, repeat)
     finally:
         for server in servers:
             server.kill()
