@@ -81,7 +81,9 @@ def config_section(entries: list[ConfigRunbookEntry]) -> str:
 def _source(entry: ConfigRunbookEntry) -> str:
     name = html.escape(entry.name)
     if entry.manifest is None:
-        return f'<h3>{name}</h3>\n<p class="bad">No stored version.</p>'
+        # A warning, not a failure: no configuration is part of a recovery objective, and
+        # the alerts sensor raises config_stale once a snapshot is overdue.
+        return f'<h3>{name}</h3>\n<p class="warn">No version stored yet.</p>'
     manifest = entry.manifest
     files = "\n".join(
         f"<tr><td><code>/{html.escape(f['path'])}</code></td><td>{f['size']:,}</td>"
