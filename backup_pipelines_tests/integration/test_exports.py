@@ -1,6 +1,7 @@
 """Data exports against the session's server: the rows asked for with their parents, read back
 with pandas and compared with the source; one snapshot; bad requests and limits."""
 
+import csv
 import datetime as dt
 import io
 import json
@@ -54,6 +55,21 @@ def _read(store: LocalStore, key: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(store.read_bytes(key)))
 
 
+def _as_text(cluster, query: str) -> list[list[str]]:
+    """Every row of `query`, every value as PostgreSQL writes it as text (NULL as '')."""
+    with psycopg.connect(cluster.url(DATABASE)) as conn:
+        columns = [c.name for c in conn.execute(f"SELECT * FROM ({query}) q LIMIT 0").description]
+        cast = ", ".join(f'"{c}"::text' for c in columns)
+        rows = conn.execute(f"SELECT {cast} FROM ({query}) q").fetchall()
+    return [[columns[n] for n in range(len(columns))]] + [
+        ["" if v is None else v for v in row] for row in rows
+    ]
+
+
+def _csv_rows(archive: zipfile.ZipFile, name: str) -> list[list[str]]:
+    return list(csv.reader(io.TextIOWrapper(archive.open(name), encoding="utf-8", newline="")))
+
+
 def _frame(cluster, query: str, params=()) -> pd.DataFrame:
     with psycopg.connect(cluster.url(DATABASE)) as conn:
         cursor = conn.execute(query, params)
@@ -93,29 +109,28 @@ def test_a_csv_export_holds_the_rows_asked_for_and_their_parents(cluster, source
         "tables/public.agents.csv",
         "tables/public.conversations.csv",
     ]
-    conversations = pd.read_csv(archive.open("tables/public.conversations.csv"))
-    expected = _frame(cluster, "SELECT * FROM conversations WHERE agent_id = 7 ORDER BY id")
-    assert len(conversations) == len(expected) > 0
-    assert conversations["id"].sort_values().tolist() == expected["id"].tolist()
-    assert conversations.sort_values("id")["title"].fillna("").tolist() == (
-        expected["title"].fillna("").tolist()
-    )
-    agents = pd.read_csv(archive.open("tables/public.agents.csv"))
-    assert agents["id"].tolist() == [7]  # the parent, and only it
-    messages = pd.read_csv(archive.open("queries/messages_of_agent.csv"))
-    expected_messages = _frame(
+    # Every row and every value, as PostgreSQL writes them.
+    conversations = _csv_rows(archive, "tables/public.conversations.csv")
+    expected = _as_text(cluster, "SELECT * FROM conversations WHERE agent_id = 7")
+    assert len(conversations) == len(expected) > 1
+    assert conversations[0] == expected[0] and sorted(conversations[1:]) == sorted(expected[1:])
+    agents = _csv_rows(archive, "tables/public.agents.csv")
+    assert agents == _as_text(cluster, "SELECT * FROM agents WHERE id = 7")  # the parent only
+    messages = _csv_rows(archive, "queries/messages_of_agent.csv")
+    assert messages == _as_text(
         cluster,
         "SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         "WHERE c.agent_id = 7 ORDER BY m.id",
     )
-    assert messages["id"].tolist() == expected_messages["id"].tolist()
-    assert messages["content"].tolist() == expected_messages["content"].tolist()
-    assert messages["tokens"].tolist() == expected_messages["tokens"].tolist()
+    # And as pandas loads them.
+    frame = pd.read_csv(archive.open("queries/messages_of_agent.csv"))
+    assert frame["tokens"].tolist() == [int(row[4]) for row in messages[1:]]
     schema = archive.read("schema.sql").decode()
     assert "CREATE TABLE public.conversations" in schema and "CREATE TABLE public.agents" in schema
     assert "CREATE TABLE public.messages" not in schema
     inside = read_export_manifest(store, manifest.object_key)
-    assert inside.requested_by == "alice" and inside.rows == len(conversations) + 1 + len(messages)
+    assert inside.requested_by == "alice"
+    assert inside.rows == len(conversations) + len(agents) + len(messages) - 3  # the headers
     counted = {f["name"]: f["rows"] for f in inside.files}
     assert counted["tables/public.agents.csv"] == 1
 
@@ -131,9 +146,7 @@ def test_a_parquet_export_loads_with_its_types(cluster, source, store):
         "SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         "WHERE c.agent_id = 7 ORDER BY m.id",
     )
-    assert messages["id"].tolist() == expected["id"].tolist()
-    assert messages["tokens"].tolist() == expected["tokens"].tolist()
-    assert messages["created_at"].tolist() == expected["created_at"].tolist()
+    assert messages.to_dict("records") == expected.to_dict("records")  # every value, typed
     agents = pd.read_parquet(io.BytesIO(archive.read("tables/public.agents.parquet")))
     assert agents["config"].tolist()[0].startswith("{")  # jsonb kept as its text
 
