@@ -18,12 +18,11 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import queue
+import re
 import tempfile
-import threading
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +30,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from backup_pipelines.core.common.client_tools import find_client_tools
+from backup_pipelines.core.common.client_tools import ClientTools, find_client_tools
 from backup_pipelines.core.common.layout import export_key
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.common.streams import Pipeline
@@ -50,7 +49,6 @@ MANIFEST = "manifest.json"
 SCHEMA = "schema.sql"
 PARENT_DEPTH = 8  # foreign keys followed this many steps up (a self-reference stops there)
 _BATCH_ROWS = 10_000  # rows per Parquet row group
-_QUEUED = 4  # chunks of CSV between the reading and the writing thread
 _EXPORTABLE_KINDS = ("r", "p", "v", "m", "f")
 
 _FOREIGN_KEYS = """
@@ -326,21 +324,20 @@ def _write_files(
 ) -> list[dict[str, Any]]:
     """Every output, then schema.sql; the manifest's list of them."""
     where = f"export of {connection.database!r}"
+    tools = find_client_tools(pg_bin_dir, snapshot.server_major)
+    reading = _Reading(snapshot, connection, tools, params)
     files: list[dict[str, Any]] = []
     remaining = limits.max_rows
     for output in outputs:
         limited = sql.SQL("SELECT * FROM ({}) AS exported LIMIT {}").format(
             output.query, sql.Literal(remaining + 1)
         )
-        with archive.open(output.path, "w", force_zip64=True) as entry:
-            hashing = _Hashing(entry)
-            write = _write_parquet if output.path.endswith(".parquet") else _write_csv
-            try:
-                rows = write(snapshot.connection, limited, params, hashing)
-            except psycopg.Error as error:
-                message = f"{where}: {output.source}: {str(error).strip()}"
-                raise ExportError(connection.redact(message)) from None
-        if rows > remaining:
+        try:
+            rows, hashing = _write_output(archive, reading, output.path, limited, remaining)
+        except (psycopg.Error, _Refused) as error:
+            message = f"{where}: {output.source}: {str(error).strip()}"
+            raise ExportError(connection.redact(message)) from None
+        if hashing is None:
             raise ExportError(
                 f"{where}: more than exports.max_rows ({limits.max_rows:,}) rows (at "
                 f"{output.source}); stopped, nothing was stored. Narrow the selection or "
@@ -350,7 +347,7 @@ def _write_files(
         files.append(_entry(output.path, output.source, rows, hashing))
     with archive.open(SCHEMA, "w") as entry:
         hashing = _Hashing(entry)
-        _write_schema(snapshot, connection, tables, hashing, pg_bin_dir)
+        _write_schema(reading, tables, hashing)
     files.append(_entry(SCHEMA, "pg_dump --schema-only", None, hashing))
     return files
 
@@ -365,62 +362,88 @@ def _entry(path: str, source: str, rows: int | None, hashing: _Hashing) -> dict[
     }
 
 
-def _write_csv(
-    conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any], out: _Hashing
-) -> int:
-    copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
-    # PostgreSQL sends a message per row: rows are gathered into chunks, which another thread
-    # hashes and compresses (both release the GIL) while this one receives the next rows.
-    pending = bytearray()
-    with conn.cursor() as cursor:
-        with _InThread(out.write) as write, cursor.copy(copy_sql, params) as copy:
-            for data in copy:
-                pending += data
-                if len(pending) >= CHUNK_SIZE:
-                    write(bytes(pending))
-                    pending.clear()
-            write(bytes(pending))
-        return cursor.rowcount
+@dataclass(frozen=True)
+class _Reading:
+    """What every output is read with: the export's snapshot, the database it is of, the
+    client programs, the request's parameters."""
+
+    snapshot: ExportedSnapshot
+    connection: Connection
+    tools: ClientTools
+    params: dict[str, Any]
 
 
-class _InThread:
-    """Calls `sink` with each chunk in a thread of its own, at most _QUEUED chunks behind;
-    an error there is raised here, at the next chunk or when the block ends."""
-
-    def __init__(self, sink: Callable[[bytes], object]) -> None:
-        self._sink = sink
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="export-writer", daemon=True)
-
-    def _drain(self) -> None:
-        try:
-            while (chunk := self._chunks.get()) is not None:
-                self._sink(chunk)
-        except BaseException as error:  # handed to the reading thread
-            self._error = error
-            while self._chunks.get() is not None:  # let the reader finish putting
-                pass
-
-    def __call__(self, chunk: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._chunks.put(chunk)
-
-    def __enter__(self) -> _InThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._chunks.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+class _Refused(RuntimeError):
+    """PostgreSQL refused a statement of the export (as psql reported it)."""
 
 
-def _write_parquet(
-    conn: psycopg.Connection, query: sql.Composable, params: dict[str, Any], out: _Hashing
-) -> int:
+_PSQL_ERROR = re.compile(r"^(?:psql:[^:]*:\d+: )?(?:ERROR|FATAL):\s+", re.MULTILINE)
+
+
+def _write_output(
+    archive: zipfile.ZipFile, reading: _Reading, path: str, query: sql.Composable, limit: int
+) -> tuple[int, _Hashing | None]:
+    """Write one output's file; its rows, and what was written (None: more rows than `limit`,
+    counted before a CSV is written, or on the way for Parquet)."""
+    if path.endswith(".csv"):
+        rows = _count(reading, query)
+        if rows > limit:
+            return rows, None
+        with archive.open(path, "w", force_zip64=True) as entry:
+            hashing = _Hashing(entry)
+            _write_csv(reading, query, hashing)
+        return rows, hashing
+    with archive.open(path, "w", force_zip64=True) as entry:
+        hashing = _Hashing(entry)
+        rows = _write_parquet(reading, query, hashing)
+    return rows, hashing if rows <= limit else None
+
+
+def _count(reading: _Reading, query: sql.Composable) -> int:
+    """The rows `query` gives in the export's snapshot: what its CSV will hold."""
+    counting = sql.SQL("SELECT count(*) FROM ({}) AS counted").format(query)
+    row = reading.snapshot.connection.execute(counting, reading.params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> None:
+    """COPY … TO STDOUT by psql joined to the export's snapshot: it takes PostgreSQL's rows in C
+    (a message each), as a bare `psql \\copy` would, while this process hashes and compresses
+    what it writes. The script goes in on stdin, so the query and its values are not in argv;
+    the values are bound as literals by psycopg, never pasted."""
+    copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
+    statement = psycopg.ClientCursor(reading.snapshot.connection).mogrify(copy, reading.params)
+    script = (
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+        f"SET TRANSACTION SNAPSHOT '{reading.snapshot.snapshot_id}';\n"
+        f"{statement};\n"
+        "COMMIT;\n"
+    )
+    psql = [
+        reading.tools.program("psql"),
+        "--no-psqlrc",
+        "--quiet",
+        "--set=ON_ERROR_STOP=1",
+        "--no-password",
+        f"--dbname={reading.connection.dsn}",
+    ]
+    pipeline = Pipeline([("psql", psql)], env=reading.connection.client_env(), feed=True)
+    assert pipeline.stdin is not None
+    try:
+        pipeline.stdin.write(script.encode())
+        pipeline.stdin.close()
+        for chunk in pipeline.read_chunks():
+            out.write(chunk)
+    except BaseException:
+        pipeline.kill()
+        raise
+    ((_, code, err),) = pipeline.wait()
+    if code != 0:
+        raise _Refused(_PSQL_ERROR.sub("", err).strip() or f"psql exited with status {code}")
+
+
+def _write_parquet(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
     """Row groups of _BATCH_ROWS from a server-side cursor into a temporary file (Parquet's
     footer points back into the file), then into the ZIP."""
     import pyarrow as pa  # only Parquet exports need it: a CSV export starts faster
@@ -429,10 +452,10 @@ def _write_parquet(
     rows = 0
     with (
         tempfile.TemporaryDirectory(prefix="backup-pipelines-export-") as folder,
-        conn.cursor(name="export_rows") as cursor,
+        reading.snapshot.connection.cursor(name="export_rows") as cursor,
     ):
         path = Path(folder) / "part.parquet"
-        cursor.execute(query, params)
+        cursor.execute(query, reading.params)
         batch = cursor.fetchmany(_BATCH_ROWS)
         assert cursor.description is not None
         schema = pa.schema([pa.field(c.name, _arrow_type(c.type_code)) for c in cursor.description])
@@ -490,20 +513,14 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def _write_schema(
-    snapshot: ExportedSnapshot,
-    connection: Connection,
-    tables: list[_Table],
-    out: _Hashing,
-    pg_bin_dir: str | None,
-) -> None:
+def _write_schema(reading: _Reading, tables: list[_Table], out: _Hashing) -> None:
     """The DDL of the exported tables, by pg_dump in the export's own snapshot."""
     if not tables:
         out.write(b"-- the export holds query results only: no table definitions\n")
         return
-    tools = find_client_tools(pg_bin_dir, snapshot.server_major)
+    snapshot, connection = reading.snapshot, reading.connection
     argv = [
-        tools.program("pg_dump"),
+        reading.tools.program("pg_dump"),
         "--schema-only",
         "--no-owner",
         f"--snapshot={snapshot.snapshot_id}",
