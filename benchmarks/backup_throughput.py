@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -152,6 +153,36 @@ def compare_alternating(
             f"{rss}",
             flush=True,
         )
+
+
+def scales_main(
+    doc: str,
+    child: Callable[..., None],
+    child_args: tuple[str, ...],
+    run_scale: Callable[[LocalCluster, Path, int, int], None],
+    prefix: str,
+) -> None:
+    """A comparison benchmark's command line: `--scale N` (repeatable) `--repeat R` runs
+    `run_scale` for each scale on one throw-away server; `--child ARGS` is a measured process."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--scale", type=int, action="append")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--child", nargs=len(child_args), metavar=child_args, help=argparse.SUPPRESS
+    )
+    arguments = parser.parse_args()
+    if arguments.child:
+        child(*arguments.child)
+        return
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work.chmod(0o755)
+    cluster = start_cluster(work / "cluster", password="bench")
+    try:
+        for scale in arguments.scale or [20]:
+            run_scale(cluster, work, scale, arguments.repeat)
+    finally:
+        cluster.destroy()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def build_database(cluster: LocalCluster, bin_dir: Path, database: str, scale: int) -> int:

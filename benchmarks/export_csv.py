@@ -16,16 +16,13 @@ and prints the medians, the ratios against bare, and the peak RSS of every proce
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from backup_pipelines_demo.cluster import LocalCluster, start_cluster
-from benchmarks.backup_throughput import build_database, compare_alternating
+from backup_pipelines_demo.cluster import LocalCluster
+from benchmarks.backup_throughput import build_database, compare_alternating, scales_main
 
 TABLE = "pgbench_accounts"
 BARE = "bare psql \\copy | zip"
@@ -103,25 +100,7 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, action="append")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--child", nargs=3, metavar=("MODE", "URL", "FOLDER"), help=argparse.SUPPRESS
-    )
-    arguments = parser.parse_args()
-    if arguments.child:
-        child(*arguments.child)
-        return
-    work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    work.chmod(0o755)
-    cluster = start_cluster(work / "cluster", password="bench")
-    try:
-        for scale in arguments.scale or [20]:
-            run_scale(cluster, work, scale, arguments.repeat)
-    finally:
-        cluster.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+    scales_main(__doc__, child, ("MODE", "URL", "FOLDER"), run_scale, "bench-export-")
 
 
 if __name__ == "__main__":

@@ -19,21 +19,18 @@ and prints the medians, the ratios against bare, and the peak RSS of every proce
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from backup_pipelines.core.servers.scratch import free_port
-from backup_pipelines_demo.cluster import LocalCluster, start_cluster
-from benchmarks.backup_throughput import build_database, compare_alternating
+from backup_pipelines_demo.cluster import LocalCluster
+from benchmarks.backup_throughput import build_database, compare_alternating, scales_main
 
 DAY = dt.datetime.now(dt.UTC).date().isoformat()
 BARE = "bare aws s3 cp | aws s3 cp"
@@ -164,23 +161,7 @@ def run_scale(cluster: LocalCluster, work_dir: Path, scale: int, repeat: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, action="append")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", nargs=2, metavar=("MODE", "DATABASE"), help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
-    if arguments.child:
-        child(*arguments.child)
-        return
-    work = Path(tempfile.mkdtemp(prefix="bench-replica-"))
-    work.chmod(0o755)
-    cluster = start_cluster(work / "cluster", password="bench")
-    try:
-        for scale in arguments.scale or [20]:
-            run_scale(cluster, work, scale, arguments.repeat)
-    finally:
-        cluster.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+    scales_main(__doc__, child, ("MODE", "DATABASE"), run_scale, "bench-replica-")
 
 
 if __name__ == "__main__":
