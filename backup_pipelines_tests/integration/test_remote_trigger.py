@@ -389,7 +389,7 @@ def deployment_database_url(env: dict[str, str]) -> str:
 def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
     webserver, cluster, tmp_path
 ):
-    url, env, _ = webserver
+    url, env, home = webserver
     body = {
         "database": "agentic",
         "tables": [{"table": "public.conversations", "where": "agent_id = :agent"}],
@@ -442,6 +442,16 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
     request.write_text(yaml.safe_dump({"queries": [{"name": "q", "sql": "DELETE FROM messages"}]}))
     refused = cli("--url", url, "export", "agentic", "--request", str(request), env=env)
     assert refused.returncode == 2 and "is not one read-only statement" in refused.stderr
+    request.write_text(yaml.safe_dump({"queries": [{"name": "agents", "sql": "TABLE agents"}]}))
+    done = cli("--url", url, "export", "agentic", "--request", str(request), "--wait", env=env)
+    assert done.returncode == 0, done.stderr
+    (submitted, status) = done.stdout.splitlines()
+    export_id, _ = submitted.split()
+    assert status == "SUCCESS"
+    stored = home.parent / "backups" / "dumps" / "exports" / "agentic" / f"{export_id}.zip"
+    by_cli = json.loads(zipfile.ZipFile(stored).read("manifest.json"))
+    assert by_cli["requested_by"].startswith("backup-pipelines CLI (")
+    assert by_cli["files"][0]["name"] == "queries/agents.csv" and by_cli["files"][0]["rows"] > 0
 
 
 @contextlib.contextmanager

@@ -18,11 +18,13 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import queue
 import re
 import tempfile
+import threading
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -49,6 +51,7 @@ MANIFEST = "manifest.json"
 SCHEMA = "schema.sql"
 PARENT_DEPTH = 8  # foreign keys followed this many steps up (a self-reference stops there)
 _BATCH_ROWS = 10_000  # rows per Parquet row group
+_QUEUED = 4  # chunks of CSV between the reading and the compressing thread
 _EXPORTABLE_KINDS = ("r", "p", "v", "m", "f")
 
 _FOREIGN_KEYS = """
@@ -297,15 +300,18 @@ class _Sink(io.RawIOBase):
 
 
 class _Hashing:
-    """Counts and hashes what is written into a ZIP entry."""
+    """Counts and hashes what is written into a ZIP entry (`record`, then `entry.write`)."""
 
     def __init__(self, entry: IO[bytes]) -> None:
-        self._entry, self._digest, self.size = entry, hashlib.sha256(), 0
+        self.entry, self._digest, self.size = entry, hashlib.sha256(), 0
 
-    def write(self, chunk: bytes) -> int:
+    def record(self, chunk: bytes) -> None:
         self._digest.update(chunk)
         self.size += len(chunk)
-        return self._entry.write(chunk)
+
+    def write(self, chunk: bytes) -> int:
+        self.record(chunk)
+        return self.entry.write(chunk)
 
     @property
     def sha256(self) -> str:
@@ -383,35 +389,21 @@ _PSQL_ERROR = re.compile(r"^(?:psql:[^:]*:\d+: )?(?:ERROR|FATAL):\s+", re.MULTIL
 def _write_output(
     archive: zipfile.ZipFile, reading: _Reading, path: str, query: sql.Composable, limit: int
 ) -> tuple[int, _Hashing | None]:
-    """Write one output's file; its rows, and what was written (None: more rows than `limit`,
-    counted before a CSV is written, or on the way for Parquet)."""
-    if path.endswith(".csv"):
-        rows = _count(reading, query)
-        if rows > limit:
-            return rows, None
-        with archive.open(path, "w", force_zip64=True) as entry:
-            hashing = _Hashing(entry)
-            _write_csv(reading, query, hashing)
-        return rows, hashing
+    """Write one output's file; its rows, and what was written (None: more rows than `limit`;
+    the query is limited to one more, so a run past it stops there)."""
+    write = _write_csv if path.endswith(".csv") else _write_parquet
     with archive.open(path, "w", force_zip64=True) as entry:
         hashing = _Hashing(entry)
-        rows = _write_parquet(reading, query, hashing)
+        rows = write(reading, query, hashing)
     return rows, hashing if rows <= limit else None
 
 
-def _count(reading: _Reading, query: sql.Composable) -> int:
-    """The rows `query` gives in the export's snapshot: what its CSV will hold."""
-    counting = sql.SQL("SELECT count(*) FROM ({}) AS counted").format(query)
-    row = reading.snapshot.connection.execute(counting, reading.params).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> None:
+def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
     """COPY … TO STDOUT by psql joined to the export's snapshot: it takes PostgreSQL's rows in C
-    (a message each), as a bare `psql \\copy` would, while this process hashes and compresses
-    what it writes. The script goes in on stdin, so the query and its values are not in argv;
-    the values are bound as literals by psycopg, never pasted."""
+    (a message each), as a bare `psql \\copy` would. This thread counts and hashes what psql
+    writes; another compresses it into the ZIP (hashing and deflating both release the GIL).
+    The script goes in on stdin, so the query and its values are not in argv; the values are
+    bound as literals by psycopg, never pasted. Returns the rows copied."""
     copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
     statement = psycopg.ClientCursor(reading.snapshot.connection).mogrify(copy, reading.params)
     script = (
@@ -430,17 +422,77 @@ def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> None:
     ]
     pipeline = Pipeline([("psql", psql)], env=reading.connection.client_env(), feed=True)
     assert pipeline.stdin is not None
+    rows = CsvRecords()
     try:
         pipeline.stdin.write(script.encode())
         pipeline.stdin.close()
-        for chunk in pipeline.read_chunks():
-            out.write(chunk)
+        with _InThread(out.entry.write) as compress:
+            for chunk in pipeline.read_chunks():
+                rows.update(chunk)
+                out.record(chunk)
+                compress(chunk)
     except BaseException:
         pipeline.kill()
         raise
     ((_, code, err),) = pipeline.wait()
     if code != 0:
         raise _Refused(_PSQL_ERROR.sub("", err).strip() or f"psql exited with status {code}")
+    return rows.records - 1  # the header
+
+
+class CsvRecords:
+    """Counts the records of a CSV stream as PostgreSQL writes it: a newline ends a record
+    unless it is inside a quoted field (a doubled quote inside one toggles twice)."""
+
+    def __init__(self) -> None:
+        self.records, self._quoted = 0, False
+
+    def update(self, chunk: bytes) -> None:
+        start = 0
+        while True:
+            quote = chunk.find(b'"', start)
+            end = len(chunk) if quote < 0 else quote
+            if not self._quoted:
+                self.records += chunk.count(b"\n", start, end)
+            if quote < 0:
+                return
+            self._quoted = not self._quoted
+            start = quote + 1
+
+
+class _InThread:
+    """Calls `sink` with each chunk in a thread of its own, at most _QUEUED chunks behind; an
+    error there is raised here, at the next chunk or when the block ends."""
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self._sink = sink
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="export-writer", daemon=True)
+
+    def _drain(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                self._sink(chunk)
+        except BaseException as error:  # handed to the reading thread
+            self._error = error
+            while self._chunks.get() is not None:  # let the reader finish putting
+                pass
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(chunk)
+
+    def __enter__(self) -> _InThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _write_parquet(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
