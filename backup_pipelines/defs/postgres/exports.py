@@ -3,7 +3,6 @@ export_data with the request as run config, with the check export_verified. Wher
 is taken and read back: core/postgres/export.py."""
 
 from dagster import (
-    AssetCheckResult,
     AssetExecutionContext,
     AssetsDefinition,
     AssetSelection,
@@ -18,6 +17,7 @@ from dagster import (
 from pydantic import Field
 
 from backup_pipelines import names
+from backup_pipelines.core.common.checks import CheckOutcome
 from backup_pipelines.core.common.postgres_client import PostgresError
 from backup_pipelines.core.postgres.export import (
     ExportError,
@@ -28,7 +28,7 @@ from backup_pipelines.core.postgres.export import (
 from backup_pipelines.core.postgres.export_request import ExportRequest, ExportRequestError
 from backup_pipelines.dagster_private import AssetJob
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.defs.shared import per_day_check_spec, readable, severity_of
+from backup_pipelines.defs.shared import check_result, per_day_check_spec, readable
 from backup_pipelines.storage import StorageError
 
 export_partitions = DynamicPartitionsDefinition(name=names.EXPORTS_PARTITIONS)
@@ -110,6 +110,15 @@ def exports_asset(database: str) -> AssetsDefinition:
         except ValueError as error:  # the request's own validation (pydantic)
             raise Failure(f"export of {database!r}: {error}") from None
         problems = verify_export(store, manifest)
+        outcome = CheckOutcome(
+            names.EXPORT_VERIFIED,
+            not problems,
+            f"read back {len(manifest.files)} files: every row count and checksum matches the "
+            "manifest"
+            if not problems
+            else "; ".join(problems[:20]),
+            {"problems": problems[:50]},
+        )
         return MaterializeResult(
             metadata=readable(
                 {
@@ -122,19 +131,7 @@ def exports_asset(database: str) -> AssetsDefinition:
                     "size_bytes": sum(f["size_bytes"] for f in manifest.files),
                 }
             ),
-            check_results=[
-                AssetCheckResult(
-                    asset_key=key,
-                    check_name=names.EXPORT_VERIFIED,
-                    passed=not problems,
-                    severity=severity_of(names.EXPORT_VERIFIED),
-                    description=f"read back {len(manifest.files)} files: every row count and "
-                    "checksum matches the manifest"
-                    if not problems
-                    else "; ".join(problems[:20]),
-                    metadata=readable({"problems": problems[:50]}),
-                )
-            ],
+            check_results=[check_result(outcome, key)],
         )
 
     return export
