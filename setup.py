@@ -9,7 +9,7 @@ from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformE
 ROW_COUNTER = Extension(
     "backup_pipelines.core.postgres._rowcount",
     sources=["backup_pipelines/core/postgres/_rowcount.c"],
-    extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+    extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
 )
 
 

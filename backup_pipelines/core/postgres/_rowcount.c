@@ -24,6 +24,11 @@
  *
  * Python walks 15 million such chunks in about 7 s; this walks them at memory speed, which is
  * why it is C (benchmarks/many_tables.py, README "Many small tables").
+ *
+ * `csv_records(chunk, quoted)` counts the records of a CSV stream as PostgreSQL's COPY writes it,
+ * one chunk at a time, for a data export (core/postgres/export.py): a newline ends a record
+ * unless it is inside a quoted field. It is stateless (the caller keeps `quoted`) and runs
+ * without the GIL; bytes.count took 1.4 s of a 15-million-row export's 15, this a tenth of it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -318,10 +323,39 @@ static PyObject *count(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static long long newlines(const unsigned char *from, const unsigned char *to) {
+    long long found = 0;
+    for (; from < to; from++) found += *from == '\n';
+    return found;
+}
+
+static PyObject *csv_records(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer chunk;
+    int quoted;
+    if (!PyArg_ParseTuple(args, "y*p", &chunk, &quoted)) return NULL;
+    const unsigned char *at = chunk.buf, *end = at + chunk.len;
+    long long records = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        const unsigned char *quote = memchr(at, '"', (size_t)(end - at));
+        if (!quoted) records += newlines(at, quote ? quote : end);
+        if (!quote) break;
+        quoted = !quoted; /* a doubled quote inside a field toggles twice */
+        at = quote + 1;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&chunk);
+    return Py_BuildValue("(LN)", records, PyBool_FromLong(quoted));
+}
+
 static PyMethodDef methods[] = {
     {"count", count, METH_VARARGS,
      "count(counts_file, offsets_file=None): pass stdin to stdout, counting rows (once per "
      "process; a malformed stream ends the process with status 2)."},
+    {"csv_records", csv_records, METH_VARARGS,
+     "csv_records(chunk, quoted) -> (records, quoted): the records a chunk of a CSV stream "
+     "ends, and whether it ends inside a quoted field."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,6 +36,7 @@ from backup_pipelines.core.common.client_tools import ClientTools, find_client_t
 from backup_pipelines.core.common.layout import export_key
 from backup_pipelines.core.common.postgres_client import Connection
 from backup_pipelines.core.common.streams import Pipeline
+from backup_pipelines.core.postgres import _rowcount
 from backup_pipelines.core.postgres.catalog import ExportedSnapshot, exported_snapshot
 from backup_pipelines.core.postgres.export_request import (
     ExportRequest,
@@ -335,11 +336,8 @@ def _write_files(
     files: list[dict[str, Any]] = []
     remaining = limits.max_rows
     for output in outputs:
-        limited = sql.SQL("SELECT * FROM ({}) AS exported LIMIT {}").format(
-            output.query, sql.Literal(remaining + 1)
-        )
         try:
-            rows, hashing = _write_output(archive, reading, output.path, limited, remaining)
+            rows, hashing = _write_output(archive, reading, output.path, output.query, remaining)
         except (psycopg.Error, _Refused) as error:
             message = f"{where}: {output.source}: {str(error).strip()}"
             raise ExportError(connection.redact(message)) from None
@@ -390,20 +388,22 @@ def _write_output(
     archive: zipfile.ZipFile, reading: _Reading, path: str, query: sql.Composable, limit: int
 ) -> tuple[int, _Hashing | None]:
     """Write one output's file; its rows, and what was written (None: more rows than `limit`;
-    the query is limited to one more, so a run past it stops there)."""
+    the writing stops as soon as the rows pass it, no LIMIT in the query, which costs the
+    server a step per row)."""
     write = _write_csv if path.endswith(".csv") else _write_parquet
     with archive.open(path, "w", force_zip64=True) as entry:
         hashing = _Hashing(entry)
-        rows = write(reading, query, hashing)
+        rows = write(reading, query, hashing, limit)
     return rows, hashing if rows <= limit else None
 
 
-def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
+def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing, limit: int) -> int:
     """COPY … TO STDOUT by psql joined to the export's snapshot: it takes PostgreSQL's rows in C
     (a message each), as a bare `psql \\copy` would. This thread counts and hashes what psql
     writes; another compresses it into the ZIP (hashing and deflating both release the GIL).
     The script goes in on stdin, so the query and its values are not in argv; the values are
-    bound as literals by psycopg, never pasted. Returns the rows copied."""
+    bound as literals by psycopg, never pasted. Returns the rows copied, or as soon as that
+    passes `limit`, the rows counted so far."""
     copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(query)
     statement = psycopg.ClientCursor(reading.snapshot.connection).mogrify(copy, reading.params)
     script = (
@@ -431,6 +431,9 @@ def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
                 rows.update(chunk)
                 out.record(chunk)
                 compress(chunk)
+                if rows.records - 1 > limit:
+                    pipeline.kill()
+                    return rows.records - 1
     except BaseException:
         pipeline.kill()
         raise
@@ -442,22 +445,14 @@ def _write_csv(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
 
 class CsvRecords:
     """Counts the records of a CSV stream as PostgreSQL writes it: a newline ends a record
-    unless it is inside a quoted field (a doubled quote inside one toggles twice)."""
+    unless it is inside a quoted field (the loop is C: core/postgres/_rowcount.c)."""
 
     def __init__(self) -> None:
         self.records, self._quoted = 0, False
 
     def update(self, chunk: bytes) -> None:
-        start = 0
-        while True:
-            quote = chunk.find(b'"', start)
-            end = len(chunk) if quote < 0 else quote
-            if not self._quoted:
-                self.records += chunk.count(b"\n", start, end)
-            if quote < 0:
-                return
-            self._quoted = not self._quoted
-            start = quote + 1
+        records, self._quoted = _rowcount.csv_records(chunk, self._quoted)
+        self.records += records
 
 
 class _InThread:
@@ -495,9 +490,9 @@ class _InThread:
             raise self._error
 
 
-def _write_parquet(reading: _Reading, query: sql.Composable, out: _Hashing) -> int:
+def _write_parquet(reading: _Reading, query: sql.Composable, out: _Hashing, limit: int) -> int:
     """Row groups of _BATCH_ROWS from a server-side cursor into a temporary file (Parquet's
-    footer points back into the file), then into the ZIP."""
+    footer points back into the file), then into the ZIP; stopped once the rows pass `limit`."""
     import pyarrow as pa  # only Parquet exports need it: a CSV export starts faster
     import pyarrow.parquet as pq
 
@@ -524,7 +519,7 @@ def _write_parquet(reading: _Reading, query: sql.Composable, out: _Hashing) -> i
                     )
                 )
                 rows += len(batch)
-                if len(batch) < _BATCH_ROWS:
+                if len(batch) < _BATCH_ROWS or rows > limit:
                     break
                 batch = cursor.fetchmany(_BATCH_ROWS)
         with path.open("rb") as written:
@@ -612,31 +607,51 @@ def verify_export(store: ObjectStore, manifest: ExportManifest) -> list[str]:
 
 def _file_problems(archive: zipfile.ZipFile, expected: dict[str, Any], kind: str) -> list[str]:
     name = expected["name"]
-    digest = hashlib.sha256()
     try:
-        with archive.open(name) as entry:
-            for chunk in iter(lambda: entry.read(CHUNK_SIZE), b""):
-                digest.update(chunk)
-        rows = None if expected["rows"] is None else _count_rows(archive, name, kind)
+        sha256, rows = _read_entry(archive, name, None if expected["rows"] is None else kind)
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, csv.Error) as error:
         return [f"{name}: cannot be read: {error}"]
     problems = []
-    if digest.hexdigest() != expected["sha256"]:
+    if sha256 != expected["sha256"]:
         problems.append(f"{name}: SHA-256 differs from the manifest's")
     if rows != expected["rows"]:
         problems.append(f"{name}: {rows} rows, the manifest says {expected['rows']}")
     return problems
 
 
-def _count_rows(archive: zipfile.ZipFile, name: str, kind: str) -> int:
+def _read_entry(archive: zipfile.ZipFile, name: str, kind: str | None) -> tuple[str, int | None]:
+    """One file's SHA-256 and rows (None: `kind` None, a file of no rows). A CSV is read once:
+    Python's csv module counts its records from the bytes as they are hashed, a parser of its
+    own rather than the counter the export wrote with."""
+    digest, rows = hashlib.sha256(), None
+    with archive.open(name) as entry:
+        hashed = io.BufferedReader(_Digesting(entry, digest), CHUNK_SIZE)
+        if kind == "csv":
+            text = io.TextIOWrapper(hashed, encoding="utf-8", newline="")
+            rows = sum(1 for _ in csv.reader(text)) - 1  # the header
+        while hashed.read(CHUNK_SIZE):
+            pass
     if kind == "parquet":
         import pyarrow.parquet as pq
 
         with archive.open(name) as entry:
-            return pq.ParquetFile(entry).metadata.num_rows
-    with archive.open(name) as entry:
-        text = io.TextIOWrapper(entry, encoding="utf-8", newline="")
-        return sum(1 for _ in csv.reader(text)) - 1  # the header
+            rows = pq.ParquetFile(entry).metadata.num_rows
+    return digest.hexdigest(), rows
+
+
+class _Digesting(io.RawIOBase):
+    """A stream that hashes whatever is read through it."""
+
+    def __init__(self, stream: IO[bytes], digest: Any) -> None:
+        self._stream, self._digest = stream, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._stream.readinto(buffer)  # type: ignore[attr-defined]
+        self._digest.update(memoryview(buffer)[:count])
+        return count
 
 
 @contextlib.contextmanager
