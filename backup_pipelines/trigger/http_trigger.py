@@ -217,9 +217,8 @@ def trigger_app(
             return JSONResponse({"error": str(error)}, 503)
         if found is None:
             return JSONResponse({"error": f"no export {export_id!r}"}, 404)
-        run_id, status = found
-        answer = {"id": export_id, "status": status.value, "run_url": run_url(run_id)}
-        if status == DagsterRunStatus.SUCCESS:
+        answer = {"id": export_id, "status": found.status.value, "run_url": run_url(found.run_id)}
+        if found.status == DagsterRunStatus.SUCCESS:
             answer["download_url"] = f"/exports/{export_id}/download"
         return JSONResponse(answer)
 
@@ -228,10 +227,10 @@ def trigger_app(
             return answer
         export_id = request.path_params["export_id"]
         found = await run_in_threadpool(export_run, deployment, export_id)
-        if found is None or found[1] != DagsterRunStatus.SUCCESS or exports_store is None:
+        if found is None or found.status != DagsterRunStatus.SUCCESS or exports_store is None:
             return JSONResponse({"error": f"no finished export {export_id!r}"}, 404)
         store = exports_store()
-        key = export_key(export_id.split("-", 1)[0], export_id)
+        key = export_key(found.database, export_id)
         size = await run_in_threadpool(store.size, key)
         if size is None:
             return JSONResponse({"error": f"export {export_id!r} has expired"}, 410)

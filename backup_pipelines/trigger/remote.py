@@ -49,7 +49,7 @@ _RUNS = """
 query Runs($filter: RunsFilter!) {
   runsOrError(filter: $filter) {
     __typename
-    ... on Runs { results { runId status } }
+    ... on Runs { results { runId status assetSelection { path } } }
     ... on Error { message }
   }
 }
@@ -229,10 +229,14 @@ def new_export_id(database: str) -> str:
 
 
 def submit_export(
-    deployment: Deployment, database: str, request: dict[str, Any], triggered_by: str
+    deployment: Deployment,
+    database: str,
+    request: dict[str, Any],
+    triggered_by: str,
+    export_id: str | None = None,
 ) -> tuple[str, str]:
-    """Queue job export_data for `database` with `request` (its run config) under a new
-    export id, added as a partition first; returns (export id, run id)."""
+    """Queue job export_data for `database` with `request` (its run config) under `export_id`
+    (by default a new one), added as a partition first; returns (export id, run id)."""
     location, asset_paths = location_of(deployment, names.EXPORT_JOB)
     key = names.database_key(database, names.EXPORTS)
     if key.path not in asset_paths:
@@ -241,7 +245,7 @@ def submit_export(
             f"{deployment.shown} exports no database {database!r}; its databases: "
             f"{', '.join(known) or 'none'}"
         )
-    export_id = new_export_id(database)
+    export_id = export_id or new_export_id(database)
     added = deployment.query(
         _ADD_PARTITION,
         {"selector": location, "name": names.EXPORTS_PARTITIONS, "key": export_id},
@@ -261,13 +265,23 @@ def submit_export(
     return export_id, run_id
 
 
-def export_run(deployment: Deployment, export_id: str) -> tuple[str, DagsterRunStatus] | None:
-    """The newest run of export `export_id` and its status (None: no such export)."""
-    found = runs_of(deployment, names.EXPORT_JOB, export_id)
-    if not found:
-        return None
-    run_id, status = next(iter(found.items()))
-    return run_id, status
+@dataclass(frozen=True)
+class ExportRun:
+    """The newest run of an export: its id, its status, and the database it exports (from the
+    run's asset, so an export named anything in the launchpad is found too)."""
+
+    run_id: str
+    status: DagsterRunStatus
+    database: str
+
+
+def export_run(deployment: Deployment, export_id: str) -> ExportRun | None:
+    """The newest run of export `export_id` (None: no such export)."""
+    for run in _runs(deployment, names.EXPORT_JOB, export_id):
+        for key in run["assetSelection"] or ():
+            if len(key["path"]) == 3 and key["path"][2] == names.EXPORTS:
+                return ExportRun(run["runId"], DagsterRunStatus(run["status"]), key["path"][1])
+    return None
 
 
 def submit_job(
@@ -340,11 +354,18 @@ def wait_until_serving(deployment: Deployment, job: str, timeout_seconds: float)
 
 def runs_of(deployment: Deployment, job: str, partition: str) -> dict[str, DagsterRunStatus]:
     """Every run of `job` for `partition`, by run id."""
+    return {
+        run["runId"]: DagsterRunStatus(run["status"]) for run in _runs(deployment, job, partition)
+    }
+
+
+def _runs(deployment: Deployment, job: str, partition: str) -> list[dict[str, Any]]:
+    """Every run of `job` for `partition`, newest first: id, status and asset selection."""
     run_filter = {"pipelineName": job, "tags": [{"key": "dagster/partition", "value": partition}]}
     found = deployment.query(_RUNS, {"filter": run_filter})["runsOrError"]
     if found["__typename"] != "Runs":
         raise RemoteError(f"{deployment.shown}: {found['__typename']}: {found.get('message')}")
-    return {run["runId"]: DagsterRunStatus(run["status"]) for run in found["results"]}
+    return found["results"]
 
 
 def sensor_has_ticked(deployment: Deployment, job: str, sensor: str) -> bool:

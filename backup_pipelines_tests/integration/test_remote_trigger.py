@@ -33,6 +33,7 @@ from backup_pipelines.trigger.remote import (
     Deployment,
     _backup_selector,
     run_status,
+    submit_export,
     submit_run,
     wait_for_run,
 )
@@ -452,6 +453,15 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
     by_cli = json.loads(zipfile.ZipFile(stored).read("manifest.json"))
     assert by_cli["requested_by"].startswith("backup-pipelines CLI (")
     assert by_cli["files"][0]["name"] == "queries/agents.csv" and by_cli["files"][0]["rows"] > 0
+
+    # An export named by whoever made it (the launchpad takes any partition name) is found by
+    # its run's asset, not by its name.
+    named, run_id = submit_export(
+        Deployment(url), "agentic", {"tables": [{"table": "public.agents"}]}, "test", "audit-q4"
+    )
+    assert wait_for_run(Deployment(url), run_id, 300).value == "SUCCESS"
+    with serving_trigger(url, env) as (base, _), _opened(f"{base}/exports/{named}/download") as got:
+        assert zipfile.ZipFile(io.BytesIO(got.read())).namelist()[0] == "tables/public.agents.csv"
 
 
 @contextlib.contextmanager
