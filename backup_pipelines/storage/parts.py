@@ -15,6 +15,8 @@ from backup_pipelines.storage.base import ObjectWriter, StorageError
 MIB = 1 << 20
 MIN_PART_SIZE = 8 * MIB
 MAX_PART_SIZE = 512 * MIB
+# Above this, S3 refuses a single CopyObject; a multipart copy is used instead.
+SINGLE_COPY_LIMIT = 5 * 1024 * MIB
 
 
 def part_size_for(expected_size: int, max_parts: int, minimum: int = MIN_PART_SIZE) -> int:

@@ -17,10 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backup_pipelines.storage.base import ObjectStore, ObjectWriter, StorageError, StoredObject
 from backup_pipelines.storage.digest import CHUNK_SIZE
-from backup_pipelines.storage.parts import MIB, PartedWriter, part_size_for
-
-# Above this, S3 refuses a single CopyObject; a multipart copy is used instead.
-SINGLE_COPY_LIMIT = 5 * 1024 * MIB
+from backup_pipelines.storage.parts import MIB, SINGLE_COPY_LIMIT, PartedWriter, part_size_for
 
 
 def describe_s3_error(error: Exception, bucket: str, key: str | None = None) -> str:

@@ -3,10 +3,12 @@
 the Dagster wiring above that. A module may import its own domain and any lower layer; an
 import of a sibling domain or of a higher layer is a defect this test names."""
 
+import os
 import subprocess
 import sys
 
 from backup_pipelines_tests.support.imports import imports_of, package_modules
+from backup_pipelines_tests.support.paths import REPOSITORY
 
 PACKAGE = "backup_pipelines"
 # Lowest first; the domains of one layer do not import each other.
@@ -69,19 +71,27 @@ def test_the_backup_logic_and_storage_import_no_dagster():
 CLOUD_SDKS = ("boto3", "azure.storage.blob", "google.cloud.storage")
 
 
-def _imported_sdks(statement: str) -> list[str]:
+def _imported_sdks(statement: str, **env: str) -> list[str]:
     probe = f"import sys; {statement}; print(*[m for m in {CLOUD_SDKS!r} if m in sys.modules])"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **env}
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
 
 def test_cloud_sdks_are_imported_by_a_store_of_theirs_and_the_forkserver_only():
-    """They take a second to import: an export into a local store starts without them, and a
+    """They take a second each to import: an export into a local store and a deployment whose
+    stores are local (every process that loads the definitions) start without them, and a
     run's step processes inherit them from the forkserver."""
     local = (
         "import backup_pipelines.core.postgres.export, backup_pipelines.storage as s; s.LocalStore"
     )
     assert _imported_sdks(local) == []
+    load = "from backup_pipelines.definitions import definitions_from_env; definitions_from_env()"
+    assert (
+        _imported_sdks(load, BACKUP_PIPELINES_CONFIG=str(REPOSITORY / "backup_pipelines.yaml"))
+        == []
+    )
     assert _imported_sdks("from backup_pipelines.storage import S3Store") == ["boto3"]
     assert _imported_sdks("import backup_pipelines.forkserver") == list(CLOUD_SDKS)

@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from backup_pipelines import names
 from backup_pipelines.core.common.checks import CheckOutcome
@@ -25,7 +26,10 @@ from backup_pipelines.core.common.layout import (
     snapshot_object_key,
     snapshot_prefix,
 )
-from backup_pipelines.storage import S3Store, StoredObject
+from backup_pipelines.storage import StoredObject
+
+if TYPE_CHECKING:
+    from backup_pipelines.storage import S3Store
 
 COPY_THREADS = 16
 _LISTED_MISMATCHES = 20

@@ -20,7 +20,6 @@ from typing import Protocol
 
 from backup_pipelines.core.common.config import EncryptionConfig, expand_env
 from backup_pipelines.core.common.streams import Compression, decompress_command
-from backup_pipelines.storage import aws_client
 
 AGE = "age"
 ENCRYPTION_METHOD = "age"
@@ -89,6 +88,8 @@ def key_from_identity(identity: str, setting: str) -> ArchiveKey:
 
 def unwrap_with_kms(wrapped: str, config: EncryptionConfig) -> str:
     """The identity from its KMS ciphertext (base64 of the CiphertextBlob)."""
+    from backup_pipelines.storage.s3 import aws_client  # boto3 only where KMS is used
+
     setting = "encryption.kms_wrapped_identity"
     try:
         blob = base64.b64decode(wrapped.strip(), validate=True)

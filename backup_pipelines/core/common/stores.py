@@ -6,7 +6,7 @@ the configuration."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backup_pipelines.core.common.config import (
     AzureStorageConfig,
@@ -17,17 +17,11 @@ from backup_pipelines.core.common.config import (
     StorageConfig,
     expand_env,
 )
-from backup_pipelines.storage import (
-    AzureStore,
-    GcsStore,
-    LocalStore,
-    ObjectStore,
-    S3Store,
-    aws_client,
-    azure_service,
-    gcs_client,
-)
-from backup_pipelines.storage.s3 import SINGLE_COPY_LIMIT
+from backup_pipelines.storage import LocalStore, ObjectStore
+from backup_pipelines.storage.parts import SINGLE_COPY_LIMIT
+
+if TYPE_CHECKING:
+    from backup_pipelines.storage import S3Store
 
 
 @dataclass(frozen=True)
@@ -103,6 +97,9 @@ class _Layout:
 
 
 def _s3_stores(s3: S3StorageConfig, section: str, single_copy_limit: int) -> BackupStores:
+    # Each cloud SDK is imported by the configuration that names it (about a second each).
+    from backup_pipelines.storage.s3 import S3Store, aws_client
+
     at = f"{section}.s3"
 
     def expanded(name: str) -> str | None:
@@ -140,6 +137,8 @@ def _s3_stores(s3: S3StorageConfig, section: str, single_copy_limit: int) -> Bac
 
 
 def _azure_stores(azure: AzureStorageConfig, section: str) -> BackupStores:
+    from backup_pipelines.storage.azure import AzureStore, azure_service
+
     at = f"{section}.azure"
 
     def expanded(name: str) -> str | None:
@@ -166,6 +165,8 @@ def _azure_stores(azure: AzureStorageConfig, section: str) -> BackupStores:
 
 
 def _gcs_stores(gcs: GcsStorageConfig, section: str) -> BackupStores:
+    from backup_pipelines.storage.gcs import GcsStore, gcs_client
+
     at = f"{section}.gcs"
     credentials = (
         expand_env(gcs.credentials_file, f"{at}.credentials_file") if gcs.credentials_file else None
@@ -189,6 +190,8 @@ def _gcs_stores(gcs: GcsStorageConfig, section: str) -> BackupStores:
 def source_bucket_store(config: BackupConfig, name: str, backup_store: S3Store) -> S3Store:
     """The bucket to snapshot; it shares the backup store's client (and so copies
     server-side) unless it needs another endpoint or other credentials."""
+    from backup_pipelines.storage.s3 import S3Store, aws_client
+
     source = config.buckets[name]
     key = f"buckets.{name}"
     endpoint = (

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from backup_pipelines import storage
 from backup_pipelines.core.common.config import (
     BackupConfig,
     ConfigError,
@@ -23,7 +24,6 @@ from backup_pipelines.core.common.config import (
     load_config,
 )
 from backup_pipelines.core.common.stores import source_bucket_store, stores_from_config
-from backup_pipelines.storage import S3Store
 
 RULE_PREFIX = "backup_pipelines-"
 # The prune job removes dumps after dump_days; the bucket itself only a week later, so it is a
@@ -79,7 +79,7 @@ def _source_rule(bucket_name: str, rule: SourceLifecycleRule) -> dict[str, Any]:
     }
 
 
-def _backup_stores(config: BackupConfig) -> tuple[S3Store, S3Store]:
+def _backup_stores(config: BackupConfig) -> tuple[storage.S3Store, storage.S3Store]:
     """The dump and archive stores, which lifecycle rules need in S3."""
     if config.storage.s3 is None:
         raise ConfigError(
@@ -89,7 +89,8 @@ def _backup_stores(config: BackupConfig) -> tuple[S3Store, S3Store]:
             "bucket's lifecycle configuration (`gcloud storage buckets update --lifecycle-file`)"
         )
     stores = stores_from_config(config)
-    assert isinstance(stores.dumps, S3Store) and isinstance(stores.archive, S3Store)
+    assert isinstance(stores.dumps, storage.S3Store)
+    assert isinstance(stores.archive, storage.S3Store)
     return stores.dumps, stores.archive
 
 

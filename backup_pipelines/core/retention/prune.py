@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from backup_pipelines import names
 from backup_pipelines.core.buckets.snapshots import read_snapshot, snapshot_days
@@ -45,7 +46,10 @@ from backup_pipelines.core.retention.policy import (
     RetentionPolicy,
     decide,
 )
-from backup_pipelines.storage import ObjectStore, S3Store, StoredObject
+from backup_pipelines.storage import ObjectStore, StoredObject
+
+if TYPE_CHECKING:
+    from backup_pipelines.storage import S3Store
 
 SCOPE_BACKUP = "backup"  # the archive, the dump, their manifests and references
 SCOPE_DUMP = "dump"  # only the hot copy; the archive copy stays

@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from backup_pipelines import names
+from backup_pipelines import names, storage
 from backup_pipelines.core.buckets.snapshots import SnapshotError, take_snapshot, verify_snapshot
 from backup_pipelines.core.common.stores import source_bucket_store
 from backup_pipelines.core.postgres.dump import require_day_open
@@ -25,10 +25,9 @@ from backup_pipelines.defs.shared import (
     readable,
     run_submitted_at,
 )
-from backup_pipelines.storage import S3Store
 
 
-def snapshot_store(settings: BackupSettings) -> S3Store:
+def snapshot_store(settings: BackupSettings) -> "storage.S3Store":
     store = settings.stores().snapshots
     if store is None:
         raise Failure("bucket snapshots need storage.s3")

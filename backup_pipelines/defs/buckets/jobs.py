@@ -3,11 +3,10 @@
 from dagster import Config, Failure, OpExecutionContext, job, op
 from pydantic import Field
 
-from backup_pipelines import names
+from backup_pipelines import names, storage
 from backup_pipelines.core.buckets.snapshots import SnapshotError, restore_snapshot, snapshot_days
 from backup_pipelines.defs.buckets.assets import snapshot_store
 from backup_pipelines.defs.resources import BackupSettings
-from backup_pipelines.storage import S3Store
 
 
 class RestoreBucketRequest(Config):
@@ -32,7 +31,7 @@ def restore_bucket_snapshot(
     store = snapshot_store(settings)
     days = snapshot_days(store, config.name)
     day = config.partition or (days[-1] if days else "")
-    target = S3Store(store.client, config.target_bucket, config.target_prefix)
+    target = storage.S3Store(store.client, config.target_bucket, config.target_prefix)
     try:
         copied = restore_snapshot(
             store, config.name, day, target, allow_non_empty=config.allow_non_empty
