@@ -28,7 +28,7 @@
  * `csv_records(chunk, quoted)` counts the records of a CSV stream as PostgreSQL's COPY writes it,
  * one chunk at a time, for a data export (core/postgres/export.py): a newline ends a record
  * unless it is inside a quoted field. It is stateless (the caller keeps `quoted`) and runs
- * without the GIL; bytes.count took 1.4 s of a 15-million-row export's 15, this a tenth of it.
+ * without the GIL: 500 MB of CSV took bytes.count 0.46 s and this 0.12 s.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
