@@ -155,6 +155,11 @@ def compare_alternating(
         )
 
 
+def child_command(module: str, *args: str) -> list[str]:
+    """The argv of one measured process of `module` (a benchmark whose main is scales_main)."""
+    return [sys.executable, "-m", module, "--child", *args]
+
+
 def scales_main(
     doc: str,
     child: Callable[..., None],

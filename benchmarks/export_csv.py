@@ -17,12 +17,16 @@ and prints the medians, the ratios against bare, and the peak RSS of every proce
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 from backup_pipelines_demo.cluster import LocalCluster
-from benchmarks.backup_throughput import build_database, compare_alternating, scales_main
+from benchmarks.backup_throughput import (
+    build_database,
+    child_command,
+    compare_alternating,
+    scales_main,
+)
 
 TABLE = "pgbench_accounts"
 BARE = "bare psql \\copy | zip"
@@ -72,24 +76,8 @@ def run_scale(cluster: LocalCluster, work: Path, scale: int, repeat: int) -> Non
     store = work / "store"
     argvs = {
         BARE: ["bash", "-o", "pipefail", "-c", bare],
-        "export (take_export)": [
-            sys.executable,
-            "-m",
-            "benchmarks.export_csv",
-            "--child",
-            "export",
-            url,
-            str(store),
-        ],
-        "readback (the check)": [
-            sys.executable,
-            "-m",
-            "benchmarks.export_csv",
-            "--child",
-            "readback",
-            url,
-            str(store),
-        ],
+        "export (take_export)": child_command("benchmarks.export_csv", "export", url, str(store)),
+        "readback (the check)": child_command("benchmarks.export_csv", "readback", url, str(store)),
     }
     compare_alternating(argvs, env, work, repeat)
     exported = next(store.rglob("*.zip"))

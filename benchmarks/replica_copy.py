@@ -30,7 +30,12 @@ import yaml
 
 from backup_pipelines.core.servers.scratch import free_port
 from backup_pipelines_demo.cluster import LocalCluster
-from benchmarks.backup_throughput import build_database, compare_alternating, scales_main
+from benchmarks.backup_throughput import (
+    build_database,
+    child_command,
+    compare_alternating,
+    scales_main,
+)
 
 DAY = dt.datetime.now(dt.UTC).date().isoformat()
 BARE = "bare aws s3 cp | aws s3 cp"
@@ -136,22 +141,12 @@ def run_scale(cluster: LocalCluster, work_dir: Path, scale: int, repeat: int) ->
         )
         argvs = {
             BARE: ["bash", "-o", "pipefail", "-c", bare],
-            "copy (copy_from, streamed)": [
-                sys.executable,
-                "-m",
-                "benchmarks.replica_copy",
-                "--child",
-                "copy",
-                database,
-            ],
-            "replicate (copy + proof)": [
-                sys.executable,
-                "-m",
-                "benchmarks.replica_copy",
-                "--child",
-                "replicate",
-                database,
-            ],
+            "copy (copy_from, streamed)": child_command(
+                "benchmarks.replica_copy", "copy", database
+            ),
+            "replicate (copy + proof)": child_command(
+                "benchmarks.replica_copy", "replicate", database
+            ),
         }
         compare_alternating(argvs, env, work_dir, repeat)
     finally:
