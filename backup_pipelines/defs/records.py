@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -25,6 +26,7 @@ from backup_pipelines.dagster_private import (
 )
 
 _HISTORY_LIMIT = 100_000  # every day of a database for centuries
+_PAGE = 10_000  # the most Dagster returns in one call
 _FINISHED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 _PASSED = {AssetCheckExecutionRecordStatus.SUCCEEDED}
 
@@ -179,17 +181,30 @@ def latest_metadata(
     return {name: value.value for name, value in metadata.items()}, recorded
 
 
+def all_records(fetch: Any, key: AssetKey) -> list[Any]:
+    """Every record `fetch` (fetch_materializations or fetch_observations) has, newest first."""
+    records, cursor = [], None
+    while True:
+        page = fetch(AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
+        records += page.records
+        if not page.has_more:
+            return records
+        cursor = page.cursor
+
+
+def newest_by_partition(records: list[Any]) -> dict[str, Any]:
+    """The newest of `records` (newest first) for every partition."""
+    newest: dict[str, Any] = {}
+    for record in records:
+        if record.partition_key and record.partition_key not in newest:
+            newest[record.partition_key] = record
+    return newest
+
+
 def materialized_at(instance: DagsterInstance, key: AssetKey) -> dict[str, dt.datetime]:
     """When each partition of `key` was last materialized."""
-    made: dict[str, dt.datetime] = {}
-    cursor = None
-    while True:
-        page = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor
-        )
-        for record in page.records:
-            if record.partition_key and record.partition_key not in made:
-                made[record.partition_key] = dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
-        if not page.has_more:
-            return made
-        cursor = page.cursor
+    newest = newest_by_partition(all_records(instance.fetch_materializations, key))
+    return {
+        partition: dt.datetime.fromtimestamp(record.timestamp, dt.UTC)
+        for partition, record in newest.items()
+    }

@@ -9,25 +9,22 @@ import html
 from typing import Any
 
 import pandas as pd
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from backup_pipelines import names
 from backup_pipelines.core.recovery.objectives import history_by_day
 from backup_pipelines.core.servers.pgbackrest import BackupSet
 from backup_pipelines.core.servers.restore_points import RestorePoint, backup_before
 from backup_pipelines.core.servers.wal import utc_text
-from backup_pipelines.defs.records import check_history, evaluated_at, newest_by_day
+from backup_pipelines.defs.records import (
+    all_records,
+    check_history,
+    evaluated_at,
+    newest_by_day,
+    newest_by_partition,
+)
 
-_PAGE = 10_000  # the most Dagster returns in one call
 _HISTORY = 100_000  # evaluations of an objective: every 15 minutes for years
-
-
-def _newest_by_partition(records: list[Any]) -> dict[str, Any]:
-    newest: dict[str, Any] = {}
-    for record in records:  # newest first
-        if record.partition_key and record.partition_key not in newest:
-            newest[record.partition_key] = record
-    return newest
 
 
 def _metadata(record: Any, event: str) -> dict[str, Any]:
@@ -35,26 +32,15 @@ def _metadata(record: Any, event: str) -> dict[str, Any]:
     return {k: v.value for k, v in data.metadata.items()} if data is not None else {}
 
 
-def _all_records(fetch: Any, key: AssetKey) -> list[Any]:
-    """Every record `fetch` (fetch_materializations or fetch_observations) has, newest first."""
-    records, cursor = [], None
-    while True:
-        page = fetch(AssetRecordsFilter(asset_key=key), limit=_PAGE, cursor=cursor)
-        records += page.records
-        if not page.has_more:
-            return records
-        cursor = page.cursor
-
-
 def _materializations(instance: DagsterInstance, key: AssetKey) -> dict[str, Any]:
-    return _newest_by_partition(_all_records(instance.fetch_materializations, key))
+    return newest_by_partition(all_records(instance.fetch_materializations, key))
 
 
 def _retention_notes(instance: DagsterInstance, database: str) -> dict[str, list[str]]:
     notes: dict[str, list[str]] = {}
     for step in (names.ARCHIVE, names.DUMP):
         key = names.database_key(database, step)
-        for record in _all_records(instance.fetch_observations, key):
+        for record in all_records(instance.fetch_observations, key):
             observed = record.asset_observation
             if observed and (observed.description or "").startswith("retention:"):
                 meta = _metadata(record, "asset_observation")
@@ -161,7 +147,7 @@ def exports_table(instance: DagsterInstance, databases: list[str]) -> pd.DataFra
         key = names.database_key(database, names.EXPORTS)
         deleted = {
             record.partition_key: utc_text(dt.datetime.fromtimestamp(record.timestamp, dt.UTC))
-            for record in _all_records(instance.fetch_observations, key)
+            for record in all_records(instance.fetch_observations, key)
             if _metadata(record, "asset_observation").get("action") == "deleted"
         }
         verified = newest_by_day(instance, key, names.EXPORT_VERIFIED)
