@@ -160,6 +160,7 @@ def test_rows_written_during_the_export_are_not_in_it(cluster, source, store):
     )
     with psycopg.connect(cluster.url(DATABASE)) as conn:
         (before,) = conn.execute("SELECT max(id) FROM messages").fetchone()
+        (sequence_before,) = conn.execute("SELECT last_value FROM messages_id_seq").fetchone()
     result: dict = {}
     thread = threading.Thread(
         target=lambda: result.update(m=take_export(source, store, request, "e3", LIMITS))
@@ -179,8 +180,9 @@ def test_rows_written_during_the_export_are_not_in_it(cluster, source, store):
         )
     thread.join(timeout=60)
     with psycopg.connect(cluster.url(DATABASE), autocommit=True) as conn:
-        # The session's database is shared: other modules count its rows.
+        # The session's database is shared: other modules count its rows and its sequence.
         conn.execute("DELETE FROM messages WHERE content = 'written during the export'")
+        conn.execute("SELECT setval('messages_id_seq', %s)", (sequence_before,))
     archive = _read(store, result["m"].object_key)
     latest = pd.read_csv(archive.open("queries/latest.csv"))
     assert latest["newest"].tolist() == [before]  # not the row inserted meanwhile
