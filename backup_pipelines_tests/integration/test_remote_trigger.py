@@ -398,7 +398,6 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
         "follow_parents": True,
         "reason": "customer 7 asked for their data",
     }
-    request = tmp_path / "request.yaml"
     with serving_trigger(url, env) as (base, log):
         assert post(f"{base}/exports", body=body)[0] == 401
         wrong = {**body, "params": {"agent": {"type": "int", "value": "seven"}}}
@@ -411,21 +410,6 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
         assert status == 202, answer
         export_id = answer["id"]
         assert export_id.startswith("agentic-") and answer["run_url"].endswith(answer["run_id"])
-        # An export named by whoever made it (the launchpad takes any partition name) is found
-        # by its run's asset, not by its name. Its run and the CLI's run beside the first.
-        named, named_run = submit_export(
-            Deployment(url), "agentic", {"tables": [{"table": "public.agents"}]}, "test", "audit-q4"
-        )
-        request.write_text(
-            yaml.safe_dump({"queries": [{"name": "q", "sql": "DELETE FROM messages"}]})
-        )
-        refused = cli("--url", url, "export", "agentic", "--request", str(request), env=env)
-        assert refused.returncode == 2 and "is not one read-only statement" in refused.stderr
-        request.write_text(yaml.safe_dump({"queries": [{"name": "agents", "sql": "TABLE agents"}]}))
-        by_cli = cli(
-            "--url", url, "export", "agentic", "--request", str(request), "--wait", env=env
-        )
-
         assert wait_for_run(Deployment(url), answer["run_id"], 300).value == "SUCCESS"
         status, state = post(f"{base}/exports/{export_id}", TRIGGER_SECRET, method="GET")
         assert status == 200 and state["status"] == "SUCCESS", state
@@ -439,12 +423,6 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
             zipfile.ZipFile(io.BytesIO(start))
         with _opened(download) as whole:
             archive = zipfile.ZipFile(io.BytesIO(whole.read()))
-
-        assert wait_for_run(Deployment(url), named_run, 300).value == "SUCCESS"
-        with _opened(f"{base}/exports/{named}/download") as got:
-            assert zipfile.ZipFile(io.BytesIO(got.read())).namelist()[0] == (
-                "tables/public.agents.csv"
-            )
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["reason"] == "customer 7 asked for their data"
     assert manifest["requested_by"].startswith("HTTP trigger from")
@@ -461,15 +439,29 @@ def test_an_export_requested_over_http_is_downloaded_whole_and_verified(
     assert len(conversations) == expected + 1  # and the header
     assert TRIGGER_SECRET not in log[0]
 
-    assert by_cli.returncode == 0, by_cli.stderr
-    (submitted, status) = by_cli.stdout.splitlines()
-    cli_export_id, _ = submitted.split()
+    request = tmp_path / "request.yaml"
+    request.write_text(yaml.safe_dump({"queries": [{"name": "q", "sql": "DELETE FROM messages"}]}))
+    refused = cli("--url", url, "export", "agentic", "--request", str(request), env=env)
+    assert refused.returncode == 2 and "is not one read-only statement" in refused.stderr
+    request.write_text(yaml.safe_dump({"queries": [{"name": "agents", "sql": "TABLE agents"}]}))
+    done = cli("--url", url, "export", "agentic", "--request", str(request), "--wait", env=env)
+    assert done.returncode == 0, done.stderr
+    (submitted, status) = done.stdout.splitlines()
+    export_id, _ = submitted.split()
     assert status == "SUCCESS"
-    stored = home.parent / "backups" / "dumps" / "exports" / "agentic" / f"{cli_export_id}.zip"
-    cli_manifest = json.loads(zipfile.ZipFile(stored).read("manifest.json"))
-    assert cli_manifest["requested_by"].startswith("backup-pipelines CLI (")
-    assert cli_manifest["files"][0]["name"] == "queries/agents.csv"
-    assert cli_manifest["files"][0]["rows"] > 0
+    stored = home.parent / "backups" / "dumps" / "exports" / "agentic" / f"{export_id}.zip"
+    by_cli = json.loads(zipfile.ZipFile(stored).read("manifest.json"))
+    assert by_cli["requested_by"].startswith("backup-pipelines CLI (")
+    assert by_cli["files"][0]["name"] == "queries/agents.csv" and by_cli["files"][0]["rows"] > 0
+
+    # An export named by whoever made it (the launchpad takes any partition name) is found by
+    # its run's asset, not by its name.
+    named, run_id = submit_export(
+        Deployment(url), "agentic", {"tables": [{"table": "public.agents"}]}, "test", "audit-q4"
+    )
+    assert wait_for_run(Deployment(url), run_id, 300).value == "SUCCESS"
+    with serving_trigger(url, env) as (base, _), _opened(f"{base}/exports/{named}/download") as got:
+        assert zipfile.ZipFile(io.BytesIO(got.read())).namelist()[0] == "tables/public.agents.csv"
 
 
 @contextlib.contextmanager
